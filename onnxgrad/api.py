@@ -1,0 +1,299 @@
+"""The public API: :func:`gradients` and :func:`stop_gradient`, TensorFlow's semantics on ONNX."""
+
+from __future__ import annotations
+
+import difflib
+import enum
+from typing import Any, List, NamedTuple, Optional, Sequence, Union
+
+import numpy as np
+import onnx
+from onnx import ModelProto, TensorProto, helper
+
+from . import engine
+from .emitter import Emitter
+from .errors import GradientArgumentError, GradientTypeError
+from .graph import FLOAT_TYPES, GraphIndex, ModelLike, load_model, parse_names
+
+#: Domain and op type of the marker :func:`stop_gradient` inserts (a model-local function).
+MARKER_DOMAIN = "onnxgrad"
+MARKER_OP = "StopGradient"
+
+
+class UnconnectedGradients(str, enum.Enum):
+    """What :func:`gradients` returns for an x that no y depends on (``tf.UnconnectedGradients``)."""
+
+    NONE = "none"
+    ZERO = "zero"
+
+
+class AggregationMethod(enum.IntEnum):
+    """How several gradient contributions to one tensor are summed (``tf.AggregationMethod``)."""
+
+    ADD_N = 0
+    DEFAULT = 0
+    EXPERIMENTAL_TREE = 1
+    EXPERIMENTAL_ACCUMULATE_N = 2
+
+
+class GradientsResult(NamedTuple):
+    """``model``: the augmented ModelProto; ``names[i]``: output holding d(sum ys)/d xs[i] or None."""
+
+    model: ModelProto
+    names: List[Optional[str]]
+
+
+GradY = Union[None, str, float, int, np.ndarray]
+
+
+def gradients(
+    model: ModelLike,
+    ys: Union[str, Sequence[str]],
+    xs: Union[str, Sequence[str]],
+    grad_ys: Optional[Union[GradY, Sequence[GradY]]] = None,
+    name: str = "gradients",
+    gate_gradients: bool = False,
+    aggregation_method: Optional[int] = None,
+    stop_gradients: Optional[Union[str, Sequence[str]]] = None,
+    unconnected_gradients: Union[str, UnconnectedGradients] = UnconnectedGradients.NONE,
+) -> GradientsResult:
+    """Append the gradients of ``sum(ys)`` with respect to each of ``xs`` to an ONNX model.
+
+    The counterpart of ``tf.gradients``: the returned model is the original graph (every output
+    kept, in order) plus backward nodes in the default ONNX domain, plus one graph output per
+    gradient in ``xs`` order.
+
+    Args:
+        model: an ``onnx.ModelProto`` (never modified) or the path of a ``.onnx`` file.
+        ys: name or list of names of the tensors to differentiate; any value of the main graph.
+        xs: name or list of names to differentiate with respect to: graph inputs, initializers,
+            Constant outputs or intermediate values. Repeating an x returns the same gradient.
+        grad_ys: None (ones shaped like each y), or a list aligned with ``ys`` whose entries are
+            None (ones), a number or numpy array (a constant of y's dtype), or a string: an
+            existing tensor, or the name of a new graph input of y's type and shape that the
+            caller feeds at run time.
+        name: prefix of every new node and tensor (uniquified if the model already uses it).
+        gate_gradients: accepted for compatibility. TensorFlow uses it to group an op's input
+            gradients behind a tuple (a control dependency); ONNX graphs have no control
+            dependencies and every runtime schedules nodes by data flow, so it changes nothing.
+        aggregation_method: :class:`AggregationMethod`. ``ADD_N`` (default) sums several
+            contributions with one n-ary ``Sum``; ``EXPERIMENTAL_TREE`` and
+            ``EXPERIMENTAL_ACCUMULATE_N`` with a chain of ``Add``.
+        stop_gradients: tensors held constant: backprop does not pass through them (partial
+            instead of total derivatives). Markers placed by :func:`stop_gradient` also stop it.
+        unconnected_gradients: ``"none"`` (None for an x the ys do not depend on, and no output
+            is added for it) or ``"zero"`` (zeros of x's shape and dtype).
+
+    Returns:
+        ``GradientsResult(model, names)``; ``names[i]`` is the output name of the gradient for
+        ``xs[i]`` or None.
+
+    Raises:
+        LookupError (:class:`~onnxgrad.errors.NoGradientError`): an op between xs and ys has no
+            gradient rule.
+        ValueError: invalid arguments (unknown names, lengths, option values) or an unreadable or
+            invalid model.
+        TypeError: a ``grad_ys`` entry whose dtype cannot seed y's gradient.
+
+    Integer, bool and string tensors are constants: gradients never flow through them.
+    """
+    ys_l = parse_names(ys, "ys")
+    xs_l = parse_names(xs, "xs")
+    stops = parse_names(stop_gradients, "stop_gradients")
+    if not ys_l:
+        raise GradientArgumentError("ys is empty: name at least one tensor to differentiate")
+    unconnected = _parse_unconnected(unconnected_gradients)
+    aggregate = _aggregator(aggregation_method)
+    gys = _parse_grad_ys(grad_ys, len(ys_l))
+
+    proto = load_model(model)
+    index = GraphIndex(proto)
+    for what, names in (("ys", ys_l), ("xs", xs_l), ("stop_gradients", stops)):
+        _check_names(index, names, what)
+
+    g = Emitter(index, _unique_prefix(index, name))
+    seeds = [_seed(g, index, y, gy) for y, gy in zip(ys_l, gys)]
+    raw = engine.backprop(g, ys_l, xs_l, seeds, set(stops), aggregate)
+
+    names: List[Optional[str]] = []
+    outputs: List[onnx.ValueInfoProto] = []
+    done = {}
+    for x, dx in zip(xs_l, raw):
+        if x in done:
+            names.append(done[x])
+            continue
+        if dx is None and unconnected is UnconnectedGradients.ZERO and g.is_float(x):
+            dx = g.zeros_like(x)
+        if dx is None:
+            done[x] = None
+            names.append(None)
+            continue
+        g.scope = g.prefix
+        out = g.fresh(f"{x.replace('/', '_')}_grad")
+        g.nodes.append(helper.make_node("Identity", [dx], [out], name=out))
+        info = index.tensor_info(x)
+        shape = [d if d is not None else None for d in info.shape] if info.shape is not None else None
+        outputs.append(helper.make_tensor_value_info(out, info.elem_type, shape))
+        done[x] = out
+        names.append(out)
+
+    proto.graph.node.extend(g.nodes)
+    proto.graph.input.extend(g.extra_inputs)
+    proto.graph.output.extend(outputs)
+    return GradientsResult(proto, names)
+
+
+def _parse_unconnected(value: Union[str, UnconnectedGradients]) -> UnconnectedGradients:
+    try:
+        return UnconnectedGradients(value.value if isinstance(value, UnconnectedGradients) else value)
+    except (ValueError, AttributeError, TypeError):
+        raise GradientArgumentError(
+            f"Unknown value for unconnected_gradients: {value!r}; accepted values are 'none' and 'zero'"
+        ) from None
+
+
+def _sum_n(g: Emitter, parts: List[str]) -> str:
+    return g.Sum(*parts)
+
+
+def _add_chain(g: Emitter, parts: List[str]) -> str:
+    total = parts[0]
+    for p in parts[1:]:
+        total = g.Add(total, p)
+    return total
+
+
+def _aggregator(method: Optional[int]):
+    if method is None:
+        return _sum_n
+    if isinstance(method, bool) or not isinstance(method, (int, np.integer)):
+        raise GradientArgumentError(
+            f"Invalid aggregation_method specified {method!r}. Accepted values are [0, 1, 2]"
+        )
+    if int(method) == AggregationMethod.ADD_N:
+        return _sum_n
+    if int(method) in (AggregationMethod.EXPERIMENTAL_TREE, AggregationMethod.EXPERIMENTAL_ACCUMULATE_N):
+        return _add_chain
+    raise GradientArgumentError(f"Invalid aggregation_method specified {method}. Accepted values are [0, 1, 2]")
+
+
+def _parse_grad_ys(grad_ys: Any, n: int) -> List[GradY]:
+    if grad_ys is None:
+        return [None] * n
+    if isinstance(grad_ys, (str, np.ndarray, float, int)) and not (isinstance(grad_ys, np.ndarray) and grad_ys.dtype == object):
+        grad_ys = [grad_ys]
+    grad_ys = list(grad_ys)
+    if len(grad_ys) != n:
+        raise GradientArgumentError(f"Passed {len(grad_ys)} grad_ys for {n} ys")
+    return grad_ys
+
+
+def _check_names(index: GraphIndex, names: Sequence[str], what: str) -> None:
+    unknown = [n for n in names if not index.exists(n)]
+    if not unknown:
+        return
+    n = unknown[0]
+    near = difflib.get_close_matches(n, list(index.all_names()), n=3)
+    hint = f"; did you mean {', '.join(repr(c) for c in near)}?" if near else \
+        "; `onnxgrad differentiate --help` explains how to list a model's tensors"
+    raise GradientArgumentError(f"{what}: no tensor named {n!r} in the model's main graph{hint}")
+
+
+def _unique_prefix(index: GraphIndex, name: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise GradientArgumentError(f"name must be a non-empty string, got {name!r}")
+    used = set(index.all_names()) | {n.name for n in index.nodes if n.name}
+    taken = lambda p: any(u == p or u.startswith(p + "/") for u in used)  # noqa: E731
+    if not taken(name):
+        return name
+    i = 1
+    while taken(f"{name}_{i}"):
+        i += 1
+    return f"{name}_{i}"
+
+
+def _seed(g: Emitter, index: GraphIndex, y: str, gy: GradY) -> str:
+    info = index.tensor_info(y)
+    if gy is None:
+        if not info.is_float:
+            return ""  # integer y: nothing flows
+        return g.ones_like(y)
+    if isinstance(gy, str):
+        if index.exists(gy):
+            t = index.tensor_info(gy).elem_type
+            if info.is_float and t and t not in FLOAT_TYPES:
+                raise GradientTypeError(
+                    f"grad_ys entry {gy!r} has dtype {TensorProto.DataType.Name(t).lower()} but y "
+                    f"{y!r} is {TensorProto.DataType.Name(info.elem_type).lower()}; a float y needs a float gradient"
+                )
+            return gy
+        shape = list(info.shape) if info.shape is not None else None
+        g.extra_inputs.append(helper.make_tensor_value_info(gy, info.elem_type, shape))
+        g.set_info(gy, info.elem_type, info.shape)
+        return gy
+    arr = np.asarray(gy)
+    if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
+        raise GradientTypeError(
+            f"grad_ys entry for {y!r} has dtype {arr.dtype}; it must be numeric (float for a float y)"
+        )
+    if not info.is_float:
+        return ""
+    static = g.static_shape(y)
+    if static is not None and arr.shape != static:
+        try:
+            arr = np.broadcast_to(arr, static)
+        except ValueError:
+            raise GradientArgumentError(
+                f"grad_ys entry for {y!r} has shape {arr.shape}, y has shape {static}"
+            ) from None
+    return g.const(arr, like=y)
+
+
+def stop_gradient(model: ModelLike, names: Union[str, Sequence[str]]) -> ModelProto:
+    """Return a copy of ``model`` where backprop stops at each named tensor (``tf.stop_gradient``).
+
+    Each named intermediate tensor ``t`` is re-produced by an ``onnxgrad.StopGradient`` node, a
+    model-local function whose body is ``Identity``: the model computes exactly what it did (in
+    onnxruntime, onnx.reference or any runtime that inlines local functions), while
+    :func:`gradients` sees a non-differentiable op. Gradients with respect to ``t`` itself are
+    still available. Graph inputs and initializers are already where backprop ends, so marking
+    them changes nothing.
+    """
+    names_l = parse_names(names, "names")
+    proto = load_model(model)
+    index = GraphIndex(proto)
+    _check_names(index, names_l, "names")
+    opset = index.opset
+    if not any(f.domain == MARKER_DOMAIN and f.name == MARKER_OP for f in proto.functions):
+        proto.functions.append(helper.make_function(
+            MARKER_DOMAIN, MARKER_OP, ["x"], ["y"], [helper.make_node("Identity", ["x"], ["y"])],
+            [helper.make_opsetid("", opset)]))
+    if not any(i.domain == MARKER_DOMAIN for i in proto.opset_import):
+        proto.opset_import.append(helper.make_opsetid(MARKER_DOMAIN, 1))
+    taken = set(index.all_names())
+    positions = {}
+    for t in names_l:
+        p = index.producer.get(t)
+        if p is None or t in positions:
+            continue  # graph input / initializer / already marked
+        raw = f"{t}/before_stop_gradient"
+        k = 1
+        while raw in taken:
+            raw = f"{t}/before_stop_gradient_{k}"
+            k += 1
+        taken.add(raw)
+        node = proto.graph.node[p]
+        node.output[list(node.output).index(t)] = raw
+        positions[t] = (p, helper.make_node(MARKER_OP, [raw], [t], name=f"{t}/StopGradient", domain=MARKER_DOMAIN))
+    # insert each marker right after its producer, keeping the node list topologically sorted
+    new_nodes = []
+    after = {p: [] for p, _ in positions.values()}
+    for p, marker in positions.values():
+        after[p].append(marker)
+    for i, node in enumerate(proto.graph.node):
+        new_nodes.append(node)
+        new_nodes.extend(after.get(i, ()))
+    del proto.graph.node[:]
+    proto.graph.node.extend(new_nodes)
+    return proto
+

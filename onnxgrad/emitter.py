@@ -1,0 +1,410 @@
+"""The emitter: the only place that writes backward nodes.
+
+It owns tensor and node names, constants, dtypes and every difference between opsets (ReduceSum
+axes as attribute or input, Split/Squeeze/Unsqueeze/Slice/Pad signatures), so that rules read
+like formulas: ``g.Mul(dy, g.Sub(g.const(1, like=y), g.Mul(y, y)))``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+
+import numpy as np
+import onnx
+from onnx import NodeProto, TensorProto, helper, numpy_helper
+
+from .errors import GradientArgumentError
+from .graph import FLOAT_TYPES, Dim, GraphIndex, TensorInfo
+
+Axes = Sequence[int]
+
+
+class Op:
+    """Read-only view of the forward node a rule differentiates."""
+
+    def __init__(self, node: NodeProto, index: int, opset: int):
+        self.node = node
+        self.index = index
+        self.opset = opset
+        self.op_type = node.op_type
+        self.inputs: List[str] = list(node.input)
+        self.outputs: List[str] = list(node.output)
+        self._attrs = {a.name: a for a in node.attribute}
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    def input(self, i: int) -> Optional[str]:
+        """Name of input ``i``, or None when it is absent or an omitted optional input."""
+        return self.inputs[i] if i < len(self.inputs) and self.inputs[i] else None
+
+    def output(self, i: int = 0) -> Optional[str]:
+        return self.outputs[i] if i < len(self.outputs) and self.outputs[i] else None
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        """Attribute value (bytes decoded to str), or ``default``."""
+        a = self._attrs.get(name)
+        if a is None:
+            return default
+        v = helper.get_attribute_value(a)
+        if isinstance(v, bytes):
+            return v.decode()
+        if isinstance(v, list) and v and isinstance(v[0], bytes):
+            return [x.decode() for x in v]
+        return v
+
+    def has_attr(self, name: str) -> bool:
+        return name in self._attrs
+
+
+def _tensor_dtype_name(elem_type: int) -> str:
+    return TensorProto.DataType.Name(elem_type)
+
+
+def np_dtype(elem_type: int) -> np.dtype:
+    return helper.tensor_dtype_to_np_dtype(elem_type)
+
+
+class Emitter:
+    """Writes backward nodes into a list, with unique names under one prefix.
+
+    Tensors are plain names (str). Every emitted tensor's element type is tracked so constants can
+    be made ``like=`` any tensor, forward or backward.
+    """
+
+    def __init__(self, index: GraphIndex, prefix: str):
+        self.index = index
+        self.opset = index.opset
+        self.prefix = prefix
+        self.nodes: List[NodeProto] = []
+        self.scope = prefix
+        self._types: Dict[str, int] = {}
+        self._shapes: Dict[str, Optional[Tuple[Dim, ...]]] = {}
+        self._counts: Dict[str, int] = {}
+        self._taken: Set[str] = set(index.all_names()) | {n.name for n in index.nodes if n.name}
+        self._const_cache: Dict[Tuple[int, bytes, Tuple[int, ...]], str] = {}
+        self._shape_of_cache: Dict[str, str] = {}
+        self.zeros: Set[str] = set()
+        self.extra_inputs: List[onnx.ValueInfoProto] = []
+
+    # ---------------------------------------------------------------- names
+    def fresh(self, hint: str) -> str:
+        """A name under the current scope that no tensor or node uses yet."""
+        base = f"{self.scope}/{hint}"
+        n = self._counts.get(base, 0)
+        name = base if n == 0 else f"{base}_{n}"
+        while name in self._taken:
+            n += 1
+            name = f"{base}_{n}"
+        self._counts[base] = n + 1
+        self._taken.add(name)
+        return name
+
+    # ---------------------------------------------------------------- types and shapes
+    def info(self, name: str) -> TensorInfo:
+        if name in self._types:
+            return TensorInfo(self._types[name], self._shapes.get(name))
+        return self.index.tensor_info(name)
+
+    def dtype(self, name: str) -> int:
+        """ONNX element type of a tensor (forward or emitted)."""
+        t = self.info(name).elem_type
+        if not t:
+            raise GradientArgumentError(f"the element type of tensor {name!r} is unknown (shape inference failed)")
+        return t
+
+    def shape(self, name: str) -> Optional[Tuple[Dim, ...]]:
+        """Static shape: ints for known dims, str for symbolic ones, None if the rank is unknown."""
+        return self.info(name).shape
+
+    def rank(self, name: str) -> int:
+        s = self.shape(name)
+        if s is None:
+            raise GradientArgumentError(
+                f"the rank of tensor {name!r} is unknown; its gradient needs it "
+                "(give the model's inputs shapes, or run onnx.shape_inference first)"
+            )
+        return len(s)
+
+    def static_shape(self, name: str) -> Optional[Tuple[int, ...]]:
+        """The shape if every dimension is a known int, else None."""
+        s = self.shape(name)
+        if s is None or any(not isinstance(d, int) for d in s):
+            return None
+        return tuple(s)  # type: ignore[return-value]
+
+    def set_info(self, name: str, elem_type: int, shape: Optional[Sequence[Dim]] = None) -> None:
+        self._types[name] = elem_type
+        if shape is not None:
+            self._shapes[name] = tuple(shape)
+
+    # ---------------------------------------------------------------- node emission
+    def op(self, op_type: str, *inputs: Optional[str], outputs: int = 1, domain: str = "",
+           **attrs: Any) -> Union[str, List[str]]:
+        """Emit one node; return its output name (or the list when ``outputs`` > 1)."""
+        outs = [self.fresh(op_type) for _ in range(outputs)]
+        node = helper.make_node(op_type, [i or "" for i in inputs], outs, name=outs[0],
+                                domain=domain or None, **{k: v for k, v in attrs.items() if v is not None})
+        self.nodes.append(node)
+        et = self._result_type(op_type, [i for i in inputs if i], attrs)
+        for o in outs:
+            if et:
+                self._types[o] = et
+        return outs if outputs > 1 else outs[0]
+
+    _INT64_RESULT = frozenset({"Shape", "Size", "ArgMax", "ArgMin", "NonZero"})
+    _BOOL_RESULT = frozenset({"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or",
+                              "Xor", "IsNaN", "IsInf"})
+
+    def _result_type(self, op_type: str, inputs: List[str], attrs: Dict[str, Any]) -> int:
+        if op_type in self._INT64_RESULT:
+            return TensorProto.INT64
+        if op_type in self._BOOL_RESULT:
+            return TensorProto.BOOL
+        if op_type == "Cast":
+            return int(attrs["to"])
+        if op_type == "CastLike":
+            return self.info(inputs[1]).elem_type
+        if op_type == "ConstantOfShape":
+            v = attrs.get("value")
+            return v.data_type if v is not None else TensorProto.FLOAT
+        if op_type == "Where":
+            return self.info(inputs[1]).elem_type
+        if op_type in ("OneHot",):
+            return self.info(inputs[2]).elem_type
+        for i in inputs:
+            t = self.info(i).elem_type
+            if t:
+                return t
+        return 0
+
+    def __getattr__(self, op_type: str):
+        if not op_type[:1].isupper():
+            raise AttributeError(op_type)
+
+        def emit(*inputs: Optional[str], **attrs: Any) -> str:
+            return self.op(op_type, *inputs, **attrs)  # type: ignore[return-value]
+
+        emit.__name__ = op_type
+        return emit
+
+    # ---------------------------------------------------------------- constants
+    def const(self, value: Any, like: Optional[str] = None, dtype: Optional[int] = None) -> str:
+        """A constant tensor with the element type of ``like`` (or ``dtype``); cached."""
+        if dtype is None:
+            dtype = self.dtype(like) if like is not None else TensorProto.FLOAT
+        arr = np.asarray(value)
+        if dtype == TensorProto.BFLOAT16:
+            tensor = helper.make_tensor("value", dtype, arr.shape, arr.astype(np.float32).ravel().tolist())
+            key_bytes = arr.astype(np.float32).tobytes()
+        else:
+            arr = arr.astype(np_dtype(dtype))
+            tensor = numpy_helper.from_array(arr, "value")
+            key_bytes = arr.tobytes()
+        key = (dtype, key_bytes, tuple(arr.shape))
+        cached = self._const_cache.get(key)
+        if cached is not None:
+            return cached
+        saved, self.scope = self.scope, self.prefix
+        name = self.fresh("Const")
+        self.scope = saved
+        self.nodes.append(helper.make_node("Constant", [], [name], name=name, value=tensor))
+        self._types[name] = dtype
+        self._shapes[name] = tuple(arr.shape)
+        self._const_cache[key] = name
+        return name
+
+    def ints(self, values: Sequence[int]) -> str:
+        """A 1-D int64 constant (shapes, axes, pads, starts...)."""
+        return self.const(np.asarray(list(values), dtype=np.int64), dtype=TensorProto.INT64)
+
+    def scalar_int(self, value: int) -> str:
+        return self.const(np.asarray(value, dtype=np.int64), dtype=TensorProto.INT64)
+
+    # ---------------------------------------------------------------- shape helpers
+    def shape_of(self, x: str) -> str:
+        """Shape(x) as an int64 tensor: a constant when static, a Shape node otherwise."""
+        static = self.static_shape(x)
+        if static is not None:
+            return self.ints(static)
+        if x not in self._shape_of_cache:
+            self._shape_of_cache[x] = self.op("Shape", x)  # type: ignore[assignment]
+        return self._shape_of_cache[x]
+
+    def constant_of_shape(self, shape: str, value: float, like: str) -> str:
+        """A tensor filled with ``value`` of ``like``'s dtype, shape given as an int64 tensor."""
+        dtype = self.dtype(like)
+        if dtype == TensorProto.BFLOAT16 and self.opset < 20:
+            filled = self.op("ConstantOfShape", shape,
+                             value=numpy_helper.from_array(np.array([value], np.float32), "value"))
+            return self.Cast(filled, to=dtype)
+        return self.op("ConstantOfShape", shape, value=self._scalar_tensor(value, dtype))  # type: ignore[return-value]
+
+    def _scalar_tensor(self, value: float, dtype: int) -> TensorProto:
+        if dtype == TensorProto.BFLOAT16:
+            return helper.make_tensor("value", dtype, [1], [float(value)])
+        return numpy_helper.from_array(np.array([value], dtype=np_dtype(dtype)), "value")
+
+    def zeros_like(self, x: str) -> str:
+        """Zeros with ``x``'s shape and dtype (recorded so rules may skip work on them)."""
+        z = self.constant_of_shape(self.shape_of(x), 0.0, like=x)
+        self._shapes[z] = self.shape(x)  # type: ignore[assignment]
+        self.zeros.add(z)
+        return z
+
+    def ones_like(self, x: str) -> str:
+        static = self.static_shape(x)
+        if static is not None and int(np.prod(static)) <= 16:
+            return self.const(np.ones(static), like=x)
+        o = self.constant_of_shape(self.shape_of(x), 1.0, like=x)
+        self._shapes[o] = self.shape(x)  # type: ignore[assignment]
+        return o
+
+    def reshape(self, x: str, shape: Union[str, Sequence[int]]) -> str:
+        """Reshape to an int64 tensor or a static list of ints (0 copies, -1 infers)."""
+        target = shape if isinstance(shape, str) else self.ints(shape)
+        return self.Reshape(x, target)
+
+    def reshape_like(self, x: str, like: str) -> str:
+        if self.shape(x) is not None and self.shape(x) == self.shape(like) and self.static_shape(like) is not None:
+            return x
+        return self.reshape(x, self.shape_of(like))
+
+    # ---------------------------------------------------------------- opset-dependent ops
+    def reduce(self, op_type: str, x: str, axes: Optional[Axes], keepdims: bool = True) -> str:
+        """ReduceXxx over ``axes`` (None = all) in the form the opset wants."""
+        kd = 1 if keepdims else 0
+        input_form = self.opset >= (13 if op_type == "ReduceSum" else 18)
+        if axes is None:
+            return self.op(op_type, x, keepdims=kd)  # type: ignore[return-value]
+        axes = [int(a) for a in axes]
+        if not axes:
+            return x
+        if input_form:
+            return self.op(op_type, x, self.ints(axes), keepdims=kd)  # type: ignore[return-value]
+        return self.op(op_type, x, axes=axes, keepdims=kd)  # type: ignore[return-value]
+
+    def reduce_sum(self, x: str, axes: Optional[Axes], keepdims: bool = True) -> str:
+        return self.reduce("ReduceSum", x, axes, keepdims)
+
+    def squeeze(self, x: str, axes: Axes) -> str:
+        if not axes:
+            return x
+        if self.opset >= 13:
+            return self.Squeeze(x, self.ints(axes))
+        return self.Squeeze(x, axes=list(axes))
+
+    def unsqueeze(self, x: str, axes: Axes) -> str:
+        if not axes:
+            return x
+        if self.opset >= 13:
+            return self.Unsqueeze(x, self.ints(axes))
+        return self.Unsqueeze(x, axes=list(axes))
+
+    def split(self, x: str, sizes: Sequence[int], axis: int) -> List[str]:
+        """Split into pieces of static ``sizes`` along ``axis``."""
+        if self.opset >= 13:
+            return self.op("Split", x, self.ints(sizes), outputs=len(sizes), axis=axis)  # type: ignore[return-value]
+        return self.op("Split", x, outputs=len(sizes), axis=axis, split=list(sizes))  # type: ignore[return-value]
+
+    def slice(self, x: str, starts: Sequence[int], ends: Sequence[int], axes: Sequence[int],
+              steps: Optional[Sequence[int]] = None) -> str:
+        """Static Slice; steps need opset 10."""
+        if self.opset >= 10:
+            args = [x, self.ints(starts), self.ints(ends), self.ints(axes)]
+            if steps is not None:
+                args.append(self.ints(steps))
+            return self.Slice(*args)
+        if steps is not None and any(s != 1 for s in steps):
+            raise GradientArgumentError("Slice with steps needs opset 10 or newer")
+        return self.Slice(x, starts=list(starts), ends=list(ends), axes=list(axes))
+
+    def pad(self, x: str, pads: Union[str, Sequence[int]], value: float = 0.0) -> str:
+        """Constant-pad ``x``; ``pads`` is ONNX's [begin..., end...] as ints or an int64 tensor."""
+        if self.opset >= 11:
+            p = pads if isinstance(pads, str) else self.ints(pads)
+            if value == 0.0:
+                return self.Pad(x, p)
+            return self.Pad(x, p, self.const(value, like=x))
+        if isinstance(pads, str):
+            raise GradientArgumentError("dynamic pads need opset 11 or newer")
+        return self.Pad(x, pads=list(pads), value=float(value))
+
+    def transpose(self, x: str, perm: Sequence[int]) -> str:
+        perm = [int(p) for p in perm]
+        if perm == sorted(perm):
+            return x
+        return self.Transpose(x, perm=perm)
+
+    def cast_like(self, x: str, like: str) -> str:
+        """Cast ``x`` to ``like``'s element type (no-op if already equal)."""
+        to = self.dtype(like)
+        if self.info(x).elem_type == to:
+            return x
+        return self.Cast(x, to=to)
+
+    # ---------------------------------------------------------------- broadcasting
+    def sum_to(self, grad: str, x: str, like: str) -> str:
+        """Sum ``grad`` (shaped like ``like``, a broadcast result) back to the shape of ``x``."""
+        xs, ys = self.shape(x), self.shape(like)
+        if xs is None or ys is None:
+            if xs is not None and ys is not None and xs == ys:
+                return grad
+            raise GradientArgumentError(
+                f"cannot undo broadcasting from {like!r} to {x!r}: rank unknown "
+                "(give the model's inputs shapes)"
+            )
+        if xs == ys and all(d is not None for d in xs):
+            return grad
+        lead = len(ys) - len(xs)
+        if lead < 0:
+            raise GradientArgumentError(f"gradient of {x!r} has lower rank than the tensor itself")
+        axes = list(range(lead))
+        dynamic = False
+        for i, dx in enumerate(xs):
+            dy = ys[lead + i]
+            if dx == 1 and dy != 1:
+                axes.append(lead + i)
+            elif dx == dy and dx is not None:
+                continue
+            elif isinstance(dx, int) and dx != 1:
+                continue  # a non-1 dim is never broadcast
+            elif dy == 1:
+                continue
+            else:
+                dynamic = True
+        if dynamic:
+            return self._sum_to_dynamic(grad, x, len(ys))
+        if not axes:
+            return grad
+        red = self.reduce_sum(grad, axes, keepdims=True)
+        if lead:
+            red = self.reshape(red, self.shape_of(x)) if self.static_shape(x) is None else self.reshape(red, list(xs))  # type: ignore[arg-type]
+        return red
+
+    def _sum_to_dynamic(self, grad: str, x: str, rank_y: int) -> str:
+        """Reduce over the axes where x's runtime dim is 1 and the gradient's is not."""
+        if self.opset < 13:
+            raise GradientArgumentError(
+                f"the broadcast of {x!r} depends on symbolic dimensions; undoing it needs opset 13 "
+                "or newer (ReduceSum with axes as an input)"
+            )
+        rank_x = len(self.shape(x) or ())
+        gshape = self.Shape(grad)
+        xshape = self.shape_of(x)
+        if rank_y > rank_x:
+            xshape = self.Concat(self.ints([1] * (rank_y - rank_x)), xshape, axis=0)
+        one = self.ints([1])
+        mask = self.And(self.Equal(xshape, one), self.Not(self.Equal(gshape, one)))
+        axes = self.Reshape(self.NonZero(mask), self.ints([-1]))
+        red = self.op("ReduceSum", grad, axes, keepdims=1, noop_with_empty_axes=1)
+        return self.reshape(red, self.shape_of(x))  # type: ignore[arg-type]
+
+    def is_float(self, name: str) -> bool:
+        return self.info(name).elem_type in FLOAT_TYPES
+
+
+def dtype_name(elem_type: int) -> str:
+    """'float', 'double', 'float16'... as numpy spells them (bfloat16 for BFLOAT16)."""
+    return _tensor_dtype_name(elem_type).lower()

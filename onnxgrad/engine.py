@@ -1,0 +1,194 @@
+"""TensorFlow's gradient algorithm on an ONNX graph. Knows no operator by name.
+
+1. Reached ops: a forward walk from the producers of xs through float tensors only.
+2. Between ops: a backward walk from the producers of ys, kept where reached; each op's pending
+   count is the number of its output edges into between ops.
+3. Ops run in reverse topological order as their pending counts reach zero; gradients arriving
+   at a tensor are aggregated, missing float output gradients are zero-filled and the op's rule
+   gives its inputs their gradients. Stop ops (producers of xs fed by no between op, and
+   producers of stop_gradients) accumulate but never call their rule.
+
+Every walk is an explicit queue, so time and memory are linear in the graph size.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Dict, List, Optional, Sequence, Set
+
+from .emitter import Emitter, Op
+from .errors import GradientArgumentError, NoGradientError
+from .graph import GraphIndex
+from . import registry
+
+# A source tensor (graph input or initializer) acts as a producer op of its own with no inputs.
+# Op ids: 0..N-1 are real nodes, N.. are sources.
+
+
+class _Ops:
+    """Uniform view of real nodes and source pseudo-ops."""
+
+    def __init__(self, index: GraphIndex):
+        self.index = index
+        n = len(index.nodes)
+        self.n_nodes = n
+        self.source_id: Dict[str, int] = {}
+        self.source_name: List[str] = []
+        for name in list(index.graph_inputs) + sorted(index.initializers):
+            if name not in self.source_id:
+                self.source_id[name] = n + len(self.source_name)
+                self.source_name.append(name)
+
+    def producer(self, tensor: str) -> Optional[int]:
+        p = self.index.producer.get(tensor)
+        return p if p is not None else self.source_id.get(tensor)
+
+    def inputs(self, op: int) -> List[str]:
+        return self.index.node_inputs[op] if op < self.n_nodes else []
+
+    def outputs(self, op: int) -> List[str]:
+        return list(self.index.nodes[op].output) if op < self.n_nodes else [self.source_name[op - self.n_nodes]]
+
+
+def backprop(
+    g: Emitter,
+    ys: Sequence[str],
+    xs: Sequence[str],
+    grad_ys: Sequence[str],
+    stop_tensors: Set[str],
+    aggregate: Callable[[Emitter, List[str]], str],
+) -> List[Optional[str]]:
+    """Append the backward pass to ``g``; return the aggregated gradient name for each x."""
+    index = g.index
+    ops = _Ops(index)
+    is_float = g.is_float
+
+    # 1. forward reachability from xs' producers, through float tensors only
+    from_ops = [ops.producer(x) for x in xs]
+    reached: Set[int] = set()
+    queue = deque(p for p in from_ops if p is not None)
+    while queue:
+        op = queue.popleft()
+        if op in reached:
+            continue
+        reached.add(op)
+        for out in ops.outputs(op):
+            if out and is_float(out):
+                queue.extend(index.consumers.get(out, ()))
+
+    # 2. between ops and pending counts
+    between: Set[int] = set()
+    unvisited = set(reached)
+    queue = deque(p for p in (ops.producer(y) for y in ys) if p is not None)
+    while queue:
+        op = queue.popleft()
+        if op in unvisited:
+            unvisited.discard(op)
+            between.add(op)
+            for t in ops.inputs(op):
+                p = ops.producer(t) if t else None
+                if p is not None:
+                    queue.append(p)
+    pending: Dict[int, int] = {}
+    for op in between:
+        for t in ops.inputs(op):
+            p = ops.producer(t) if t else None
+            if p is not None and p in between:
+                pending[p] = pending.get(p, 0) + 1
+
+    # stop ops
+    stop_ops: Set[int] = set()
+    for p in from_ops:
+        if p is None:
+            continue
+        if not any(t and ops.producer(t) in between for t in ops.inputs(p)):
+            stop_ops.add(p)
+    for t in stop_tensors:
+        p = ops.producer(t)
+        if p is not None:
+            stop_ops.add(p)
+
+    # 3. seeds and the reverse walk
+    grads: Dict[str, List[str]] = {}
+    for y, gy in zip(ys, grad_ys):
+        if is_float(y):
+            grads.setdefault(y, []).append(gy)
+
+    def aggregated(t: str) -> Optional[str]:
+        contributions = grads.get(t)
+        if not contributions:
+            return None
+        if len(contributions) > 1:
+            saved, g.scope = g.scope, f"{g.prefix}/{_safe(t)}_grad"
+            total = aggregate(g, contributions)
+            g.scope = saved
+            grads[t] = [total]
+        return grads[t][0]
+
+    ready = deque()
+    seen_to: Set[int] = set()
+    for y in ys:
+        p = ops.producer(y)
+        if p is not None and p in between and pending.get(p, 0) == 0 and p not in seen_to:
+            seen_to.add(p)
+            ready.append(p)
+
+    while ready:
+        op = ready.popleft()
+        outs = ops.outputs(op)
+        out_grads = [aggregated(o) if o else None for o in outs]
+        in_names = ops.inputs(op)
+        in_grads: Sequence[Optional[str]] = ()
+        if op < ops.n_nodes and op not in stop_ops and any(dg is not None for dg in out_grads):
+            in_grads = _call_rule(g, index, op, out_grads)
+        for t, dg in zip(in_names, in_grads):
+            if t and dg is not None and is_float(t):
+                grads.setdefault(t, []).append(dg)
+        for t in in_names:
+            p = ops.producer(t) if t else None
+            if p is not None and p in between:
+                pending[p] -= 1
+                if pending[p] == 0:
+                    ready.append(p)
+
+    return [aggregated(x) for x in xs]
+
+
+def _safe(name: str) -> str:
+    return name.replace("/", "_") or "t"
+
+
+def _call_rule(g: Emitter, index: GraphIndex, op_id: int, out_grads: List[Optional[str]]) -> Sequence[Optional[str]]:
+    node = index.nodes[op_id]
+    entry = registry.lookup(node.op_type, node.domain, index.opset if node.domain in ("", "ai.onnx") else 1)
+    where = f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+    label = index.node_label(op_id)
+    if entry is None or entry.status == registry.UNSUPPORTED:
+        why = f" ({entry.reason})" if entry is not None and entry.reason else ""
+        raise NoGradientError(
+            f"No gradient defined for operation '{label}' (op type: {where}, opset {index.opset}){why}. "
+            f"Pass its output to stop_gradients to treat it as a constant, or register a rule with "
+            f"@onnxgrad.register_gradient({node.op_type!r}"
+            + (f", domain={node.domain!r}" if node.domain not in ("", "ai.onnx") else "")
+            + ")."
+        )
+    if entry.status == registry.NON_DIFFERENTIABLE:
+        return ()
+    op = Op(node, op_id, index.opset)
+    g.scope = f"{g.prefix}/{_safe(node.name or node.output[0])}_grad"
+    dys = [dg if dg is not None or not (o and g.is_float(o)) else g.zeros_like(o) for o, dg in zip(op.outputs, out_grads)]
+    result = list(entry.fn(g, op, *dys))  # type: ignore[misc]
+    n_in = len(op.inputs)
+    # A rule may be written for the full signature: trailing entries for omitted optional
+    # inputs must then be None.
+    if len(result) < n_in or any(r is not None for r in result[n_in:]):
+        raise GradientArgumentError(
+            f"the gradient rule for {where} returned {len(result)} gradients for node '{label}', "
+            f"which has {n_in} inputs"
+        )
+    result = result[:n_in]
+    if entry.broadcast:
+        y = op.outputs[0]
+        result = [g.sum_to(r, x, y) if r is not None else None for r, x in zip(result, op.inputs)]
+    g.scope = g.prefix
+    return result

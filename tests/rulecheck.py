@@ -1,0 +1,133 @@
+"""The one generic checker every rule test goes through.
+
+A :class:`Case` describes a single-node model; :func:`check_case` builds it in the requested float
+dtype, differentiates it with respect to every float input (or ``wrt``), and asserts:
+
+* the gradient model passes ``onnx.checker.check_model(full_check=True)``;
+* the gradients agree with central differences in onnxruntime (directional check, plus the full
+  Jacobian for small inputs) via :func:`onnxgrad.checking.check_gradients`;
+* ``onnx.reference.ReferenceEvaluator`` runs the gradient model and gives the same gradients as
+  onnxruntime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from onnxgrad.checking import check_gradients, session
+
+DTYPES = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE}
+
+
+@dataclass
+class Case:
+    """One single-node test model.
+
+    ``inputs``: ordered (name, value) pairs; float arrays are cast to the case dtype, others kept.
+    A value of None is an omitted optional input (""). Names listed in ``constant`` become
+    initializers instead of graph inputs (for inputs the op needs as constants, e.g. shapes).
+    """
+
+    id: str
+    op_type: str
+    inputs: Sequence[Any]
+    attrs: Dict[str, Any] = field(default_factory=dict)
+    opset: int = 18
+    n_outputs: int = 1
+    wrt: Optional[List[str]] = None
+    constant: Sequence[str] = ()
+    dtypes: Sequence[str] = ("float32", "float64")
+    outputs_used: Optional[List[int]] = None  # which outputs are ys (default: every float output)
+    rtol: Optional[float] = None
+
+    def __str__(self) -> str:
+        return self.id
+
+
+def build(case: Case, dtype: str) -> tuple:
+    """(model, feeds, xs, ys) for ``case`` in ``dtype``."""
+    elem = DTYPES[dtype]
+    np_t = helper.tensor_dtype_to_np_dtype(elem)
+    graph_inputs, inits, feeds, names, xs = [], [], {}, [], []
+    for name, value in case.inputs:
+        if value is None:
+            names.append("")
+            continue
+        arr = np.asarray(value)
+        if arr.dtype.kind == "f":
+            arr = arr.astype(np_t)
+        names.append(name)
+        if name in case.constant:
+            inits.append(numpy_helper.from_array(arr, name))
+        else:
+            graph_inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(arr.dtype), arr.shape))
+            feeds[name] = arr
+        if arr.dtype.kind == "f" and (case.wrt is None or name in case.wrt):
+            xs.append(name)
+    outs = [f"y{i}" for i in range(case.n_outputs)]
+    node = helper.make_node(case.op_type, names, outs, **case.attrs)
+    graph = helper.make_graph([node], case.id.replace("/", "_"), graph_inputs,
+                              [onnx.ValueInfoProto(name=o) for o in outs], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", case.opset)])
+    model.ir_version = min(model.ir_version, 10)
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {vi.name: vi for vi in inferred.graph.output}
+    del model.graph.output[:]
+    model.graph.output.extend(types[o] for o in outs)
+    used = case.outputs_used if case.outputs_used is not None else range(case.n_outputs)
+    ys = [outs[i] for i in used if types[outs[i]].type.tensor_type.elem_type in (TensorProto.FLOAT, TensorProto.DOUBLE)]
+    return model, feeds, xs, ys
+
+
+def check_case(case: Case, dtype: str) -> None:
+    model, feeds, xs, ys = build(case, dtype)
+    report = check_gradients(model, xs, ys, feeds=feeds, rtol=case.rtol)
+    grad_model = report.gradient_model
+    onnx.checker.check_model(grad_model, full_check=True)
+    bad = [c for c in report.checks if not c.ok]
+    assert not bad, "gradient mismatch: " + "; ".join(
+        f"{c.name}: analytic {c.analytic:.6g} numeric {c.numeric:.6g} (err {c.error:.3g} > tol {c.tolerance:.3g}, "
+        f"jacobian ratio {c.jacobian_ratio})" for c in bad)
+    assert len(report.checks) == len(xs)
+    compare_with_reference(grad_model, feeds_for(grad_model, feeds))
+
+
+def feeds_for(model: onnx.ModelProto, feeds: Dict[str, np.ndarray], seed: int = 1) -> Dict[str, np.ndarray]:
+    """``feeds`` plus random values for any extra graph input (e.g. grad_ys seeds)."""
+    rng = np.random.default_rng(seed)
+    out = dict(feeds)
+    for vi in model.graph.input:
+        if vi.name not in out:
+            tt = vi.type.tensor_type
+            shape = [d.dim_value for d in tt.shape.dim]
+            out[vi.name] = rng.standard_normal(shape).astype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
+    return out
+
+
+def compare_with_reference(model: onnx.ModelProto, feeds: Dict[str, np.ndarray], rtol: float = 1e-4, atol: float = 1e-5) -> None:
+    """onnx.reference and onnxruntime agree on every output of ``model``."""
+    names = [o.name for o in model.graph.output]
+    ort_out = session(model).run(names, feeds)
+    ref_out = ReferenceEvaluator(model).run(names, feeds)
+    for n, a, b in zip(names, ort_out, ref_out):
+        np.testing.assert_allclose(np.asarray(b, dtype=np.float64) if np.asarray(b).dtype.kind == "f" else b,
+                                   np.asarray(a, dtype=np.float64) if np.asarray(a).dtype.kind == "f" else a,
+                                   rtol=rtol, atol=atol, err_msg=f"onnx.reference vs onnxruntime on {n}")
+
+
+def rand(*shape: int, seed: int = 0, low: float = -1.0, high: float = 1.0) -> np.ndarray:
+    """Deterministic uniform float64 test data."""
+    return np.random.default_rng(seed + 7919 * len(shape) + sum(shape)).uniform(low, high, shape)
+
+
+def params(cases: Sequence[Case]):
+    """pytest parameters: every case in each of its dtypes."""
+    import pytest
+
+    return [pytest.param(c, d, id=f"{c.id}-{d}") for c in cases for d in c.dtypes]
