@@ -13,7 +13,7 @@ from onnx import ModelProto, TensorProto, helper
 from . import engine
 from .emitter import Emitter
 from .errors import GradientArgumentError, GradientTypeError
-from .graph import FLOAT_TYPES, GraphIndex, ModelLike, load_model, parse_names
+from .graph import FLOAT_TYPES, GraphIndex, ModelLike, load_model, parse_names, subgraph_outer_names
 
 #: Domain and op type of the marker :func:`stop_gradient` inserts (a model-local function).
 MARKER_DOMAIN = "onnxgrad"
@@ -137,10 +137,26 @@ def gradients(
         done[x] = out
         names.append(out)
 
-    proto.graph.node.extend(g.nodes)
+    proto.graph.node.extend(_prune(g.nodes, [o.name for o in outputs]))
     proto.graph.input.extend(g.extra_inputs)
     proto.graph.output.extend(outputs)
     return GradientsResult(proto, names)
+
+
+def _prune(nodes: List[onnx.NodeProto], outputs: Sequence[str]) -> List[onnx.NodeProto]:
+    """Drop backward nodes no gradient output depends on.
+
+    Rules compute a gradient for every input of an op; those of inputs nobody asked about (a
+    target, the data of a weights-only request) would otherwise stay in the graph as dead nodes.
+    """
+    needed = set(outputs)
+    kept = []
+    for n in reversed(nodes):
+        if any(o in needed for o in n.output):
+            kept.append(n)
+            needed.update(i for i in n.input if i)
+            needed.update(subgraph_outer_names(n))
+    return kept[::-1]
 
 
 def _parse_unconnected(value: Union[str, UnconnectedGradients]) -> UnconnectedGradients:
@@ -193,9 +209,12 @@ def _check_names(index: GraphIndex, names: Sequence[str], what: str) -> None:
     if not unknown:
         return
     n = unknown[0]
-    near = difflib.get_close_matches(n, list(index.all_names()), n=3)
+    near = difflib.get_close_matches(n, list(index.all_names()), n=3, cutoff=0.5)
+    # without a near match, name the graph's interface so the user sees what exists
+    known = list(dict.fromkeys(index.graph_inputs + sorted(index.initializers) + index.graph_outputs))
+    shown = ", ".join(repr(k) for k in known[:8]) + (", ..." if len(known) > 8 else "")
     hint = f"; did you mean {', '.join(repr(c) for c in near)}?" if near else \
-        "; `onnxgrad differentiate --help` explains how to list a model's tensors"
+        (f"; its inputs, initializers and outputs are {shown}" if known else "")
     raise GradientArgumentError(f"{what}: no tensor named {n!r} in the model's main graph{hint}")
 
 

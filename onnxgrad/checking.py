@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto, TensorProto, helper, numpy_helper
 
-from .api import gradients
+from .api import _check_names, gradients
 from .errors import GradientArgumentError
 from .graph import FLOAT_TYPES, GraphIndex, ModelLike, load_model, parse_names
 
@@ -146,6 +146,8 @@ def check_gradients(
     ys_l = parse_names(ys, "ys") if ys else [o for o in index.graph_outputs if index.tensor_info(o).is_float]
     if not ys_l:
         raise GradientArgumentError("the model has no float output to differentiate; pass ys explicitly")
+    _check_names(index, ys_l, "ys")  # before onnxruntime sees them: a clear error, not an ORT failure
+    _check_names(index, xs_l, "xs")
     rng = np.random.default_rng(seed)
     feeds = dict(feeds) if feeds is not None else {}
     for k, v in random_feeds(proto, rng).items():
@@ -177,7 +179,7 @@ def check_gradients(
         cut_feeds = {k: v for k, v in feeds.items() if k in {i.name for i in cut.get_inputs()}}
 
         def f(xv: np.ndarray) -> List[np.ndarray]:
-            return cut.run(ys_l, {**cut_feeds, x: xv.astype(x0.dtype)})
+            return cut.run(ys_l, {**cut_feeds, x: np.asarray(xv, dtype=x0.dtype)})  # 0-d x: keep an array
 
         gx = grads[gname].astype(np.float64) if gname is not None else np.zeros(x0.shape)
         v = rng.standard_normal(x0.shape)

@@ -84,6 +84,7 @@ class Emitter:
         self._counts: Dict[str, int] = {}
         self._taken: Set[str] = set(index.all_names()) | {n.name for n in index.nodes if n.name}
         self._const_cache: Dict[Tuple[int, bytes, Tuple[int, ...]], str] = {}
+        self._const_values: Dict[str, np.ndarray] = {}
         self._shape_of_cache: Dict[str, str] = {}
         self.zeros: Set[str] = set()
         self.extra_inputs: List[onnx.ValueInfoProto] = []
@@ -109,14 +110,16 @@ class Emitter:
 
     def dtype(self, name: str) -> int:
         """ONNX element type of a tensor (forward or emitted)."""
-        t = self.info(name).elem_type
+        t = self._types[name] if name in self._types else self.index.tensor_info(name).elem_type
         if not t:
             raise GradientArgumentError(f"the element type of tensor {name!r} is unknown (shape inference failed)")
         return t
 
     def shape(self, name: str) -> Optional[Tuple[Dim, ...]]:
         """Static shape: ints for known dims, str for symbolic ones, None if the rank is unknown."""
-        return self.info(name).shape
+        if name in self._types:  # as info(), without building a TensorInfo on this hot path
+            return self._shapes.get(name)
+        return self.index.tensor_info(name).shape
 
     def rank(self, name: str) -> int:
         s = self.shape(name)
@@ -195,17 +198,17 @@ class Emitter:
         if dtype is None:
             dtype = self.dtype(like) if like is not None else TensorProto.FLOAT
         arr = np.asarray(value)
-        if dtype == TensorProto.BFLOAT16:
-            tensor = helper.make_tensor("value", dtype, arr.shape, arr.astype(np.float32).ravel().tolist())
-            key_bytes = arr.astype(np.float32).tobytes()
-        else:
+        bf16 = dtype == TensorProto.BFLOAT16
+        if not bf16:
             arr = arr.astype(np_dtype(dtype))
-            tensor = numpy_helper.from_array(arr, "value")
-            key_bytes = arr.tobytes()
-        key = (dtype, key_bytes, tuple(arr.shape))
+        key = (dtype, arr.astype(np.float32).tobytes() if bf16 else arr.tobytes(), tuple(arr.shape))
         cached = self._const_cache.get(key)
-        if cached is not None:
+        if cached is not None:  # before building the TensorProto: most constants repeat
             return cached
+        if bf16:
+            tensor = helper.make_tensor("value", dtype, arr.shape, arr.astype(np.float32).ravel().tolist())
+        else:
+            tensor = numpy_helper.from_array(arr, "value")
         saved, self.scope = self.scope, self.prefix
         name = self.fresh("Const")
         self.scope = saved
@@ -213,6 +216,7 @@ class Emitter:
         self._types[name] = dtype
         self._shapes[name] = tuple(arr.shape)
         self._const_cache[key] = name
+        self._const_values[name] = arr
         return name
 
     def ints(self, values: Sequence[int]) -> str:
@@ -264,7 +268,16 @@ class Emitter:
     def reshape(self, x: str, shape: Union[str, Sequence[int]]) -> str:
         """Reshape to an int64 tensor or a static list of ints (0 copies, -1 infers)."""
         target = shape if isinstance(shape, str) else self.ints(shape)
-        return self.Reshape(x, target)
+        out = self.Reshape(x, target)
+        value, have = self.constant_value(target), self.shape(x)
+        if value is not None:  # record the result's rank and the dims it states
+            dims = [int(d) if d > 0 else have[i] if d == 0 and have and i < len(have) else None
+                    for i, d in enumerate(value.tolist())]
+            size, static = self.static_shape(x), [d for d in dims if d is not None]
+            if size is not None and len(static) == len(dims) - 1 and all(isinstance(d, int) for d in static):
+                dims[dims.index(None)] = int(np.prod(size)) // max(int(np.prod(static)), 1)
+            self._shapes[out] = tuple(dims)
+        return out
 
     def reshape_like(self, x: str, like: str) -> str:
         if self.shape(x) is not None and self.shape(x) == self.shape(like) and self.static_shape(like) is not None:
@@ -298,9 +311,14 @@ class Emitter:
     def unsqueeze(self, x: str, axes: Axes) -> str:
         if not axes:
             return x
-        if self.opset >= 13:
-            return self.Unsqueeze(x, self.ints(axes))
-        return self.Unsqueeze(x, axes=list(axes))
+        out = self.Unsqueeze(x, self.ints(axes)) if self.opset >= 13 else self.Unsqueeze(x, axes=list(axes))
+        have = self.shape(x)
+        if have is not None:
+            rank = len(have) + len(axes)
+            dims = iter(have)
+            ones = {a % rank for a in axes}
+            self._shapes[out] = tuple(1 if i in ones else next(dims) for i in range(rank))
+        return out
 
     def split(self, x: str, sizes: Sequence[int], axis: int) -> List[str]:
         """Split into pieces of static ``sizes`` along ``axis``."""
@@ -337,12 +355,127 @@ class Emitter:
             return x
         return self.Transpose(x, perm=perm)
 
+    def gemm(self, a: str, b: str, alpha: float = 1.0, trans_a: bool = False, trans_b: bool = False) -> str:
+        """``alpha * op(a) @ op(b)`` for matrices, ``op`` transposing when asked; one Gemm node.
+
+        Gemm's C input is optional from opset 11; before that a scalar 0 is passed.
+        """
+        c = [self.const(0, like=a)] if self.opset < 11 else []
+        return self.Gemm(a, b, *c, alpha=None if alpha == 1.0 else float(alpha),
+                         transA=1 if trans_a else None, transB=1 if trans_b else None)
+
+    def where(self, cond: str, a: str, b: str) -> str:
+        """``Where(cond, a, b)``; Where has no bfloat16 before opset 16, so such branches go through float."""
+        if self.opset < 16 and self.dtype(a) == TensorProto.BFLOAT16:
+            f = TensorProto.FLOAT
+            return self.Cast(self.Where(cond, self.Cast(a, to=f), self.Cast(b, to=f)), to=TensorProto.BFLOAT16)
+        return self.Where(cond, a, b)
+
     def cast_like(self, x: str, like: str) -> str:
         """Cast ``x`` to ``like``'s element type (no-op if already equal)."""
         to = self.dtype(like)
         if self.info(x).elem_type == to:
             return x
         return self.Cast(x, to=to)
+
+    # ---------------------------------------------------------------- constants of the forward graph
+    def constant_value(self, name: Optional[str]) -> Optional[np.ndarray]:
+        """The value of an initializer or Constant output (axes, pads, starts...), else None."""
+        if not name:
+            return None
+        if name in self._const_values:
+            return self._const_values[name]
+        for t in self.index.graph.initializer:
+            if t.name == name and t.data_location != TensorProto.EXTERNAL:
+                return numpy_helper.to_array(t)
+        p = self.index.producer.get(name)
+        if p is not None and self.index.nodes[p].op_type == "Constant":
+            attrs = {a.name: helper.get_attribute_value(a) for a in self.index.nodes[p].attribute}
+            if "value" in attrs:
+                return numpy_helper.to_array(attrs["value"])
+            for key in ("value_ints", "value_int", "value_floats", "value_float"):
+                if key in attrs:
+                    return np.asarray(attrs[key])
+        return None
+
+    def dims(self, x: str, axes: Axes) -> str:
+        """The dims of ``x`` at ``axes`` as a 1-D int64 tensor (a constant when they are static)."""
+        s = self.shape(x)
+        if s is not None and all(isinstance(s[a], int) for a in axes):
+            return self.ints([s[a] for a in axes])  # type: ignore[misc]
+        return self.Gather(self.shape_of(x), self.ints(axes), axis=0)
+
+    # ---------------------------------------------------------------- scatter-add
+    def _normalize_indices(self, indices: str, dims: str) -> str:
+        """Negative indices counted from the end: ``indices + dims`` where negative."""
+        dims = self.cast_like(dims, indices)
+        return self.Where(self.Less(indices, self.const(0, like=indices)), self.Add(indices, dims), indices)
+
+    def _one_hot(self, indices: str, depth: str, axis: int, like: str) -> str:
+        """OneHot in ``like``'s dtype: onnxruntime implements int64 indices and float values, not
+        int32 indices or double/half values."""
+        if self.dtype(indices) != TensorProto.INT64:
+            indices = self.Cast(indices, to=TensorProto.INT64)
+        onehot = self.op("OneHot", indices, depth, self.const([0, 1], dtype=TensorProto.FLOAT), axis=axis)
+        return self.cast_like(onehot, like)  # type: ignore[arg-type]
+
+    def scatter_nd_add(self, shape: str, indices: str, updates: str) -> str:
+        """``ScatterND(zeros(shape), indices, updates, reduction='add')`` at any opset.
+
+        Repeated indices accumulate. Before opset 16 (no reduction attribute) the index tuples are
+        linearized into rows and summed with ``MatMul(OneHot(rows)^T, updates)``, which takes
+        memory proportional to (number of index tuples) x (number of addressed rows).
+        """
+        k = (self.shape(indices) or (None,))[-1]
+        if not isinstance(k, int):
+            raise GradientArgumentError(
+                f"the last dimension of indices {indices!r} must be static to scatter into it")
+        dims = self.Gather(shape, self.ints(range(k)), axis=0)
+        idx = self._normalize_indices(indices, dims)
+        if self.dtype(idx) != TensorProto.INT64:  # ScatterND and the row arithmetic want int64
+            idx = self.Cast(idx, to=TensorProto.INT64)
+        if self.opset >= 16:
+            zeros = self.constant_of_shape(shape, 0.0, like=updates)
+            return self.op("ScatterND", zeros, idx, updates, reduction="add")  # type: ignore[return-value]
+        last = self.rank(indices) - 1
+        rows = self.Gather(idx, self.scalar_int(0), axis=last)
+        depth = self.Gather(dims, self.scalar_int(0), axis=0)
+        for j in range(1, k):  # row-major: row = ((i0 * d1 + i1) * d2 + i2) ...
+            d = self.Gather(dims, self.scalar_int(j), axis=0)
+            rows = self.Add(self.Mul(rows, d), self.Gather(idx, self.scalar_int(j), axis=last))
+            depth = self.Mul(depth, d)
+        onehot = self._one_hot(self.Reshape(rows, self.ints([-1])), depth, -1, like=updates)
+        # updates are [index tuples..., addressed dims...]: Flatten keeps the rank inferable
+        flat = self.Flatten(updates, axis=last)
+        return self.Reshape(self.MatMul(self.Transpose(onehot, perm=[1, 0]), flat), shape)
+
+    def scatter_elements_add(self, shape: str, indices: str, updates: str, axis: int,
+                             unique: bool = False) -> str:
+        """``ScatterElements(zeros(shape), indices, updates, axis, reduction='add')`` at any opset.
+
+        ``unique=True`` promises that no index repeats along ``axis`` (TopK, Slice), so plain
+        ScatterElements serves from opset 11. Otherwise, before opset 16, the sum is
+        ``ReduceSum(OneHot(indices) * updates)`` over the indices' axis, zero-padded to ``shape``
+        where ``indices`` is smaller than it off the axis (which needs opset 11).
+        """
+        rank = self.rank(indices)
+        axis = axis % rank
+        if self.opset >= 16 or (unique and self.opset >= 11):
+            zeros = self.constant_of_shape(shape, 0.0, like=updates)
+            kw = {} if self.opset < 16 else {"reduction": "add"}
+            return self.op("ScatterElements", zeros, indices, updates, axis=axis, **kw)  # type: ignore[return-value]
+        depth = self.Gather(shape, self.scalar_int(axis), axis=0)
+        idx = self._normalize_indices(indices, depth)
+        onehot = self._one_hot(idx, depth, axis + 1, like=updates)
+        summed = self.reduce_sum(self.Mul(onehot, self.unsqueeze(updates, [axis + 1])), [axis], keepdims=False)
+        target, have = self.constant_value(shape), self.static_shape(indices)
+        if target is not None and have is not None and all(
+                int(t) == h for i, (t, h) in enumerate(zip(target, have)) if i != axis):
+            return summed
+        if self.opset < 11:
+            raise GradientArgumentError("scatter-add into a larger tensor needs static shapes before opset 11")
+        missing = self.Sub(shape, self.Shape(summed))
+        return self.pad(summed, self.Concat(self.ints([0] * rank), missing, axis=0))
 
     # ---------------------------------------------------------------- broadcasting
     def sum_to(self, grad: str, x: str, like: str) -> str:
@@ -402,7 +535,8 @@ class Emitter:
         return self.reshape(red, self.shape_of(x))  # type: ignore[arg-type]
 
     def is_float(self, name: str) -> bool:
-        return self.info(name).elem_type in FLOAT_TYPES
+        t = self._types[name] if name in self._types else self.index.tensor_info(name).elem_type
+        return t in FLOAT_TYPES
 
 
 def dtype_name(elem_type: int) -> str:

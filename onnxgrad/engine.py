@@ -63,6 +63,12 @@ def backprop(
     ops = _Ops(index)
     is_float = g.is_float
 
+    def may_be_float(t: str) -> bool:
+        # A tensor of unknown type (say, the output of a custom-domain op that shape inference
+        # cannot see through) may carry a gradient: follow it, so that a missing rule is reported
+        # instead of a silent None.
+        return is_float(t) or not g.info(t).elem_type
+
     # 1. forward reachability from xs' producers, through float tensors only
     from_ops = [ops.producer(x) for x in xs]
     reached: Set[int] = set()
@@ -73,7 +79,7 @@ def backprop(
             continue
         reached.add(op)
         for out in ops.outputs(op):
-            if out and is_float(out):
+            if out and may_be_float(out):
                 queue.extend(index.consumers.get(out, ()))
 
     # 2. between ops and pending counts
@@ -123,7 +129,24 @@ def backprop(
             total = aggregate(g, contributions)
             g.scope = saved
             grads[t] = [total]
-        return grads[t][0]
+        total = grads[t][0]
+        # a gradient has its tensor's shape; rules downstream (MatMul, Gemm...) need the rank
+        if g.shape(total) is None and g.shape(t) is not None:
+            g.set_info(total, g.info(total).elem_type or g.info(t).elem_type, g.shape(t))
+        return total
+
+    xs_set = set(xs)
+
+    def wanted(t: str) -> bool:
+        """Whether a gradient for ``t`` is used: t is an x, or its producer will call its rule.
+
+        A producer without a rule raises LookupError here, as soon as it is about to receive a
+        gradient: its output's shape (needed to undo broadcasting) is often unknown too.
+        """
+        p = ops.producer(t)
+        if p is None or p >= ops.n_nodes or p not in between or p in stop_ops:
+            return t in xs_set
+        return _rule_entry(index, p).status == registry.RULE or t in xs_set
 
     ready = deque()
     seen_to: Set[int] = set()
@@ -140,9 +163,9 @@ def backprop(
         in_names = ops.inputs(op)
         in_grads: Sequence[Optional[str]] = ()
         if op < ops.n_nodes and op not in stop_ops and any(dg is not None for dg in out_grads):
-            in_grads = _call_rule(g, index, op, out_grads)
+            in_grads = _call_rule(g, index, op, out_grads, wanted)
         for t, dg in zip(in_names, in_grads):
-            if t and dg is not None and is_float(t):
+            if t and dg is not None and may_be_float(t):
                 grads.setdefault(t, []).append(dg)
         for t in in_names:
             p = ops.producer(t) if t else None
@@ -158,20 +181,29 @@ def _safe(name: str) -> str:
     return name.replace("/", "_") or "t"
 
 
-def _call_rule(g: Emitter, index: GraphIndex, op_id: int, out_grads: List[Optional[str]]) -> Sequence[Optional[str]]:
+def _rule_entry(index: GraphIndex, op_id: int) -> registry.GradientRule:
+    """The registry entry of node ``op_id``; LookupError when it has no rule (TensorFlow's message)."""
     node = index.nodes[op_id]
     entry = registry.lookup(node.op_type, node.domain, index.opset if node.domain in ("", "ai.onnx") else 1)
+    if entry is not None and entry.status != registry.UNSUPPORTED:
+        return entry
+    where = f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+    why = f" ({entry.reason})" if entry is not None and entry.reason else ""
+    raise NoGradientError(
+        f"No gradient defined for operation '{index.node_label(op_id)}' (op type: {where}, opset {index.opset}){why}. "
+        f"Pass its output to stop_gradients to treat it as a constant, or register a rule with "
+        f"@onnxgrad.register_gradient({node.op_type!r}"
+        + (f", domain={node.domain!r}" if node.domain not in ("", "ai.onnx") else "")
+        + ")."
+    )
+
+
+def _call_rule(g: Emitter, index: GraphIndex, op_id: int, out_grads: List[Optional[str]],
+               wanted: Callable[[str], bool]) -> Sequence[Optional[str]]:
+    node = index.nodes[op_id]
+    entry = _rule_entry(index, op_id)
     where = f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
     label = index.node_label(op_id)
-    if entry is None or entry.status == registry.UNSUPPORTED:
-        why = f" ({entry.reason})" if entry is not None and entry.reason else ""
-        raise NoGradientError(
-            f"No gradient defined for operation '{label}' (op type: {where}, opset {index.opset}){why}. "
-            f"Pass its output to stop_gradients to treat it as a constant, or register a rule with "
-            f"@onnxgrad.register_gradient({node.op_type!r}"
-            + (f", domain={node.domain!r}" if node.domain not in ("", "ai.onnx") else "")
-            + ")."
-        )
     if entry.status == registry.NON_DIFFERENTIABLE:
         return ()
     op = Op(node, op_id, index.opset)
@@ -189,6 +221,7 @@ def _call_rule(g: Emitter, index: GraphIndex, op_id: int, out_grads: List[Option
     result = result[:n_in]
     if entry.broadcast:
         y = op.outputs[0]
-        result = [g.sum_to(r, x, y) if r is not None else None for r, x in zip(result, op.inputs)]
+        # an input nobody needs a gradient for may have an unknown shape (a stop op's output)
+        result = [g.sum_to(r, x, y) if r is not None and wanted(x) else None for r, x in zip(result, op.inputs)]
     g.scope = g.prefix
     return result

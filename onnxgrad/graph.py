@@ -7,11 +7,13 @@ only their names, dtypes and shapes are needed to build a backward pass.
 from __future__ import annotations
 
 import os
+import re
+from collections import deque
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import onnx
-from onnx import ModelProto, NodeProto, TensorProto
+from onnx import ModelProto, NodeProto, TensorProto, helper
 
 from .errors import GradientArgumentError, InvalidModelError, ModelReadError
 
@@ -29,10 +31,15 @@ MIN_OPSET = 9
 
 
 def load_model(model: ModelLike) -> ModelProto:
-    """Return a private copy of ``model`` (a ModelProto or a path), external data not loaded."""
+    """Return a private copy of ``model`` (a ModelProto or a path), external data not loaded.
+
+    External-data locations are checked without opening them: each must be a relative path that
+    stays inside the model's folder (symlinks are resolved when the model comes from a file).
+    """
     if isinstance(model, ModelProto):
         copy = ModelProto()
         copy.CopyFrom(model)
+        check_external_data(copy, None, "the model")
         return copy
     if not isinstance(model, (str, os.PathLike)):
         raise ModelReadError(
@@ -42,25 +49,107 @@ def load_model(model: ModelLike) -> ModelProto:
     if not os.path.exists(path):
         raise ModelReadError(f"model file not found: {path}")
     if os.path.isdir(path):
-        raise ModelReadError(f"model path is a directory, not a file: {path}")
-    if os.path.getsize(path) == 0:
-        raise ModelReadError(f"model file is empty: {path}")
+        raise ModelReadError(f"model path is a directory, not a file: {path}; give the .onnx file inside it")
     try:
         with open(path, "rb") as f:
-            proto = ModelProto()
-            proto.ParseFromString(f.read())
+            data = f.read()
     except OSError as e:
-        raise ModelReadError(f"cannot read model file {path}: {e.strerror or e}") from None
+        raise ModelReadError(f"cannot read model file {path}: {e.strerror or e}; check its permissions") from None
+    if not data:
+        raise ModelReadError(f"model file is empty: {path}; re-export or re-download it")
+    proto = ModelProto()
+    try:
+        proto.ParseFromString(data)
     except Exception as e:  # protobuf's DecodeError and friends
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelReadError(
-            f"{path} is not an ONNX model (protobuf parse failed: {e}); "
+            f"{path} is not an ONNX model (protobuf parse failed: {why}); "
             "check that the file is complete and really is a .onnx model"
         ) from None
+    del data
     if not proto.HasField("graph") or not proto.opset_import:
         raise ModelReadError(
-            f"{path} parsed as protobuf but holds no ONNX graph or opset; is it really a model?"
+            f"{path} parsed as protobuf but holds no ONNX graph or opset (another kind of protobuf, "
+            "e.g. a lone tensor or graph?); give a model saved with onnx.save"
         )
+    check_external_data(proto, os.path.dirname(os.path.abspath(path)), path)
     return proto
+
+
+def _all_tensors(model: ModelProto) -> Iterator[TensorProto]:
+    """Every TensorProto of the model: initializers, sparse ones, Constant and attribute values,
+    in the main graph, every subgraph and every local function (one iterative pass)."""
+    A = onnx.AttributeProto
+    node_lists: List[Iterable[NodeProto]] = [f.node for f in model.functions]
+    graphs: List[onnx.GraphProto] = [model.graph]
+    while graphs or node_lists:
+        if graphs:
+            graph = graphs.pop()
+            yield from graph.initializer
+            for s in graph.sparse_initializer:
+                yield s.values
+                yield s.indices
+            node_lists.append(graph.node)
+        for n in node_lists.pop() if node_lists else ():
+            for a in n.attribute:
+                kind = a.type
+                if kind == A.TENSOR:
+                    yield a.t
+                elif kind == A.TENSORS:
+                    yield from a.tensors
+                elif kind == A.GRAPH:
+                    graphs.append(a.g)
+                elif kind == A.GRAPHS:
+                    graphs.extend(a.graphs)
+                elif kind == A.SPARSE_TENSOR:
+                    yield a.sparse_tensor.values
+                    yield a.sparse_tensor.indices
+                elif kind == A.SPARSE_TENSORS:
+                    for st in a.sparse_tensors:
+                        yield st.values
+                        yield st.indices
+
+
+def external_files(model: ModelProto) -> List[str]:
+    """The distinct external-data locations the model references, in first-use order."""
+    seen: Dict[str, None] = {}
+    for t in _all_tensors(model):
+        if t.data_location == TensorProto.EXTERNAL:
+            for e in t.external_data:
+                if e.key == "location":
+                    seen.setdefault(e.value, None)
+    return list(seen)
+
+
+def check_external_data(model: ModelProto, folder: Optional[str], what: str) -> None:
+    """Refuse external-data locations that are missing, absolute, or lead out of ``folder``.
+
+    Nothing is opened: a hostile model must not make onnxgrad (or a runtime later) read files
+    outside its own folder. ``folder`` None (a ModelProto in memory) checks the text only.
+    """
+    real_folder = os.path.realpath(folder) if folder is not None else None
+    for t in _all_tensors(model):
+        if t.data_location != TensorProto.EXTERNAL:
+            continue
+        loc = next((e.value for e in t.external_data if e.key == "location"), "")
+        bad = ""
+        if not loc:
+            bad = "has no 'location'"
+        elif "\0" in loc:
+            bad = f"has a location with a NUL byte ({loc!r})"
+        elif os.path.isabs(loc) or loc.startswith(("/", "\\")) or (len(loc) > 1 and loc[1] == ":"):
+            bad = f"points to an absolute path ({loc!r})"
+        elif ".." in re.split(r"[\\/]", loc):
+            bad = f"points outside the model's folder ({loc!r})"
+        elif real_folder is not None:
+            target = os.path.realpath(os.path.join(real_folder, loc))
+            if os.path.commonpath([real_folder, target]) != real_folder:
+                bad = f"resolves outside the model's folder through a symlink ({loc!r} -> {target})"
+        if bad:
+            raise InvalidModelError(
+                f"{what}: external data of tensor {t.name!r} {bad}; refusing to read it. "
+                "External weights must be files inside the model's folder"
+            )
 
 
 def default_opset(model: ModelProto) -> int:
@@ -83,7 +172,18 @@ class TensorInfo:
         return self.elem_type in FLOAT_TYPES
 
 
+#: What is known about a tensor nothing is known about.
+UNKNOWN = TensorInfo(0, None)
+
+
 def _info_from_type(tp: onnx.TypeProto) -> TensorInfo:
+    # An optional's gradient is its element's (rules/sequence.py). A sequence of floats keeps
+    # its element type so the engine follows it and an op consuming it raises (no rule)
+    # instead of silently cutting the gradient.
+    if tp.HasField("optional_type"):
+        return _info_from_type(tp.optional_type.elem_type)
+    if tp.HasField("sequence_type"):
+        return TensorInfo(_info_from_type(tp.sequence_type.elem_type).elem_type, None)
     if not tp.HasField("tensor_type"):
         return TensorInfo(0, None)
     tt = tp.tensor_type
@@ -124,6 +224,52 @@ def subgraph_outer_names(node: NodeProto) -> List[str]:
     return found
 
 
+#: Initializers above this many elements reach shape inference as typed graph inputs, never as
+#: data: inference only reads small values (shapes, axes, scales) and must not copy the weights.
+_HEAVY_ELEMENTS = 1024
+
+
+def _first_line(e: Exception) -> str:
+    text = " ".join(str(e).split("\n", 1)[0].split()) or type(e).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _copy_fields(src, dst, skip: str) -> None:
+    """Copy every set field of message ``src`` into ``dst`` except ``skip`` (no deep copy of it)."""
+    for fd, value in src.ListFields():
+        if fd.name == skip:
+            continue
+        if fd.is_repeated:
+            getattr(dst, fd.name).extend(value)
+        elif fd.type == fd.TYPE_MESSAGE:
+            getattr(dst, fd.name).CopyFrom(value)
+        else:
+            setattr(dst, fd.name, value)
+
+
+def _light_view(model: ModelProto) -> ModelProto:
+    """The model with heavy or external initializers turned into typed graph inputs."""
+    view = ModelProto()
+    _copy_fields(model, view, skip="graph")
+    _copy_fields(model.graph, view.graph, skip="initializer")
+    inputs = {i.name for i in model.graph.input}
+    for t in model.graph.initializer:
+        heavy = t.data_type in FLOAT_TYPES and _numel(t.dims) > _HEAVY_ELEMENTS
+        if t.data_location == TensorProto.EXTERNAL or heavy:
+            if t.name not in inputs:
+                view.graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        else:
+            view.graph.initializer.append(t)
+    return view
+
+
+def _numel(dims: Iterable[int]) -> int:
+    n = 1
+    for d in dims:
+        n *= d
+    return n
+
+
 class GraphIndex:
     """Producer/consumer index of a model's main graph plus inferred tensor types.
 
@@ -148,6 +294,7 @@ class GraphIndex:
         self.producer: Dict[str, int] = {}
         self.node_inputs: List[List[str]] = []
         self.consumers: Dict[str, List[int]] = {}
+        self._check_sources()
         sources = set(self.graph_inputs) | self.initializers
         for idx, node in enumerate(self.nodes):
             for out in node.output:
@@ -167,7 +314,87 @@ class GraphIndex:
             for name in ins:
                 if name:
                     self.consumers.setdefault(name, []).append(idx)
+        self._check_structure(sources)
         self.info = self._infer_types(model)
+
+    # -- validation (linear time, no recursion) --------------------------------------------
+    def _check_sources(self) -> None:
+        for kind, names in (("graph input", self.graph_inputs),
+                            ("initializer", [t.name for t in self.graph.initializer]),
+                            ("graph output", self.graph_outputs)):
+            seen = set()
+            for n in names:
+                if not n:
+                    raise InvalidModelError(f"a {kind} of the main graph has an empty name; every {kind} needs one")
+                if n in seen:
+                    raise InvalidModelError(
+                        f"{kind} name {n!r} appears twice in the main graph; tensor names must be unique"
+                    )
+                seen.add(n)
+
+    def _check_structure(self, sources: "set[str]") -> None:
+        """Unknown domains, dangling inputs, cycles (Kahn's algorithm), node order, outputs."""
+        imported = {"" if o.domain == "ai.onnx" else o.domain for o in self.model.opset_import}
+        for idx, node in enumerate(self.nodes):
+            domain = "" if node.domain == "ai.onnx" else node.domain
+            if domain not in imported:
+                raise InvalidModelError(
+                    f"node {self.node_label(idx)!r} (op type {node.op_type}) is in domain {node.domain!r}, "
+                    "which the model does not import; add it to the model's opset_import"
+                )
+            for name in self.node_inputs[idx]:
+                if name and name not in self.producer and name not in sources:
+                    raise InvalidModelError(
+                        f"node {self.node_label(idx)!r} (op type {node.op_type}) reads tensor {name!r}, which "
+                        "no node, graph input or initializer provides (dangling input); fix or re-export the model"
+                    )
+        indegree = [0] * len(self.nodes)
+        for idx, ins in enumerate(self.node_inputs):
+            indegree[idx] = sum(1 for name in ins if name in self.producer)
+        queue = deque(i for i, d in enumerate(indegree) if d == 0)
+        done = 0
+        while queue:
+            i = queue.popleft()
+            done += 1
+            for out in self.nodes[i].output:
+                for c in self.consumers.get(out, ()) if out else ():
+                    indegree[c] -= 1
+                    if indegree[c] == 0:
+                        queue.append(c)
+        if done < len(self.nodes):
+            raise InvalidModelError(
+                f"the graph has a cycle through nodes {self._cycle(indegree)}; ONNX graphs must be acyclic"
+            )
+        for idx, ins in enumerate(self.node_inputs):
+            for name in ins:
+                p = self.producer.get(name)
+                if p is not None and p > idx:
+                    raise InvalidModelError(
+                        f"node {self.node_label(idx)!r} reads {name!r} before node {self.node_label(p)!r} "
+                        "produces it; ONNX requires nodes in topological order (re-export or sort the model)"
+                    )
+        for name in self.graph_outputs:
+            if name not in self.producer and name not in sources:
+                raise InvalidModelError(
+                    f"graph output {name!r} is produced by no node, graph input or initializer; "
+                    "fix or re-export the model"
+                )
+
+    def _cycle(self, indegree: List[int]) -> str:
+        """Names of the nodes on one cycle among the nodes Kahn's algorithm could not order."""
+        start = next(i for i, d in enumerate(indegree) if d > 0)
+        position: Dict[int, int] = {}
+        path: List[int] = []
+        node = start
+        while node not in position:
+            position[node] = len(path)
+            path.append(node)
+            # an unordered node always has a producer that is unordered too
+            node = next(p for p in (self.producer.get(n) for n in self.node_inputs[node])
+                        if p is not None and indegree[p] > 0)
+        loop = path[position[node]:][::-1]
+        labels = [repr(self.node_label(i)) for i in loop[:6]] + (["..."] if len(loop) > 6 else [])
+        return " -> ".join(labels + [repr(self.node_label(loop[0]))])
 
     # -- names ----------------------------------------------------------------------------
     def exists(self, name: str) -> bool:
@@ -185,25 +412,30 @@ class GraphIndex:
     # -- types ----------------------------------------------------------------------------
     @staticmethod
     def _infer_types(model: ModelProto) -> Dict[str, TensorInfo]:
-        stripped = ModelProto()
-        stripped.CopyFrom(model)
-        # Shape inference needs the dims and dtypes of float weights, never their bytes; integer
-        # initializers stay (Reshape targets, axes) because inference reads their values.
-        for t in stripped.graph.initializer:
-            if t.data_type not in FLOAT_TYPES:
-                continue
-            t.ClearField("raw_data")
-            t.ClearField("float_data")
-            t.ClearField("double_data")
-            t.ClearField("int32_data")
-            t.ClearField("int64_data")
-            t.ClearField("external_data")
-            t.data_location = TensorProto.DEFAULT
+        view = _light_view(model)
+        try:
+            onnx.checker.check_model(view)
+        except Exception as e:  # onnx's ValidationError and errors surfaced from its C++ checker
+            raise InvalidModelError(
+                f"the model is not valid ONNX: {_first_line(e)}; onnx.checker.check_model shows the details"
+            ) from None
         info: Dict[str, TensorInfo] = {}
         try:
-            inferred = onnx.shape_inference.infer_shapes(stripped, check_type=False, strict_mode=False, data_prop=True)
+            inferred = onnx.shape_inference.infer_shapes(view, check_type=True, strict_mode=True, data_prop=True)
         except Exception:
-            inferred = stripped
+            # Data propagation can fail where plain inference does not; only a failure of the
+            # latter (the checker's full_check) makes the model, and so any output, invalid.
+            try:
+                onnx.shape_inference.infer_shapes(view, check_type=True, strict_mode=True)
+            except Exception as e:
+                raise InvalidModelError(
+                    f"the model's types or shapes are inconsistent: {_first_line(e)}; "
+                    "onnx.checker.check_model(model, full_check=True) shows the details"
+                ) from None
+            try:
+                inferred = onnx.shape_inference.infer_shapes(view, strict_mode=False, data_prop=True)
+            except Exception:
+                inferred = onnx.shape_inference.infer_shapes(view, strict_mode=False)
         g = inferred.graph
         for vi in list(g.input) + list(g.value_info) + list(g.output):
             info[vi.name] = _info_from_type(vi.type)
@@ -217,7 +449,7 @@ class GraphIndex:
         return info
 
     def tensor_info(self, name: str) -> TensorInfo:
-        return self.info.get(name, TensorInfo(0, None))
+        return self.info.get(name, UNKNOWN)
 
 
 def parse_names(value: Union[str, Sequence[str], None], what: str) -> List[str]:

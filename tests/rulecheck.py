@@ -45,6 +45,10 @@ class Case:
     dtypes: Sequence[str] = ("float32", "float64")
     outputs_used: Optional[List[int]] = None  # which outputs are ys (default: every float output)
     rtol: Optional[float] = None
+    # False only where onnx.reference itself evaluates the forward op wrongly; say why at the case.
+    reference: bool = True
+    # inputs whose first dim becomes the symbolic dim_param "N" (shape gradients must not need it)
+    symbolic_dims: Sequence[str] = ()
 
     def __str__(self) -> str:
         return self.id
@@ -66,7 +70,8 @@ def build(case: Case, dtype: str) -> tuple:
         if name in case.constant:
             inits.append(numpy_helper.from_array(arr, name))
         else:
-            graph_inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(arr.dtype), arr.shape))
+            shape = ["N", *arr.shape[1:]] if name in case.symbolic_dims else arr.shape
+            graph_inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(arr.dtype), shape))
             feeds[name] = arr
         if arr.dtype.kind == "f" and (case.wrt is None or name in case.wrt):
             xs.append(name)
@@ -80,9 +85,31 @@ def build(case: Case, dtype: str) -> tuple:
     types = {vi.name: vi for vi in inferred.graph.output}
     del model.graph.output[:]
     model.graph.output.extend(types[o] for o in outs)
+    _complete_output_shapes(model, feeds, case.symbolic_dims)
     used = case.outputs_used if case.outputs_used is not None else range(case.n_outputs)
-    ys = [outs[i] for i in used if types[outs[i]].type.tensor_type.elem_type in (TensorProto.FLOAT, TensorProto.DOUBLE)]
+    out_types = {vi.name: vi.type.tensor_type.elem_type for vi in model.graph.output}
+    ys = [outs[i] for i in used if out_types[outs[i]] in (TensorProto.FLOAT, TensorProto.DOUBLE)]
     return model, feeds, xs, ys
+
+
+def _complete_output_shapes(model: onnx.ModelProto, feeds: Dict[str, np.ndarray], symbolic: Sequence[str]) -> None:
+    """Outputs whose shape depends on run-time values (axes, pads, repeats fed as inputs) get the
+    shape onnxruntime computes: the full checker wants a shape on every graph output."""
+    def known(vi):
+        tt = vi.type.tensor_type
+        return tt.elem_type and tt.HasField("shape") and all(d.HasField("dim_value") or (symbolic and d.dim_param == "N")
+                                            for d in tt.shape.dim)
+
+    missing = [vi for vi in model.graph.output if not known(vi)]
+    if not missing:
+        return
+    values = session(model).run([vi.name for vi in missing], feeds)
+    for vi, v in zip(missing, values):
+        if not vi.type.tensor_type.elem_type:  # ops without an inference function (GroupNormalization)
+            vi.type.tensor_type.elem_type = helper.np_dtype_to_tensor_dtype(v.dtype)
+        vi.type.tensor_type.ClearField("shape")
+        for n in v.shape:
+            vi.type.tensor_type.shape.dim.add().dim_value = n
 
 
 def check_case(case: Case, dtype: str) -> None:
@@ -95,17 +122,54 @@ def check_case(case: Case, dtype: str) -> None:
         f"{c.name}: analytic {c.analytic:.6g} numeric {c.numeric:.6g} (err {c.error:.3g} > tol {c.tolerance:.3g}, "
         f"jacobian ratio {c.jacobian_ratio})" for c in bad)
     assert len(report.checks) == len(xs)
-    compare_with_reference(grad_model, feeds_for(grad_model, feeds))
+    if case.reference:
+        compare_with_reference(grad_model, feeds_for(grad_model, feeds))
+
+
+def check_second_order(case: Case, dtype: str) -> None:
+    """Gradients of gradients (JAX's ``order=2``): the case's backward pass, with its grad_ys fed as
+    graph inputs, is differentiated again with respect to the inputs and those grad_ys, and
+    checked like a first gradient against central differences of it in onnxruntime."""
+    from onnxgrad import gradients
+
+    model, feeds, xs, ys = build(case, dtype)
+    seeds = [f"{y}/seed" for y in ys]
+    first = gradients(model, ys, xs, grad_ys=seeds)
+    firsts = [n for n in first.names if n is not None]
+    assert firsts, f"{case.id}: no first gradient to differentiate"
+    feeds = feeds_for(first.model, feeds, seed=2)
+    report = check_gradients(first.model, xs + seeds, firsts, feeds=feeds, rtol=case.rtol)
+    onnx.checker.check_model(report.gradient_model, full_check=True)
+    bad = [c for c in report.checks if not c.ok]
+    assert not bad, "second-order mismatch: " + "; ".join(
+        f"{c.name}: analytic {c.analytic:.6g} numeric {c.numeric:.6g} (err {c.error:.3g} > tol {c.tolerance:.3g}, "
+        f"jacobian ratio {c.jacobian_ratio})" for c in bad)
+    assert len(report.checks) == len(xs) + len(seeds)
+    if case.reference:
+        compare_with_reference(report.gradient_model, feeds_for(report.gradient_model, feeds, seed=3))
+
+
+def second_order_params(cases: Sequence[Case]):
+    """pytest parameters: every case once, in float64 when it runs in float64."""
+    import pytest
+
+    return [pytest.param(c, "float64" if "float64" in c.dtypes else c.dtypes[0], id=c.id) for c in cases]
 
 
 def feeds_for(model: onnx.ModelProto, feeds: Dict[str, np.ndarray], seed: int = 1) -> Dict[str, np.ndarray]:
     """``feeds`` plus random values for any extra graph input (e.g. grad_ys seeds)."""
     rng = np.random.default_rng(seed)
     out = dict(feeds)
+    sizes = {}  # a symbolic dim takes its size from a fed input that has it
+    for vi in model.graph.input:
+        if vi.name in feeds:
+            for d, n in zip(vi.type.tensor_type.shape.dim, np.shape(feeds[vi.name])):
+                if d.dim_param:
+                    sizes[d.dim_param] = n
     for vi in model.graph.input:
         if vi.name not in out:
             tt = vi.type.tensor_type
-            shape = [d.dim_value for d in tt.shape.dim]
+            shape = [d.dim_value if d.HasField("dim_value") else sizes[d.dim_param] for d in tt.shape.dim]
             out[vi.name] = rng.standard_normal(shape).astype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
     return out
 

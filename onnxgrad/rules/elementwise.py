@@ -1,10 +1,38 @@
-"""Elementwise arithmetic and unary math. Broadcasting is undone by the engine (broadcast=True)."""
+"""Elementwise arithmetic and unary math.
 
+Rules registered with ``ew`` return gradients shaped like the output; the engine undoes
+broadcasting (``broadcast=True``). Exp, Sigmoid, Tanh, Sqrt and Reciprocal reuse the forward
+output instead of recomputing it.
+
+Max and Min split the gradient evenly between the arguments that attain the extremum. Of the
+usual conventions (first argument wins as in TensorFlow, every winner gets all of it, even split
+as in JAX) only the even split is symmetric in the arguments and keeps ``Max(x, x) = x``
+differentiating to exactly 1.
+
+Clip, Max, Min, Mod and the rounding functions are piecewise; at a kink the gradient follows the
+piece named in each rule's comment.
+"""
+
+import functools
+import math
+
+from ..errors import GradientArgumentError
 from ..registry import register_gradient
 
 ew = lambda op_type, **kw: register_gradient(op_type, broadcast=True, **kw)  # noqa: E731
 
 
+def _masked(g, cond, dy):
+    """dy where ``cond`` holds, 0 elsewhere; dy itself when there is no condition (None)."""
+    return dy if cond is None else g.where(cond, dy, g.const(0, like=dy))
+
+
+def _both(g, a, b):
+    """a And b, where a None condition is always true."""
+    return b if a is None else a if b is None else g.And(a, b)
+
+
+# ------------------------------------------------------------------ arithmetic
 @ew("Add")
 def add(g, op, dy):
     return [dy, dy]
@@ -28,6 +56,73 @@ def div(g, op, dy):
     return [da, g.Neg(g.Mul(da, op.output()))]
 
 
+@ew("Pow")
+def pow_(g, op, dy):
+    a, b = op.inputs
+    y = op.output()
+    # from opset 12 the exponent may be an integer or another float type than the base
+    da = g.Mul(dy, g.Mul(g.cast_like(b, a), g.Pow(a, g.Sub(b, g.const(1, like=b)))))
+    if not g.is_float(b):
+        return [da, None]
+    # d/db = y log(a), taken as 0 where a <= 0; log reads 1 there so no NaN reaches any
+    # derivative, first or higher.
+    positive = g.Greater(a, g.const(0, like=a))
+    log_a = g.Log(g.where(positive, a, g.const(1, like=a)))
+    return [da, g.cast_like(g.Mul(dy, g.Mul(y, log_a)), b)]
+
+
+@ew("Mod", since=10)
+def mod(g, op, dy):
+    a, b = op.inputs
+    if not op.attr("fmod", 0):
+        raise GradientArgumentError(
+            f"Mod node {op.name!r} has fmod=0 on float inputs, which the ONNX spec does not allow; use fmod=1")
+    # fmod(a, b) = a - b * trunc(a / b)
+    q = g.Div(a, b)
+    trunc = g.Mul(g.Sign(q), g.Floor(g.Abs(q)))
+    return [dy, g.Neg(g.Mul(dy, trunc))]
+
+
+@ew("Sum")
+def sum_(g, op, dy):
+    return [dy] * len(op.inputs)
+
+
+@ew("Mean")
+def mean(g, op, dy):
+    share = g.Div(dy, g.const(len(op.inputs), like=dy))
+    return [share] * len(op.inputs)
+
+
+def _extremum(g, op, dy, beaten_by):
+    """Split dy evenly among the inputs equal to the output (see the module docstring)."""
+    if len(op.inputs) == 1:
+        return [dy]
+    y = op.output()
+    # x <= y for Max (x >= y for Min), so "not beaten" means x == y; Equal lacks floats before opset 11.
+    wins = [g.Cast(g.Not(beaten_by(x, y)), to=g.dtype(y)) for x in op.inputs]
+    share = g.Div(dy, g.Sum(*wins))
+    return [g.Mul(share, w) for w in wins]
+
+
+@ew("Max")
+def max_(g, op, dy):
+    return _extremum(g, op, dy, g.Less)
+
+
+@ew("Min")
+def min_(g, op, dy):
+    return _extremum(g, op, dy, g.Greater)
+
+
+@ew("Where", since=9)
+def where(g, op, dy):
+    cond = op.inputs[0]
+    zero = g.const(0, like=dy)
+    return [None, g.where(cond, dy, zero), g.where(cond, zero, dy)]
+
+
+# ------------------------------------------------------------------ identity and casts
 @register_gradient("Neg")
 def neg(g, op, dy):
     return [g.Neg(dy)]
@@ -38,7 +133,154 @@ def identity(g, op, dy):
     return [dy]
 
 
-@register_gradient("Tanh")
-def tanh(g, op, dy):
-    y = op.output()
-    return [g.Mul(dy, g.Sub(g.const(1, like=y), g.Mul(y, y)))]
+@register_gradient("Cast")
+def cast(g, op, dy):
+    x = op.inputs[0]
+    return [g.cast_like(dy, x) if g.is_float(x) else None]
+
+
+@register_gradient("CastLike", since=15)
+def cast_like(g, op, dy):
+    x = op.inputs[0]
+    return [g.cast_like(dy, x) if g.is_float(x) else None, None]
+
+
+# ------------------------------------------------------------------ clipping
+@register_gradient("Clip", until=10)
+def clip_attrs(g, op, dy):
+    x = op.inputs[0]
+    above_lo = g.Greater(x, g.const(op.attr("min"), like=x)) if op.has_attr("min") else None
+    below_hi = g.Less(x, g.const(op.attr("max"), like=x)) if op.has_attr("max") else None
+    return [_masked(g, _both(g, above_lo, below_hi), dy)]
+
+
+@ew("Clip", since=11)
+def clip(g, op, dy):
+    # y = Min(Max(x, lo), hi). x gets dy where lo < x < hi, lo where x <= lo unless y == hi, hi
+    # where y == hi: ties go to the bound, and with lo > hi every element is hi, as in the spec.
+    x, lo, hi = op.input(0), op.input(1), op.input(2)
+    above_lo = g.Greater(x, lo) if lo is not None else None
+    below_hi = g.Less(op.output(), hi) if hi is not None else None
+    dx = _masked(g, _both(g, above_lo, below_hi), dy)
+    dlo = _masked(g, _both(g, g.Not(above_lo), below_hi), dy) if lo is not None else None
+    dhi = _masked(g, g.Not(below_hi), dy) if hi is not None else None
+    return [dx, dlo, dhi]
+
+
+# ------------------------------------------------------------------ unary math
+def unary(op_type, **kw):
+    """Register ``fn(g, x, y, dy) -> dx`` (x the input, y the output) for a one-input op."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def rule(g, op, dy):
+            return [fn(g, op.inputs[0], op.output(), dy)]
+
+        register_gradient(op_type, **kw)(rule)
+        return fn
+
+    return decorate
+
+
+@unary("Abs")
+def abs_(g, x, y, dy):
+    return g.Mul(dy, g.Sign(x))
+
+
+@unary("Sqrt")
+def sqrt(g, x, y, dy):
+    return g.Div(dy, g.Mul(g.const(2, like=y), y))
+
+
+@unary("Reciprocal")
+def reciprocal(g, x, y, dy):
+    return g.Neg(g.Mul(dy, g.Mul(y, y)))
+
+
+@unary("Exp")
+def exp(g, x, y, dy):
+    return g.Mul(dy, y)
+
+
+@unary("Log")
+def log(g, x, y, dy):
+    return g.Div(dy, x)
+
+
+@unary("Sin")
+def sin(g, x, y, dy):
+    return g.Mul(dy, g.Cos(x))
+
+
+@unary("Cos")
+def cos(g, x, y, dy):
+    return g.Neg(g.Mul(dy, g.Sin(x)))
+
+
+@unary("Tan")
+def tan(g, x, y, dy):
+    return g.Mul(dy, g.Add(g.const(1, like=y), g.Mul(y, y)))
+
+
+@unary("Tanh")
+def tanh(g, x, y, dy):
+    return g.Mul(dy, g.Sub(g.const(1, like=y), g.Mul(y, y)))
+
+
+@unary("Sigmoid")
+def sigmoid(g, x, y, dy):
+    return g.Mul(dy, g.Mul(y, g.Sub(g.const(1, like=y), y)))
+
+
+@unary("Erf", since=9)
+def erf(g, x, y, dy):
+    return g.Mul(dy, g.Mul(g.const(2 / math.sqrt(math.pi), like=x), g.Exp(g.Neg(g.Mul(x, x)))))
+
+
+@unary("Asin", since=7)
+def asin(g, x, y, dy):
+    return g.Div(dy, g.Sqrt(g.Sub(g.const(1, like=x), g.Mul(x, x))))
+
+
+@unary("Acos", since=7)
+def acos(g, x, y, dy):
+    return g.Neg(g.Div(dy, g.Sqrt(g.Sub(g.const(1, like=x), g.Mul(x, x)))))
+
+
+@unary("Atan", since=7)
+def atan(g, x, y, dy):
+    return g.Div(dy, g.Add(g.const(1, like=x), g.Mul(x, x)))
+
+
+@unary("Sinh", since=9)
+def sinh(g, x, y, dy):
+    return g.Mul(dy, g.Cosh(x))
+
+
+@unary("Cosh", since=9)
+def cosh(g, x, y, dy):
+    return g.Mul(dy, g.Sinh(x))
+
+
+@unary("Asinh", since=9)
+def asinh(g, x, y, dy):
+    return g.Div(dy, g.Sqrt(g.Add(g.Mul(x, x), g.const(1, like=x))))
+
+
+@unary("Acosh", since=9)
+def acosh(g, x, y, dy):
+    return g.Div(dy, g.Sqrt(g.Sub(g.Mul(x, x), g.const(1, like=x))))
+
+
+@unary("Atanh", since=9)
+def atanh(g, x, y, dy):
+    return g.Div(dy, g.Sub(g.const(1, like=x), g.Mul(x, x)))
+
+
+def piecewise_constant(g, x, y, dy):
+    # zeros, not None: TensorFlow's rules return zeros, so x stays connected to ys
+    return g.zeros_like(x)
+
+
+for _op, _since in [("Floor", 1), ("Ceil", 1), ("Round", 11), ("Sign", 9)]:
+    unary(_op, since=_since)(piecewise_constant)

@@ -1,0 +1,91 @@
+"""Matrix products: MatMul (numpy semantics) and Gemm."""
+
+import math
+
+from ..registry import register_gradient
+
+
+def _mT(g, x):
+    """Swap the last two axes."""
+    r = g.rank(x)
+    return g.transpose(x, list(range(r - 2)) + [r - 1, r - 2])
+
+
+def _product(g, x, y, tx=False, ty=False):
+    """x' @ y' with x' = x^T if tx (last two axes), y' likewise; one Gemm when both are matrices."""
+    if g.rank(x) == 2 and g.rank(y) == 2:
+        return g.gemm(x, y, trans_a=tx, trans_b=ty)
+    return g.MatMul(_mT(g, x) if tx else x, _mT(g, y) if ty else y)
+
+
+def _sum_to_operand(g, grad, x, batch):
+    """Sum ``grad`` (shaped ``batch + x's matrix dims``) over the batch dims ``x`` was broadcast along."""
+    g.set_info(grad, g.dtype(x), tuple(batch) + tuple(g.shape(x)[-2:]))
+    return g.sum_to(grad, x, grad)
+
+
+def _with_shape(g, t, shape):
+    """Record the shape of an emitted tensor (the emitter infers only element types)."""
+    g.set_info(t, g.dtype(t), tuple(shape))
+    return t
+
+
+def _rows(g, x):
+    """x (..., k) as a matrix (prod(...), k)."""
+    s = g.shape(x)
+    n = math.prod(s[:-1]) if all(isinstance(d, int) for d in s[:-1]) else None
+    return _with_shape(g, g.Flatten(x, axis=len(s) - 1), (n, s[-1]))
+
+
+@register_gradient("MatMul")
+def matmul(g, op, dy):
+    a, b = op.inputs
+    y = op.output()
+    ra, rb = g.rank(a), g.rank(b)
+    if ra == 1 and rb == 1:  # dot product, y is a scalar
+        return [g.Mul(dy, b), g.Mul(dy, a)]
+    # MatMul promotes a 1-D a to a row (1, k) and a 1-D b to a column (k, 1) and drops that axis
+    # from y; differentiate the promoted product and drop the axis from the gradient again.
+    a2 = a if ra > 1 else _with_shape(g, g.unsqueeze(a, [0]), (1,) + g.shape(a))
+    b2 = b if rb > 1 else _with_shape(g, g.unsqueeze(b, [1]), g.shape(b) + (1,))
+    ry = max(ra, rb, 2)
+    g.rank(y)  # raises a clear error when y's rank is unknown: undoing broadcasting needs it
+    y2 = list(g.shape(y))
+    dy2 = dy
+    if ra == 1:
+        dy2 = g.unsqueeze(dy2, [ry - 2])
+        y2.insert(ry - 2, 1)
+    if rb == 1:
+        dy2 = g.unsqueeze(dy2, [ry - 1])
+        y2.append(1)
+    dy2 = _with_shape(g, dy2, y2)
+    batch = y2[:-2]
+
+    da = _sum_to_operand(g, _product(g, dy2, b2, ty=True), a2, batch)
+    if ra > 2 and rb <= 2:
+        # b was broadcast over a's batch: contract the batch together with the rows in one 2-D
+        # product instead of materializing a gradient per batch entry and summing them.
+        db = _product(g, _rows(g, a2), _rows(g, dy2), tx=True)
+    else:
+        db = _sum_to_operand(g, _product(g, a2, dy2, tx=True), b2, batch)
+    return [da if ra > 1 else g.squeeze(da, [0]), db if rb > 1 else g.squeeze(db, [1])]
+
+
+@register_gradient("Gemm")
+def gemm(g, op, dy):
+    # Y = alpha A' B' + beta C, A' = A^T if transA, B' = B^T if transB
+    a, b, c = op.input(0), op.input(1), op.input(2)
+    alpha, beta = op.attr("alpha", 1.0), op.attr("beta", 1.0)
+    ta, tb = bool(op.attr("transA", 0)), bool(op.attr("transB", 0))
+    if ta:
+        da = g.gemm(b, dy, alpha, trans_a=tb, trans_b=True)  # alpha B' dY^T
+    else:
+        da = g.gemm(dy, b, alpha, trans_b=not tb)  # alpha dY B'^T
+    if tb:
+        db = g.gemm(dy, a, alpha, trans_a=True, trans_b=ta)  # alpha dY^T A'
+    else:
+        db = g.gemm(a, dy, alpha, trans_a=not ta)  # alpha A'^T dY
+    dc = None
+    if c is not None:
+        dc = g.sum_to(dy if beta == 1.0 else g.Mul(dy, g.const(beta, like=dy)), c, op.output())
+    return [da, db, dc]

@@ -1,0 +1,355 @@
+"""Dropout, Einsum, Attention and RotaryEmbedding."""
+
+from __future__ import annotations
+
+import string
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..emitter import Emitter, Op
+from ..errors import GradientArgumentError
+from ..registry import register_gradient
+from .normalization import _live
+
+
+# ---------------------------------------------------------------------------- Dropout
+@register_gradient("Dropout", inputs=(0,))
+def dropout(g, op, dy, d_mask=None):
+    """Identity in inference; dy * mask / (1 - ratio) in training mode (opset 12+)."""
+    x = op.inputs[0]
+    training = op.input(2)
+    # Before opset 12 runtimes run Dropout as inference (the ratio attribute is never applied).
+    if g.opset < 12 or training is None:
+        return [dy, None, None]
+    flag = g.constant_value(training)
+    if flag is not None and not bool(flag):
+        return [dy, None, None]
+    mask = op.output(1)
+    if mask is None:
+        raise GradientArgumentError(
+            f"Dropout node '{op.name or op.outputs[0]}' may run in training mode (training_mode input "
+            f"{training!r}) but has no mask output, and its gradient needs the mask that the forward pass "
+            "drew. Give the node a second output (the mask), e.g. node.output.append('dropout_mask'), "
+            "or feed training_mode as a constant false."
+        )
+    ratio = op.input(1)
+    keep = g.const(0.5, like=x) if ratio is None else g.Sub(g.const(1.0, like=x), g.cast_like(ratio, x))
+    scale = g.Reciprocal(keep)
+    if flag is None:
+        # training_mode is only known at run time; in inference the mask is all true and y = x
+        scale = g.Where(training, scale, g.const(1.0, like=x))
+    return [g.Mul(g.Mul(dy, g.Cast(mask, to=g.dtype(x))), scale), None, None]
+
+
+# ---------------------------------------------------------------------------- Einsum
+Term = List[Tuple[str, int]]  # (letter, axis of the operand) per subscript position
+
+
+def _parse_einsum(g: Emitter, op: Op) -> Tuple[List[Term], str, List[str], List[List[int]], List[str]]:
+    """The equation with every ellipsis spelled out as letters, and broadcast dims removed.
+
+    Returns (terms, output letters, operand tensors to use, squeezed axes per operand, spare
+    letters). An operand dim of size 1 that broadcasts against a larger one in an ellipsis does
+    not depend on its letter; that dim is squeezed away and its letter dropped from the term.
+    """
+    equation = op.attr("equation").replace(" ", "")
+    lhs, arrow, rhs = equation.partition("->")
+    spare = [c for c in string.ascii_letters if c not in equation]
+    raw_terms = lhs.split(",")
+    ranks = [g.rank(x) for x in op.inputs]
+    n_ell = max([r - len(t.replace("...", "")) for t, r in zip(raw_terms, ranks) if "..." in t] or [0])
+    ell = spare[:n_ell]
+    spare = spare[n_ell:]
+
+    terms: List[Term] = []
+    for t, r in zip(raw_terms, ranks):
+        before, has_ell, after = t.partition("...")
+        own = r - len(before) - len(after) if has_ell else 0
+        letters = list(before) + ell[n_ell - own:] + list(after)
+        terms.append([(c, axis) for axis, c in enumerate(letters)])
+
+    if arrow:
+        out = rhs.replace("...", "".join(ell))
+    else:
+        counts: Dict[str, int] = {}
+        for t in raw_terms:
+            for c in t.replace("...", ""):
+                counts[c] = counts.get(c, 0) + 1
+        out = ("".join(ell) if "..." in lhs else "") + "".join(sorted(c for c, k in counts.items() if k == 1))
+
+    sizes: Dict[str, set] = {}
+    for x, term in zip(op.inputs, terms):
+        shape = g.shape(x)
+        for c, axis in term:
+            sizes.setdefault(c, set()).add(shape[axis])  # type: ignore[index]
+    operands, squeezed = [], []
+    for x, term in zip(op.inputs, terms):
+        shape = g.shape(x)
+        drop = [axis for c, axis in term if c in ell and shape[axis] == 1 and sizes[c] - {1}]  # type: ignore[index]
+        if any(c in ell and not isinstance(shape[axis], int) and len(sizes[c]) > 1 for c, axis in term):  # type: ignore[index]
+            raise GradientArgumentError(
+                f"Einsum node '{op.name or op.outputs[0]}': an ellipsis dim of {x!r} is symbolic and may "
+                "broadcast; give the model's inputs static shapes in the ellipsis dims"
+            )
+        term[:] = [(c, axis) for c, axis in term if axis not in drop]
+        operands.append(g.squeeze(x, drop) if drop else x)
+        squeezed.append(drop)
+    return terms, out, operands, squeezed, spare
+
+
+@register_gradient("Einsum")
+def einsum(g, op, dy):
+    """d x_k = einsum(dy, the other operands -> x_k's subscripts).
+
+    Letters of x_k found neither in the output nor in another operand were summed over x_k alone:
+    a ones operand over them broadcasts the gradient back. A letter repeated in x_k (a diagonal)
+    gets a fresh letter at each repeat, tied to the first by an identity matrix operand, so the
+    gradient lands on the diagonal only.
+    """
+    terms, out, operands, squeezed, spare = _parse_einsum(g, op)
+    grads: List[Optional[str]] = []
+    for k, x in enumerate(op.inputs):
+        if not g.is_float(x):
+            grads.append(None)
+            continue
+        others = [(operands[j], terms[j]) for j in range(len(terms)) if j != k]
+        available = set(out).union(*({c for c, _ in t} for _, t in others))
+        inputs: List[Tuple[str, str]] = [(dy, out)] + [(t_x, "".join(c for c, _ in t)) for t_x, t in others]
+        seen: Dict[str, int] = {}
+        target = ""
+        fresh = iter(spare)
+        for c, axis in terms[k]:
+            if c not in seen:
+                seen[c] = axis
+                target += c
+                continue
+            twin = next(fresh)
+            target += twin
+            inputs.append((_eye(g, x, axis), c + twin))
+        summed_alone = [c for c in seen if c not in available]
+        if summed_alone:
+            ones = g.constant_of_shape(g.dims(x, [seen[c] for c in summed_alone]), 1.0, like=x)
+            inputs.append((ones, "".join(summed_alone)))
+        equation = ",".join(t for _, t in inputs) + "->" + target
+        grad = g.Einsum(*(t_x for t_x, _ in inputs), equation=equation)
+        grads.append(g.unsqueeze(grad, squeezed[k]) if squeezed[k] else grad)
+    return grads
+
+
+def _eye(g: Emitter, x: str, axis: int) -> str:
+    """Identity matrix of x's dim ``axis``, in x's dtype."""
+    shape = g.shape(x)
+    n = shape[axis] if shape is not None else None
+    if isinstance(n, int):
+        return g.const(np.eye(n), like=x)
+    d = g.dims(x, [axis])
+    return g.EyeLike(g.constant_of_shape(g.Concat(d, d, axis=0), 0.0, like=x))
+
+
+# ---------------------------------------------------------------------------- Attention
+def _heads_first(g: Emitter, t: str, heads: int) -> str:
+    """(B, L, heads * d) -> (B, heads, L, d); 4-D tensors pass unchanged."""
+    if g.rank(t) == 4:
+        return t
+    return g.transpose(g.reshape(t, [0, 0, heads, -1]), [0, 2, 1, 3])
+
+
+def _heads_back(g: Emitter, t4: str, like: str) -> str:
+    """Inverse of :func:`_heads_first` for a gradient shaped (B, heads, L, d), to ``like``'s layout."""
+    if g.rank(like) == 4:
+        return t4
+    return g.reshape(g.transpose(t4, [0, 2, 1, 3]), [0, 0, -1])
+
+
+def _num_heads(g: Emitter, op: Op, x: str, attr: str) -> int:
+    heads = op.attr(attr) if g.rank(x) == 3 else (g.shape(x) or (None, None))[1]
+    if not isinstance(heads, int):
+        raise GradientArgumentError(
+            f"Attention node '{op.name or op.outputs[0]}': the number of heads of {x!r} must be static")
+    return heads
+
+
+def _attention_bias(g: Emitter, op: Op, q4: str, k_total: str) -> Optional[str]:
+    """The additive score bias: attn_mask (bool as 0/-inf), the causal frontier, padding."""
+    neg_inf = g.const(-np.inf, like=q4)
+    zero = g.const(0.0, like=q4)
+    parts = []
+    mask = op.input(3)
+    if mask is not None:
+        parts.append(mask if g.is_float(mask) else g.Where(mask, zero, neg_inf))
+    if op.attr("is_causal", 0):
+        # query i sees key j iff j <= i + past_length
+        past = g.dims(op.input(4), [2]) if op.input(4) else g.ints([0])
+        rows = g.Range(g.scalar_int(0), g.Squeeze(g.dims(q4, [2]), g.ints([0])), g.scalar_int(1))
+        cols = g.Range(g.scalar_int(0), g.Squeeze(g.dims(k_total, [2]), g.ints([0])), g.scalar_int(1))
+        frontier = g.Add(g.unsqueeze(rows, [1]), past)
+        parts.append(g.Where(g.Greater(g.unsqueeze(cols, [0]), frontier), neg_inf, zero))
+    nonpad = op.input(6)
+    if nonpad is not None:
+        cols = g.Range(g.scalar_int(0), g.Squeeze(g.dims(k_total, [2]), g.ints([0])), g.scalar_int(1))
+        valid = g.Less(g.cast_like(cols, nonpad), g.reshape(nonpad, [-1, 1, 1, 1]))
+        parts.append(g.Where(valid, zero, neg_inf))
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else g.Sum(*parts)
+
+
+def _repeat_heads(g: Emitter, t: str, groups: int) -> str:
+    """(B, H, L, d) -> (B, H * groups, L, d), each head repeated ``groups`` times in a row."""
+    if groups == 1:
+        return t
+    b, h, length, d = (g.dims(t, [i]) for i in range(4))
+    tiled = g.Expand(g.unsqueeze(t, [2]), g.ints([1, 1, groups, 1, 1]))
+    return g.Reshape(tiled, g.Concat(b, g.Mul(h, g.ints([groups])), length, d, axis=0))
+
+
+def _sum_head_groups(g: Emitter, d_rep: str, like: str, groups: int) -> str:
+    """Adjoint of :func:`_repeat_heads`: sum each run of ``groups`` heads back to one."""
+    if groups == 1:
+        return d_rep
+    b, h, length, d = (g.dims(like, [i]) for i in range(4))
+    return g.reduce_sum(g.Reshape(d_rep, g.Concat(b, h, g.ints([groups]), length, d, axis=0)), [2], keepdims=False)
+
+
+@register_gradient("Attention", since=23, inputs=(0, 1, 2, 3, 4, 5))
+def attention(g, op, dy, d_present_key=None, d_present_value=None, d_qk=None):
+    """Scaled dot-product attention, recomputed in (B, heads, L, d) form:
+
+        S0 = scale * q k^T,  S1 = softcap * tanh(S0 / softcap),  S2 = S1 + bias,
+        P = softmax(S2),  Y = P v
+
+    with k, v the past and current keys/values concatenated (present_*) and their heads repeated
+    for grouped-query attention. qk_matmul_output is S0, S1, S2 or P by its mode.
+    """
+    q, k, v = op.inputs[:3]
+    past_key, past_value = op.input(4), op.input(5)
+    q_heads = _num_heads(g, op, q, "q_num_heads")
+    kv_heads = _num_heads(g, op, k, "kv_num_heads")
+    groups = q_heads // kv_heads
+    q4 = _heads_first(g, q, q_heads)
+    k4, v4 = _heads_first(g, k, kv_heads), _heads_first(g, v, kv_heads)
+    k_total = g.Concat(past_key, k4, axis=2) if past_key else k4
+    v_total = g.Concat(past_value, v4, axis=2) if past_value else v4
+    k_rep, v_rep = _repeat_heads(g, k_total, groups), _repeat_heads(g, v_total, groups)
+
+    if op.has_attr("scale"):
+        scale = g.const(op.attr("scale"), like=q)
+    else:
+        # default 1/sqrt(head_size)
+        q_shape = g.shape(q) or ()
+        head = q_shape[-1] if q_shape and isinstance(q_shape[-1], int) else None
+        if head is None:
+            raise GradientArgumentError(
+                f"Attention node '{op.name or op.outputs[0]}': the last dim of {q!r} must be static")
+        scale = g.const(1.0 / np.sqrt(head if g.rank(q) == 4 else head // q_heads), like=q)
+    s0 = g.Mul(g.MatMul(q4, g.transpose(k_rep, [0, 1, 3, 2])), scale)
+    softcap = op.attr("softcap", 0.0)
+    if softcap:
+        cap = g.const(softcap, like=q)
+        tanh = g.Tanh(g.Div(s0, cap))
+        s1 = g.Mul(cap, tanh)
+    else:
+        s1 = s0
+    bias = _attention_bias(g, op, q4, k_total)
+    s2 = g.Add(s1, bias) if bias is not None else s1
+    p = g.Softmax(s2, axis=-1)
+
+    mode = op.attr("qk_matmul_output_mode", 0)
+    d_at = {stage: None for stage in range(4)}
+    if _live(g, d_qk):
+        d_at[mode] = d_qk
+    dy4 = _heads_first(g, dy, q_heads)
+    d_v_rep = g.MatMul(g.transpose(p, [0, 1, 3, 2]), dy4)
+    d_p = g.MatMul(dy4, g.transpose(v_rep, [0, 1, 3, 2]))
+    if d_at[3] is not None:
+        d_p = g.Add(d_p, d_at[3])
+    d_s2 = g.Mul(p, g.Sub(d_p, g.reduce_sum(g.Mul(d_p, p), [3])))
+    if d_at[2] is not None:
+        d_s2 = g.Add(d_s2, d_at[2])
+    d_s1 = g.Add(d_s2, d_at[1]) if d_at[1] is not None else d_s2
+    d_s0 = g.Mul(d_s1, g.Sub(g.const(1.0, like=q), g.Mul(tanh, tanh))) if softcap else d_s1
+    if d_at[0] is not None:
+        d_s0 = g.Add(d_s0, d_at[0])
+    d_s0 = g.Mul(d_s0, scale)
+    d_q4 = g.MatMul(d_s0, k_rep)
+    d_k_rep = g.MatMul(g.transpose(d_s0, [0, 1, 3, 2]), q4)
+
+    d_mask = None
+    mask = op.input(3)
+    if mask is not None and g.is_float(mask):
+        d_mask = _sum_to_mask(g, d_s2, mask)
+    grads = [_heads_back(g, d_q4, q), None, None, d_mask, None, None]
+    for slot, d_rep, total, live_present, cur, past in (
+            (1, d_k_rep, k_total, d_present_key, k, past_key),
+            (2, d_v_rep, v_total, d_present_value, v, past_value)):
+        d_total = _sum_head_groups(g, d_rep, total, groups)
+        if _live(g, live_present):
+            d_total = g.Add(d_total, live_present)
+        if past:
+            split = g.dims(past, [2])
+            big = g.ints([np.iinfo(np.int64).max])
+            grads[slot + 3] = g.Slice(d_total, g.ints([0]), split, g.ints([2]))
+            d_total = g.Slice(d_total, split, big, g.ints([2]))
+        grads[slot] = _heads_back(g, d_total, cur)
+    return grads + [None] * (len(op.inputs) - 6)
+
+
+def _sum_to_mask(g: Emitter, d_scores: str, mask: str) -> str:
+    """Sum a (B, H, S, T) score gradient to the shape of a broadcast attention mask."""
+    mask_shape = g.shape(mask)
+    if mask_shape is None:
+        raise GradientArgumentError(f"the rank of attention mask {mask!r} must be known")
+    rank = len(mask_shape)
+    lead = list(range(4 - rank))
+    axes = lead + [4 - rank + i for i, d in enumerate(mask_shape) if d == 1]
+    reduced = g.reduce_sum(d_scores, axes, keepdims=True)
+    return g.reshape(reduced, g.shape_of(mask)) if lead else reduced
+
+
+# ---------------------------------------------------------------------------- RotaryEmbedding
+@register_gradient("RotaryEmbedding", since=23, inputs=(0, 1, 2))
+def rotary_embedding(g, op, dy):
+    """Each pair (x1, x2) is rotated by its position's angle: (x1 cos - x2 sin, x1 sin + x2 cos).
+
+    The input gradient rotates dy back (the transpose of a rotation is the rotation by minus the
+    angle: the same op with -sin). The cache gradients collect dy1 x1 + dy2 x2 (cos) and
+    dy2 x1 - dy1 x2 (sin) over heads, scattered to the rows position_ids picked.
+    """
+    x, cos, sin = op.inputs[:3]
+    positions = op.input(3)
+    attrs = {a: op.attr(a) for a in ("interleaved", "num_heads", "rotary_embedding_dim") if op.has_attr(a)}
+    tail = [positions] if positions else []
+    d_x = g.RotaryEmbedding(dy, cos, g.Neg(sin), *tail, **attrs)
+    if not (g.is_float(cos) or g.is_float(sin)):
+        return [d_x, None, None, None]
+    x1, x2 = _rotary_halves(g, op, x)
+    dy1, dy2 = _rotary_halves(g, op, dy)
+    d_cos = g.reduce_sum(g.Add(g.Mul(dy1, x1), g.Mul(dy2, x2)), [2], keepdims=False)
+    d_sin = g.reduce_sum(g.Sub(g.Mul(dy2, x1), g.Mul(dy1, x2)), [2], keepdims=False)
+    if positions:
+        rows = g.unsqueeze(positions, [2])
+        g.set_info(rows, g.dtype(positions), tuple(g.shape(positions) or (None, None)) + (1,))
+        d_cos = g.scatter_nd_add(g.shape_of(cos), rows, d_cos)
+        d_sin = g.scatter_nd_add(g.shape_of(sin), rows, d_sin)
+    return [d_x, d_cos, d_sin, None]
+
+
+def _rotary_halves(g: Emitter, op: Op, t: str) -> Tuple[str, str]:
+    """The two rotated halves of ``t`` (shaped like the op's input) as (B, S, heads, R/2) each."""
+    x = op.inputs[0]
+    shape = g.shape(x)
+    if g.rank(x) == 4:
+        bshd = g.transpose(t, [0, 2, 1, 3])
+        head = shape[3]  # type: ignore[index]
+    else:
+        heads = op.attr("num_heads")
+        bshd = g.reshape(t, [0, 0, heads, -1])
+        head = shape[2] // heads if isinstance(shape[2], int) else None  # type: ignore[index]
+    rot = op.attr("rotary_embedding_dim", 0) or head
+    if not isinstance(rot, int):
+        raise GradientArgumentError(
+            f"RotaryEmbedding node '{op.name or op.outputs[0]}': the head size of {x!r} must be static")
+    if op.attr("interleaved", 0):
+        return g.slice(bshd, [0], [rot], [3], [2]), g.slice(bshd, [1], [rot], [3], [2])
+    return g.slice(bshd, [0], [rot // 2], [3]), g.slice(bshd, [rot // 2], [rot], [3])

@@ -1,0 +1,242 @@
+"""Normalization layers.
+
+Each rule recomputes the statistics it needs from the forward input with primitive ops (never
+the saved Mean/InvStdDev outputs, which may be absent or stashed in another dtype), so the
+backward graph is differentiable again. For xhat = (x - mean) * inv over ``axes`` (inv =
+1/sqrt(var + eps)) the input gradient is the textbook
+
+    dx = inv * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..emitter import Emitter, Op
+from ..errors import GradientArgumentError
+from ..registry import register_gradient
+
+
+def _mean(g: Emitter, x: str, axes: Sequence[int]) -> str:
+    return g.reduce("ReduceMean", x, axes, keepdims=True)
+
+
+def _standardize(g: Emitter, x: str, axes: Sequence[int], eps: float) -> Tuple[str, str, str]:
+    """(x - mean, inv, xhat) over ``axes``, keepdims, with inv = 1/sqrt(biased var + eps)."""
+    xc = g.Sub(x, _mean(g, x, axes))
+    inv = g.Reciprocal(g.Sqrt(g.Add(_mean(g, g.Mul(xc, xc), axes), g.const(eps, like=x))))
+    return xc, inv, g.Mul(xc, inv)
+
+
+def _standardized_grad(g: Emitter, dxhat: str, xhat: str, inv: str, axes: Sequence[int]) -> str:
+    centered = g.Sub(g.Sub(dxhat, _mean(g, dxhat, axes)), g.Mul(xhat, _mean(g, g.Mul(dxhat, xhat), axes)))
+    return g.Mul(inv, centered)
+
+
+def _count(g: Emitter, x: str, axes: Sequence[int]) -> str:
+    """Number of elements of ``x`` each reduction over ``axes`` sees, as a scalar of x's dtype."""
+    shape = g.shape(x)
+    dims = [shape[a] for a in axes] if shape is not None else [None]
+    if all(isinstance(d, int) for d in dims):
+        return g.const(float(np.prod(dims)), like=x)
+    sizes = g.Gather(g.Shape(x), g.ints(axes))
+    return g.cast_like(g.reduce("ReduceProd", sizes, [0], keepdims=False), x)
+
+
+def _live(g: Emitter, dy: Optional[str]) -> bool:
+    """True when an output gradient may be non-zero (present and not zero-filled by the engine)."""
+    return dy is not None and dy not in g.zeros
+
+
+def _per_channel(g: Emitter, p: str, x: str) -> str:
+    """A (C,) parameter viewed as (1, C, 1, ...) against x (N, C, ...)."""
+    return g.reshape(p, [1, -1] + [1] * (g.rank(x) - 2))
+
+
+def _norm_axes(g: Emitter, x: str, first: int) -> List[int]:
+    rank = g.rank(x)
+    return list(range(first % rank, rank))
+
+
+# ---------------------------------------------------------------------------- BatchNormalization
+@register_gradient("BatchNormalization", inputs=(0, 1, 2, 3, 4))
+def batch_normalization(g, op, dy, d_running_mean=None, d_running_var=None, *unused_training_outputs):
+    # Before opset 14 the extra outputs are the deprecated training statistics, which runtimes do
+    # not compute in inference; only Y is differentiated there.
+    x, scale, bias, mean, var = op.inputs[:5]
+    eps = op.attr("epsilon", 1e-5)
+    if g.opset >= 14 and op.attr("training_mode", 0):
+        return _batch_norm_training(g, op, dy, d_running_mean, d_running_var)
+    if op.has_attr("spatial") and op.attr("spatial") == 0:
+        raise GradientArgumentError("BatchNormalization with spatial=0 (opset 7-8) is not supported")
+    axes = [0] + list(range(2, g.rank(x)))
+    inv = g.Reciprocal(g.Sqrt(g.Add(var, g.const(eps, like=var))))
+    xc = g.Sub(x, _per_channel(g, mean, x))
+    d_xhat_sum = g.reduce_sum(g.Mul(dy, xc), axes, keepdims=False)  # sum(dy * (x - mean)) per channel
+    d_bias = g.reduce_sum(dy, axes, keepdims=False)
+    scale_inv = g.Mul(scale, inv)
+    d_x = g.Mul(dy, _per_channel(g, scale_inv, x))
+    d_scale = g.Mul(d_xhat_sum, inv)
+    d_mean = g.Neg(g.Mul(d_bias, scale_inv))
+    # d inv / d var = -inv^3 / 2
+    d_var = g.Mul(g.Mul(d_xhat_sum, scale), g.Mul(g.const(-0.5, like=var), g.Mul(inv, g.Mul(inv, inv))))
+    return [d_x, d_scale, d_bias, d_mean, d_var]
+
+
+def _batch_norm_training(g: Emitter, op: Op, dy: str, d_rm: Optional[str], d_rv: Optional[str]):
+    """Y normalizes with the batch statistics; running_* = input * momentum + batch * (1 - momentum)."""
+    x, scale = op.inputs[0], op.inputs[1]
+    axes = [0] + list(range(2, g.rank(x)))
+    xc, inv, xhat = _standardize(g, x, axes, op.attr("epsilon", 1e-5))
+    d_x = _standardized_grad(g, g.Mul(dy, _per_channel(g, scale, x)), xhat, inv, axes)
+    d_scale = g.reduce_sum(g.Mul(dy, xhat), axes, keepdims=False)
+    d_bias = g.reduce_sum(dy, axes, keepdims=False)
+    momentum = op.attr("momentum", 0.9)
+    d_mean = d_var = None
+    if _live(g, d_rm) or _live(g, d_rv):
+        # batch mean moves by dx/n, batch (biased) variance by 2 (x - mean) dx / n
+        stats = []
+        if _live(g, d_rm):
+            stats.append(_per_channel(g, d_rm, x))
+            d_mean = g.Mul(d_rm, g.const(momentum, like=d_rm))
+        if _live(g, d_rv):
+            stats.append(g.Mul(g.Mul(_per_channel(g, d_rv, x), g.const(2.0, like=x)), xc))
+            d_var = g.Mul(d_rv, g.const(momentum, like=d_rv))
+        total = stats[0] if len(stats) == 1 else g.Add(*stats)
+        weight = g.Div(g.const(1.0 - momentum, like=x), _count(g, x, axes))
+        d_x = g.Add(d_x, g.Mul(total, weight))
+    return [d_x, d_scale, d_bias, d_mean, d_var]
+
+
+# ---------------------------------------------------------------------------- Instance / Layer / Group
+@register_gradient("InstanceNormalization")
+def instance_normalization(g, op, dy):
+    x, scale, _ = op.inputs
+    axes = _norm_axes(g, x, 2)
+    _, inv, xhat = _standardize(g, x, axes, op.attr("epsilon", 1e-5))
+    d_x = _standardized_grad(g, g.Mul(dy, _per_channel(g, scale, x)), xhat, inv, axes)
+    not_channel = [0] + axes
+    return [d_x, g.reduce_sum(g.Mul(dy, xhat), not_channel, keepdims=False), g.reduce_sum(dy, not_channel, keepdims=False)]
+
+
+@register_gradient("LayerNormalization")
+def layer_normalization(g, op, dy, d_mean=None, d_inv_std=None):
+    x, scale = op.inputs[0], op.inputs[1]
+    bias = op.input(2)
+    axes = _norm_axes(g, x, op.attr("axis", -1))
+    xc, inv, xhat = _standardize(g, x, axes, op.attr("epsilon", 1e-5))
+    d_x = _standardized_grad(g, g.Mul(dy, scale), xhat, inv, axes)
+    if _live(g, d_mean) or _live(g, d_inv_std):
+        # Mean moves by dx/n; InvStdDev by -inv^3 (x - mean) dx / n. Both may be stashed in float32.
+        stats = []
+        if _live(g, d_mean):
+            stats.append(g.cast_like(d_mean, x))
+        if _live(g, d_inv_std):
+            stats.append(g.Neg(g.Mul(g.cast_like(d_inv_std, x), g.Mul(g.Mul(inv, inv), xhat))))
+        total = stats[0] if len(stats) == 1 else g.Add(*stats)
+        d_x = g.Add(d_x, g.Div(total, _count(g, x, axes)))
+    d_scale = g.sum_to(g.Mul(dy, xhat), scale, x)
+    d_bias = g.sum_to(dy, bias, x) if bias else None
+    return [d_x, d_scale, d_bias]
+
+
+@register_gradient("GroupNormalization")
+def group_normalization(g, op, dy):
+    """Statistics per (sample, group of C/G channels); scale and bias per group before opset 21,
+    per channel from 21."""
+    x, scale, bias = op.inputs
+    groups = op.attr("num_groups")
+    grouped = [0, groups, -1]
+    xg = g.reshape(x, grouped)
+    _, inv, xhat_g = _standardize(g, xg, [2], op.attr("epsilon", 1e-5))
+    if g.opset >= 21:
+        xhat = g.reshape(xhat_g, g.shape_of(x))
+        d_xhat_g = g.reshape(g.Mul(dy, _per_channel(g, scale, x)), grouped)
+        not_channel = [0] + list(range(2, g.rank(x)))
+        d_scale = g.reduce_sum(g.Mul(dy, xhat), not_channel, keepdims=False)
+        d_bias = g.reduce_sum(dy, not_channel, keepdims=False)
+    else:
+        dy_g = g.reshape(dy, grouped)
+        d_xhat_g = g.Mul(dy_g, g.reshape(scale, [1, -1, 1]))
+        d_scale = g.reduce_sum(g.Mul(dy_g, xhat_g), [0, 2], keepdims=False)
+        d_bias = g.reduce_sum(dy_g, [0, 2], keepdims=False)
+    d_x = g.reshape(_standardized_grad(g, d_xhat_g, xhat_g, inv, [2]), g.shape_of(x))
+    return [d_x, d_scale, d_bias]
+
+
+@register_gradient("RMSNormalization")
+def rms_normalization(g, op, dy):
+    """y = x * r * scale with r = 1/sqrt(mean(x^2) + eps) over the axes from ``axis`` on."""
+    x, scale = op.inputs
+    axes = _norm_axes(g, x, op.attr("axis", -1))
+    r = g.Reciprocal(g.Sqrt(g.Add(_mean(g, g.Mul(x, x), axes), g.const(op.attr("epsilon", 1e-5), like=x))))
+    xhat = g.Mul(x, r)
+    d_xhat = g.Mul(dy, scale)
+    d_x = g.Mul(r, g.Sub(d_xhat, g.Mul(xhat, _mean(g, g.Mul(d_xhat, xhat), axes))))
+    return [d_x, g.sum_to(g.Mul(dy, xhat), scale, x)]
+
+
+@register_gradient("MeanVarianceNormalization")
+def mean_variance_normalization(g, op, dy):
+    """y = (x - mean) / (std + 1e-9), std the biased standard deviation over ``axes``."""
+    x = op.inputs[0]
+    rank = g.rank(x)
+    axes = [a % rank for a in op.attr("axes", [0, 2, 3])]
+    xc = g.Sub(x, _mean(g, x, axes))
+    std = g.Sqrt(_mean(g, g.Mul(xc, xc), axes))
+    q = g.Reciprocal(g.Add(std, g.const(1e-9, like=x)))
+    # d std / dx = (x - mean) / (n std)
+    centered = g.Sub(dy, _mean(g, dy, axes))
+    spread = g.Mul(g.Div(g.Mul(q, q), std), g.Mul(xc, _mean(g, g.Mul(dy, xc), axes)))
+    return [g.Sub(g.Mul(q, centered), spread)]
+
+
+@register_gradient("LpNormalization")
+def lp_normalization(g, op, dy):
+    """y = x / |x|_p along ``axis``; dx = (dy - d|x|_p/dx * sum(dy * y)) / |x|_p."""
+    x = op.inputs[0]
+    y = op.output()
+    axes = [op.attr("axis", -1) % g.rank(x)]
+    p = op.attr("p", 2)
+    if p == 2:
+        norm = g.Sqrt(g.reduce_sum(g.Mul(x, x), axes))
+        direction = y
+    elif p == 1:
+        norm = g.reduce_sum(g.Abs(x), axes)
+        direction = g.Sign(x)
+    else:
+        raise GradientArgumentError(f"LpNormalization with p={p}: ONNX defines only p=1 and p=2")
+    return [g.Div(g.Sub(dy, g.Mul(direction, g.reduce_sum(g.Mul(dy, y), axes))), norm)]
+
+
+# ---------------------------------------------------------------------------- LRN
+def _channel_window_sum(g: Emitter, t: str, rank: int, before: int, after: int) -> str:
+    """out[:, c] = sum of t[:, c - before .. c + after] (zeros beyond the edges)."""
+    width = before + after
+    if width == 0:
+        return t
+    pads = [0] * (2 * rank)
+    pads[1], pads[rank + 1] = before, after
+    padded = g.pad(t, pads)
+    big = np.iinfo(np.int64).max
+    parts = [g.slice(padded, [k], [k - width if k < width else big], [1]) for k in range(width + 1)]
+    return g.Sum(*parts)
+
+
+@register_gradient("LRN")
+def lrn(g, op, dy):
+    """y = x * d^-beta, d = bias + alpha/size * (window sum of x^2 across channels)."""
+    x = op.inputs[0]
+    rank = g.rank(x)
+    size = op.attr("size")
+    alpha, beta, bias = op.attr("alpha", 1e-4), op.attr("beta", 0.75), op.attr("bias", 1.0)
+    before, after = (size - 1) // 2, size - 1 - (size - 1) // 2
+    d = g.Add(g.const(bias, like=x),
+              g.Mul(g.const(alpha / size, like=x), _channel_window_sum(g, g.Mul(x, x), rank, before, after)))
+    d_pow = g.Pow(d, g.const(-beta, like=x))
+    # x_i enters d_j for j in [i - after, i + before]: the transposed window
+    through_d = g.Mul(g.Mul(dy, x), g.Div(d_pow, d))
+    spread = _channel_window_sum(g, through_d, rank, after, before)
+    return [g.Sub(g.Mul(dy, d_pow), g.Mul(g.Mul(g.const(2 * alpha * beta / size, like=x), x), spread))]

@@ -1,0 +1,126 @@
+"""Softmax family and the classification losses built on it.
+
+Softmax, LogSoftmax and Hardmax changed meaning at opset 13: before it the input is viewed as a
+2-D matrix split at ``axis`` (default 1), so the normalization runs over every axis from
+``axis`` on; from 13 it runs over ``axis`` alone (default -1).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import numpy as np
+
+from ..emitter import Emitter, Op
+from ..registry import register_gradient
+
+
+def _softmax_axes(g: Emitter, op: Op) -> List[int]:
+    x = op.inputs[0]
+    rank = g.rank(x)
+    if g.opset >= 13:
+        return [op.attr("axis", -1) % rank]
+    return list(range(op.attr("axis", 1) % rank, rank))
+
+
+@register_gradient("Softmax")
+def softmax(g, op, dy):
+    y = op.output()
+    axes = _softmax_axes(g, op)
+    return [g.Mul(y, g.Sub(dy, g.reduce_sum(g.Mul(dy, y), axes)))]
+
+
+@register_gradient("LogSoftmax")
+def log_softmax(g, op, dy):
+    axes = _softmax_axes(g, op)
+    return [g.Sub(dy, g.Mul(g.Exp(op.output()), g.reduce_sum(dy, axes)))]
+
+
+@register_gradient("Hardmax")
+def hardmax(g, op, dy):
+    # Piecewise constant: the derivative is zero wherever it exists.
+    return [g.zeros_like(op.inputs[0])]
+
+
+def _class_mask(g: Emitter, op: Op, labels: str, like: str) -> str:
+    """One-hot of ``labels`` along axis 1 of ``like`` (N, C, d...), zero at ignored labels.
+
+    Built with Equal against a class index column instead of OneHot/Gather, because an
+    ignore_index may lie outside [0, C) and must not be read as a class.
+    """
+    rank = g.rank(like)
+    c_dim = (g.shape(like) or (None, None))[1]
+    if isinstance(c_dim, int):
+        classes = g.ints(np.arange(c_dim))
+    else:
+        c_size = g.Gather(g.Shape(like), g.ints([1]))
+        classes = g.Range(g.scalar_int(0), g.Squeeze(c_size, g.ints([0])), g.scalar_int(1))
+    column = g.reshape(classes, [1, -1] + [1] * (rank - 2))
+    hit = g.Equal(g.unsqueeze(labels, [1]), column)
+    ignore = op.attr("ignore_index")
+    if ignore is not None:
+        kept = g.Not(g.Equal(labels, g.const(np.asarray(ignore, dtype=np.int64), dtype=g.dtype(labels))))
+        hit = g.And(hit, g.unsqueeze(kept, [1]))
+    return g.Cast(hit, to=g.dtype(like))
+
+
+def _nll_grads(g: Emitter, op: Op, log_prob: str, labels: str, weights: Optional[str], dloss: str):
+    """Gradients of the negative log-likelihood loss w.r.t. ``log_prob`` and ``weights``.
+
+    With W_i the weight of sample i's label (1 without weights, 0 when ignored) the loss is
+    -sum_i W_i * log_prob[i, label_i] summed (sum), kept per sample (none) or divided by
+    sum_i W_i (mean).
+    """
+    scores = op.inputs[0]  # a forward tensor shaped like log_prob, so its shape is known
+    rank = g.rank(scores)
+    not_class = [0] + list(range(2, rank))
+    mask = _class_mask(g, op, labels, scores)
+    weighted = mask if weights is None else g.Mul(mask, g.reshape(weights, [1, -1] + [1] * (rank - 2)))
+    reduction = op.attr("reduction", "mean")
+    loss = op.output(0)
+    # per-sample coefficient of d loss / d (-W_i * log_prob[i, label_i]), shaped (N, 1, d...)
+    if reduction == "none":
+        coef = g.unsqueeze(dloss, [1])
+    elif reduction == "sum":
+        coef = dloss
+    else:
+        coef = g.Div(dloss, g.reduce_sum(weighted, None, keepdims=False))
+    d_log_prob = g.Neg(g.Mul(weighted, coef))
+    d_weights = None
+    if weights is not None:
+        # d loss / d w_c collects -log_prob of the samples labelled c; for mean, the division by
+        # sum W_i adds -loss per such sample.
+        picked = g.Neg(g.reduce_sum(g.Mul(mask, log_prob), [1]))
+        if reduction == "mean":
+            picked = g.Sub(picked, loss)
+        d_weights = g.reduce_sum(g.Mul(g.Mul(mask, picked), coef), not_class, keepdims=False)
+    return d_log_prob, d_weights
+
+
+def _log_softmax_classes(g: Emitter, scores: str) -> str:
+    """LogSoftmax over axis 1 alone (before opset 13 LogSoftmax would flatten the trailing axes)."""
+    rank = g.rank(scores)
+    if g.opset >= 13 or rank == 2:
+        return g.LogSoftmax(scores, axis=1)
+    to_last = [0] + list(range(2, rank)) + [1]
+    back = [0, rank - 1] + list(range(1, rank - 1))
+    return g.transpose(g.LogSoftmax(g.transpose(scores, to_last), axis=rank - 1), back)
+
+
+@register_gradient("NegativeLogLikelihoodLoss", inputs=(0, 2))
+def nll_loss(g, op, dloss):
+    log_prob, labels = op.inputs[0], op.inputs[1]
+    d_log_prob, d_weights = _nll_grads(g, op, log_prob, labels, op.input(2), dloss)
+    return [d_log_prob, None, d_weights]
+
+
+@register_gradient("SoftmaxCrossEntropyLoss", inputs=(0, 2))
+def softmax_cross_entropy_loss(g, op, dloss, d_log_prob_out=None):
+    scores, labels = op.inputs[0], op.inputs[1]
+    log_prob = op.output(1) or _log_softmax_classes(g, scores)
+    d_log_prob, d_weights = _nll_grads(g, op, log_prob, labels, op.input(2), dloss)
+    if d_log_prob_out is not None:
+        d_log_prob = g.Add(d_log_prob, d_log_prob_out)
+    # back through log_softmax over the class axis
+    d_scores = g.Sub(d_log_prob, g.Mul(g.Exp(log_prob), g.reduce_sum(d_log_prob, [1])))
+    return [d_scores, None, d_weights]

@@ -1,0 +1,204 @@
+"""ONNX's own backend test corpus as a gradient test.
+
+``onnx.backend.test.case.node.collect_testcases(None)`` yields ~1,900 small models (one node, or
+a function expanded into nodes) with inputs written by the ONNX project. :func:`entries` keeps
+the cases that have a differentiable float input and whose forward pass onnxruntime runs; each is
+checked by ``tests/test_corpus.py`` against central differences.
+
+A float input counts as differentiable when it feeds a node input that the schema does not tag
+non-differentiable, of an op the registry does not declare non-differentiable (and, for a rule
+naming its inputs, one of those). float16, float and double qualify; bfloat16 does not: with an
+8-bit significand, a central difference has no accurate digit to compare with.
+
+Inputs that are not differentiated (shapes, axes, indices, scales, masks) become initializers
+holding the case's values, as they are constants in real models: several rules read such values
+(an axis, a target shape) when building the backward graph.
+
+Collecting the cases runs the generators of every op (~20 s), so the selection is cached in the
+temp directory, keyed by the onnx and onnxruntime versions and the registry's decisions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import onnx
+import onnx.defs
+from onnx import TensorProto, numpy_helper
+
+from onnxgrad import registry
+from onnxgrad.graph import MIN_OPSET
+
+CHECKED_TYPES = (TensorProto.FLOAT16, TensorProto.FLOAT, TensorProto.DOUBLE)
+_NON_DIFF = onnx.defs.OpSchema.DifferentiationCategory.NonDifferentiable
+
+#: The ONE reviewed table: corpus cases whose gradient cannot be verified by central differences
+#: at the test's own input, with the mathematical reason. Never a rule bug.
+_REPEATED = "repeated values in X: separating them changes Unique's output shape (not differentiable here)"
+EXCEPTIONS: Dict[str, str] = {
+    "test_unique_not_sorted_without_axis": _REPEATED,
+    "test_unique_sorted_with_axis": _REPEATED,
+    "test_unique_sorted_with_axis_3d": _REPEATED,
+    "test_unique_sorted_with_negative_axis": _REPEATED,
+    "test_unique_sorted_without_axis": _REPEATED,
+}
+
+
+@dataclass
+class Entry:
+    """One selected corpus case."""
+
+    name: str
+    model: bytes
+    feeds: Dict[str, object]
+    xs: List[str]
+    op_types: Tuple[str, ...]
+    op: str  # the op the case tests (for an expanded function: the op it implements)
+
+    def load(self) -> onnx.ModelProto:
+        return onnx.load_from_string(self.model)
+
+
+def _schema_input(node: onnx.NodeProto, opset: int, i: int) -> Optional[onnx.defs.OpSchema.FormalParameter]:
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, node.domain or "")
+    except onnx.defs.SchemaError:
+        return None
+    params = list(schema.inputs)
+    if not params:
+        return None
+    if i < len(params):
+        return params[i]
+    last = params[-1]
+    return last if last.option == onnx.defs.OpSchema.FormalParameterOption.Variadic else None
+
+
+def _feeds_differentiable_input(model: onnx.ModelProto, name: str) -> bool:
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+    for node in model.graph.node:
+        for i, inp in enumerate(node.input):
+            if inp != name:
+                continue
+            entry = registry.lookup(node.op_type, node.domain, opset)
+            if entry is not None and entry.status == registry.NON_DIFFERENTIABLE:
+                continue
+            if entry is not None and entry.status == registry.RULE and entry.inputs is not None:
+                if i in entry.inputs:
+                    return True
+                continue
+            param = _schema_input(node, opset, i)
+            if param is not None and param.differentiation_category != _NON_DIFF:
+                return True
+    return False
+
+
+def _float_outputs(model: onnx.ModelProto) -> List[str]:
+    return [o.name for o in model.graph.output
+            if o.type.HasField("tensor_type") and o.type.tensor_type.elem_type in CHECKED_TYPES]
+
+
+def _quiet_session(model: onnx.ModelProto):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4  # a kernel onnxruntime lacks is expected here, not an error to print
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _freeze(model: onnx.ModelProto, feeds: Dict[str, object], xs: Sequence[str]):
+    """Every tensor input that is not differentiated becomes an initializer (a constant)."""
+    frozen = onnx.ModelProto()
+    frozen.CopyFrom(model)
+    kept = []
+    for vi in model.graph.input:
+        value = feeds.get(vi.name)
+        if vi.name not in xs and isinstance(value, np.ndarray):
+            frozen.graph.initializer.append(numpy_helper.from_array(value, vi.name))
+        else:
+            kept.append(vi)
+    del frozen.graph.input[:]
+    frozen.graph.input.extend(kept)
+    return frozen, {vi.name: feeds[vi.name] for vi in kept if vi.name in feeds}
+
+
+def _select(case, op_of: Dict[str, str]) -> Optional[Entry]:
+    model: onnx.ModelProto = case.model
+    if not case.data_sets or any(n.domain not in ("", "ai.onnx") for n in model.graph.node):
+        return None
+    if next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0) < MIN_OPSET:
+        return None  # onnxgrad supports opset 9 and newer
+    inputs, _ = case.data_sets[0]
+    graph_inputs = [i.name for i in model.graph.input]
+    feeds = dict(zip(graph_inputs, inputs))
+    xs = [vi.name for vi in model.graph.input
+          if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type in CHECKED_TYPES
+          and isinstance(feeds.get(vi.name), np.ndarray) and feeds[vi.name].size > 0
+          and _feeds_differentiable_input(model, vi.name)]
+    if not xs or not _float_outputs(model):
+        return None
+    model, feeds = _freeze(model, feeds, xs)
+    try:
+        _quiet_session(model).run(None, feeds)
+    except Exception:  # onnxruntime does not implement this op/opset/type: out of scope
+        return None
+    ops = tuple(dict.fromkeys(n.op_type for n in model.graph.node))
+    base = re.sub(r"_expanded.*$", "", case.name)
+    return Entry(case.name, model.SerializeToString(), feeds, xs, ops, op_of.get(base, "+".join(ops)))
+
+
+def _cache_key() -> str:
+    import onnxruntime
+
+    decisions = ";".join(f"{e.op_type}:{e.since}:{e.status}:{e.inputs}" for e in registry.entries())
+    text = f"{onnx.__version__}|{onnxruntime.__version__}|{decisions}|{open(__file__, 'rb').read()!r}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_ENTRIES: List[Entry] = []
+
+
+def entries() -> List[Entry]:
+    """The selected corpus, sorted by case name (cached across runs in the temp directory)."""
+    if _ENTRIES:
+        return _ENTRIES
+    path = os.path.join(tempfile.gettempdir(), f"onnxgrad-corpus-{_cache_key()}.pkl")
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            _ENTRIES.extend(pickle.load(f))
+        return _ENTRIES
+    import onnx.backend.test.case.node as node_cases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = node_cases.collect_testcases(None)
+    op_of = {c.name: c.model.graph.node[0].op_type for c in cases if len(c.model.graph.node) == 1}
+    selected = sorted((e for e in (_select(c, op_of) for c in cases) if e is not None), key=lambda e: e.name)
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "wb") as f:
+        pickle.dump(selected, f)
+    os.replace(tmp, path)
+    _ENTRIES.extend(selected)
+    return _ENTRIES
+
+
+def fast_subset(all_entries: Sequence[Entry], per_op: int = 2) -> List[Entry]:
+    """A deterministic subset: the first ``per_op`` cases (by name) of each op."""
+    taken: Dict[str, int] = {}
+    out = []
+    for e in all_entries:
+        if taken.get(e.op, 0) < per_op:
+            taken[e.op] = taken.get(e.op, 0) + 1
+            out.append(e)
+    return out
+
+
+def seed_of(name: str) -> int:
+    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)

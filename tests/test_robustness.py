@@ -1,0 +1,329 @@
+"""Bad input of every kind, through the Python API and the command line.
+
+Each row of ``BAD_INPUTS`` is a broken model or a bad argument. The API must raise the documented
+:class:`onnxgrad.errors.OnnxGradError` subclass; ``onnxgrad differentiate`` must print exactly one
+``onnxgrad: error:`` line naming what is wrong, exit with that class's code (usage 2, unreadable
+model 3, invalid model 4, no gradient rule 5, I/O 6), print no traceback and leave no file.
+Also: atomic writes (a failure at any point leaves nothing) and byte-identical output across
+processes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxgrad
+from onnxgrad import errors, modelio
+from onnxgrad.cli import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLOAT = TensorProto.FLOAT
+X = helper.make_tensor_value_info("x", FLOAT, [2, 3])
+Y = helper.make_tensor_value_info("y", FLOAT, [2, 3])
+
+
+def _w(name: str = "W") -> TensorProto:
+    return numpy_helper.from_array(np.arange(3, dtype=np.float32) + 1, name)
+
+
+def model(nodes, inits=None, inputs=None, outputs=None, opset: int = 17, domains=()) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs or [X], outputs or [Y], inits if inits is not None else [_w()])
+    imports = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, 1) for d in domains]
+    return helper.make_model(graph, opset_imports=imports, ir_version=8)
+
+
+def good() -> onnx.ModelProto:
+    """y = tanh(x * W)."""
+    return model([helper.make_node("Mul", ["x", "W"], ["a"], name="mul"),
+                  helper.make_node("Tanh", ["a"], ["y"], name="tanh")])
+
+
+def _external_w(location: str) -> TensorProto:
+    t = TensorProto(name="W", data_type=FLOAT, dims=[3], data_location=TensorProto.EXTERNAL)
+    t.external_data.add(key="location", value=location)
+    return t
+
+
+def _write(path, data) -> str:
+    with open(path, "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.SerializeToString())
+    return str(path)
+
+
+# Each maker gets the test's folder and returns the model path (the file may not exist).
+@dataclass
+class Bad:
+    id: str
+    make: Callable[[str], str]
+    error: type
+    fragments: List[str]
+    xs: str = "W"
+    ys: str = "y"
+    extra: List[str] = field(default_factory=list)  # additional CLI options
+    api_kwargs: dict = field(default_factory=dict)
+    cli_code: Optional[int] = None  # when click rejects the argument itself (usage, exit 2)
+
+
+def _symlink_out(folder: str) -> str:
+    outside = os.path.join(os.path.dirname(folder), f"{os.path.basename(folder)}-outside.bin")
+    np.arange(3, dtype=np.float32).tofile(outside)
+    os.symlink(outside, os.path.join(folder, "w.bin"))
+    return _write(os.path.join(folder, "m.onnx"), model([helper.make_node("Mul", ["x", "W"], ["y"])],
+                                                       inits=[_external_w("w.bin")]))
+
+
+def _random_bytes(folder: str) -> str:
+    return _write(os.path.join(folder, "m.onnx"), np.random.default_rng(0).bytes(4096))
+
+
+def _truncated(folder: str) -> str:
+    data = good().SerializeToString()
+    return _write(os.path.join(folder, "m.onnx"), data[: len(data) * 2 // 3])
+
+
+def _m(proto_fn) -> Callable[[str], str]:
+    return lambda folder: _write(os.path.join(folder, "m.onnx"), proto_fn())
+
+
+BAD_INPUTS = [
+    # unreadable model: exit 3
+    Bad("missing file", lambda f: os.path.join(f, "missing.onnx"), errors.ModelReadError,
+        ["model file not found", "missing.onnx"]),
+    Bad("empty file", lambda f: _write(os.path.join(f, "m.onnx"), b""), errors.ModelReadError,
+        ["model file is empty", "m.onnx"]),
+    Bad("directory", lambda f: f, errors.ModelReadError, ["is a directory"], cli_code=2),
+    Bad("random bytes", _random_bytes, errors.ModelReadError, ["m.onnx", "not an ONNX model"]),
+    Bad("truncated protobuf", _truncated, errors.ModelReadError, ["m.onnx", "not an ONNX model"]),
+    # a TensorProto's wire format does not even parse as a ModelProto; a GraphProto's does
+    Bad("a TensorProto", _m(lambda: _w()), errors.ModelReadError, ["m.onnx", "not an ONNX model"]),
+    Bad("a GraphProto", _m(lambda: good().graph), errors.ModelReadError, ["holds no ONNX graph"]),
+    # invalid model: exit 4
+    Bad("cycle", _m(lambda: model([helper.make_node("Add", ["x", "c"], ["a"], name="add"),
+                                   helper.make_node("Tanh", ["a"], ["c"], name="tanh"),
+                                   helper.make_node("Mul", ["a", "W"], ["y"], name="mul")])),
+        errors.InvalidModelError, ["cycle", "'add'", "'tanh'"]),
+    Bad("self loop", _m(lambda: model([helper.make_node("Add", ["x", "y"], ["y"], name="loop")])),
+        errors.InvalidModelError, ["cycle", "'loop'"]),
+    Bad("dangling input", _m(lambda: model([helper.make_node("Mul", ["x", "ghost"], ["y"], name="mul")])),
+        errors.InvalidModelError, ["dangling", "'ghost'", "'mul'"]),
+    Bad("duplicate tensor name", _m(lambda: model([helper.make_node("Mul", ["x", "W"], ["y"], name="a"),
+                                                   helper.make_node("Tanh", ["x"], ["y"], name="b")])),
+        errors.InvalidModelError, ["'y'", "produced twice"]),
+    Bad("output shadows an input", _m(lambda: model([helper.make_node("Mul", ["x", "W"], ["x"]),
+                                                     helper.make_node("Tanh", ["x"], ["y"])])),
+        errors.InvalidModelError, ["'x'", "produced twice"]),
+    Bad("duplicate initializer", _m(lambda: model([helper.make_node("Mul", ["x", "W"], ["y"])], inits=[_w(), _w()])),
+        errors.InvalidModelError, ["initializer name 'W'", "twice"]),
+    Bad("unsorted nodes", _m(lambda: model([helper.make_node("Tanh", ["a"], ["y"], name="tanh"),
+                                            helper.make_node("Mul", ["x", "W"], ["a"], name="mul")])),
+        errors.InvalidModelError, ["topological order", "'a'"]),
+    Bad("graph output nobody produces", _m(lambda: model([helper.make_node("Mul", ["x", "W"], ["a"])])),
+        errors.InvalidModelError, ["graph output 'y'"]),
+    Bad("domain not imported", _m(lambda: model([helper.make_node("Foo", ["x", "W"], ["y"], name="foo",
+                                                                  domain="com.example")])),
+        errors.InvalidModelError, ["'com.example'", "opset_import"]),
+    Bad("type mismatch", _m(lambda: model([helper.make_node("Add", ["x", "k"], ["y"])],
+                                          inits=[_w(), numpy_helper.from_array(np.ones(3, np.int64), "k")])),
+        errors.InvalidModelError, ["inconsistent"]),
+    Bad("opset 8", _m(lambda: model([helper.make_node("Mul", ["x", "W"], ["y"])], opset=8)),
+        errors.InvalidModelError, ["opset 8"]),
+    Bad("external data ../", _m(lambda: model([helper.make_node("Mul", ["x", "W"], ["y"])],
+                                              inits=[_external_w("../w.bin")])),
+        errors.InvalidModelError, ["'W'", "outside the model's folder", "../w.bin"]),
+    Bad("external data absolute", _m(lambda: model([helper.make_node("Mul", ["x", "W"], ["y"])],
+                                                   inits=[_external_w("/etc/hostname")])),
+        errors.InvalidModelError, ["'W'", "absolute path", "/etc/hostname"]),
+    Bad("external data symlink out", _symlink_out, errors.InvalidModelError, ["'W'", "symlink", "w.bin"]),
+    # no gradient rule: exit 5
+    Bad("custom domain op on the path",
+        _m(lambda: model([helper.make_node("Mul", ["x", "W"], ["a"]),
+                          helper.make_node("Foo", ["a"], ["b"], name="foo", domain="com.example"),
+                          helper.make_node("Tanh", ["b"], ["y"])], domains=["com.example"])),
+        errors.NoGradientError, ["'foo'", "com.example::Foo", "stop_gradients"]),
+    # usage: exit 2
+    Bad("unknown x", _m(good), errors.GradientArgumentError, ["xs", "'Wx'", "'W'"], xs="Wx"),
+    Bad("unknown y", _m(good), errors.GradientArgumentError, ["ys", "'why'"], ys="why"),
+    Bad("unknown stop gradient", _m(good), errors.GradientArgumentError, ["stop_gradients", "'nope'"],
+        extra=["--stop-gradients", "nope"], api_kwargs={"stop_gradients": ["nope"]}),
+]
+
+
+def _cli(args: List[str]):
+    runner = CliRunner(mix_stderr=False) if "mix_stderr" in CliRunner.__init__.__code__.co_varnames else CliRunner()
+    return runner.invoke(cli, args, catch_exceptions=False)
+
+
+def _assert_one_line(stderr: str, code: int, exit_code: int, fragments: List[str]) -> None:
+    assert exit_code == code, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("onnxgrad: error: ") and "Traceback" not in stderr, stderr
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+
+
+def _listing(folder) -> List[str]:
+    return sorted(os.listdir(folder))
+
+
+@pytest.mark.parametrize("bad", BAD_INPUTS, ids=[b.id for b in BAD_INPUTS])
+def test_bad_input_api(bad: Bad, tmp_path):
+    path = bad.make(str(tmp_path))
+    with pytest.raises(bad.error) as info:
+        onnxgrad.gradients(path, bad.ys, bad.xs, **bad.api_kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    for f in bad.fragments:
+        assert f in message, (f, message)
+    assert isinstance(info.value, errors.OnnxGradError)
+
+
+@pytest.mark.parametrize("bad", BAD_INPUTS, ids=[b.id for b in BAD_INPUTS])
+def test_bad_input_cli(bad: Bad, tmp_path):
+    path = bad.make(str(tmp_path))
+    out = tmp_path / "out" / "g.onnx"
+    out.parent.mkdir()
+    before = _listing(tmp_path)
+    r = _cli(["differentiate", path, "--xs", bad.xs, "--ys", bad.ys, "-o", str(out)] + bad.extra)
+    _assert_one_line(r.stderr, bad.cli_code or bad.error.exit_code, r.exit_code,
+                     bad.fragments if bad.cli_code is None else [])
+    assert r.stdout == ""
+    assert _listing(tmp_path) == before and _listing(out.parent) == []
+
+
+def test_exit_codes_are_distinct_per_class():
+    codes = {cls: cls.exit_code for cls in (errors.GradientArgumentError, errors.ModelReadError,
+                                            errors.InvalidModelError, errors.NoGradientError,
+                                            errors.OutputWriteError)}
+    assert sorted(codes.values()) == [2, 3, 4, 5, 6]
+
+
+def test_bad_option_values(tmp_path):
+    path = _write(tmp_path / "m.onnx", good())
+    with pytest.raises(errors.GradientArgumentError, match="aggregation_method specified 7"):
+        onnxgrad.gradients(path, "y", "W", aggregation_method=7)
+    with pytest.raises(errors.GradientArgumentError, match="unconnected_gradients: 'nonsense'"):
+        onnxgrad.gradients(path, "y", "W", unconnected_gradients="nonsense")
+    with pytest.raises(errors.GradientArgumentError, match="Passed 2 grad_ys for 1 ys"):
+        onnxgrad.gradients(path, "y", "W", grad_ys=[None, None])
+    for opt in (["--aggregation-method", "bogus"], ["--unconnected-gradients", "maybe"], ["--frobnicate"]):
+        r = _cli(["differentiate", path, "--xs", "W", "-o", str(tmp_path / "g.onnx")] + opt)
+        _assert_one_line(r.stderr, 2, r.exit_code, [opt[-1]])
+    assert _listing(tmp_path) == ["m.onnx"]
+
+
+def test_output_folder_missing_or_unwritable(tmp_path):
+    path = _write(tmp_path / "m.onnx", good())
+    r = _cli(["differentiate", path, "--xs", "W", "-o", str(tmp_path / "nowhere" / "g.onnx")])
+    _assert_one_line(r.stderr, 6, r.exit_code, ["output folder does not exist", "nowhere"])
+    # /proc accepts no new files, even for root (chmod does not stop root)
+    r = _cli(["differentiate", path, "--xs", "W", "-o", "/proc/onnxgrad-g.onnx"])
+    _assert_one_line(r.stderr, 6, r.exit_code, ["/proc/onnxgrad-g.onnx"])
+    (tmp_path / "adir.onnx").mkdir()
+    r = _cli(["differentiate", path, "--xs", "W", "-o", str(tmp_path / "adir.onnx")])
+    _assert_one_line(r.stderr, 2, r.exit_code, ["adir.onnx", "is a directory"])  # click rejects it: usage
+    assert _listing(tmp_path) == ["adir.onnx", "m.onnx"] and _listing(tmp_path / "adir.onnx") == []
+    with pytest.raises(errors.OutputWriteError, match="output folder does not exist"):
+        modelio.write_model(good(), str(tmp_path / "nowhere" / "g.onnx"))
+    with pytest.raises(errors.OutputWriteError, match="is a directory"):
+        modelio.write_model(good(), str(tmp_path / "adir.onnx"))
+
+
+def test_input_is_never_overwritten(tmp_path):
+    path = _write(tmp_path / "m.onnx", good())
+    before = open(path, "rb").read()
+    with pytest.raises(errors.OutputWriteError, match="refusing to overwrite the input"):
+        modelio.write_model(onnxgrad.gradients(path, "y", "W").model, path, source=path)
+    r = _cli(["differentiate", path, "--xs", "W", "-o", path])
+    assert r.exit_code != 0 and len(r.stderr.strip().splitlines()) == 1
+    assert open(path, "rb").read() == before and _listing(tmp_path) == ["m.onnx"]
+
+
+@pytest.mark.parametrize("bad", [b for b in BAD_INPUTS if b.id in
+                                 ("truncated protobuf", "cycle", "custom domain op on the path", "unknown x")],
+                         ids=lambda b: b.id)
+def test_bad_input_real_process(bad: Bad, tmp_path):
+    """``python -m onnxgrad`` in a subprocess: real exit code, one stderr line, no traceback."""
+    path = bad.make(str(tmp_path))
+    before = _listing(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "onnxgrad", "differentiate", path, "--xs", bad.xs, "--ys", bad.ys,
+                        "-o", str(tmp_path / "g.onnx")], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    _assert_one_line(r.stderr, bad.error.exit_code, r.returncode, bad.fragments)
+    assert r.stdout == "" and _listing(tmp_path) == before
+
+
+# ----------------------------------------------------------------------------------- atomic output
+def _fail(exc: BaseException):
+    def raiser(*args, **kwargs):
+        raise exc
+    return raiser
+
+
+@pytest.mark.parametrize("where", ["fsync", "replace", "chmod"])
+@pytest.mark.parametrize("exc", [OSError(28, "No space left on device"), KeyboardInterrupt()],
+                         ids=["oserror", "interrupt"])
+def test_failure_mid_write_leaves_nothing(where, exc, tmp_path, monkeypatch):
+    result = onnxgrad.gradients(good(), "y", "W")
+    out = tmp_path / "g.onnx"
+    monkeypatch.setattr(modelio.os, where, _fail(exc))
+    expected = errors.OutputWriteError if isinstance(exc, OSError) else KeyboardInterrupt
+    with pytest.raises(expected):
+        modelio.write_model(result.model, str(out))
+    monkeypatch.undo()
+    assert _listing(tmp_path) == []
+
+
+def test_failed_write_keeps_the_previous_output(tmp_path, monkeypatch):
+    out = tmp_path / "g.onnx"
+    out.write_bytes(b"previous")
+    monkeypatch.setattr(modelio.os, "replace", _fail(OSError(5, "Input/output error")))
+    with pytest.raises(errors.OutputWriteError, match="Input/output error"):
+        modelio.write_model(onnxgrad.gradients(good(), "y", "W").model, str(out))
+    monkeypatch.undo()
+    assert out.read_bytes() == b"previous" and _listing(tmp_path) == ["g.onnx"]
+
+
+def test_written_model_is_an_ordinary_file(tmp_path):
+    out = tmp_path / "g.onnx"
+    modelio.write_model(onnxgrad.gradients(good(), "y", "W").model, str(out))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(out).st_mode & 0o777 == 0o666 & ~mask
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+
+
+# ------------------------------------------------------------------------------- determinism
+_MODELS = [os.path.join(ROOT, "tests", "data", "torch", f"{m}.onnx") for m in ("mlp_ce", "resnet_cnn", "gpt_block")]
+
+
+def test_byte_identical_across_processes(tmp_path):
+    """Two processes with different hash seeds write the same bytes for the same input."""
+    outputs = []
+    for seed in ("1", "2"):
+        folder = tmp_path / f"run{seed}"
+        folder.mkdir()
+        script = ("import sys, onnxgrad; from onnxgrad.modelio import write_model\n"
+                  "for i, m in enumerate(sys.argv[2:]):\n"
+                  "    r = onnxgrad.gradients(m, 'loss', [t.name for t in onnxgrad.graph.load_model(m).graph.initializer"
+                  " if t.data_type == 1])\n"
+                  "    write_model(r.model, f'{sys.argv[1]}/{i}.onnx')\n")
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        subprocess.run([sys.executable, "-c", script, str(folder)] + _MODELS, check=True, env=env, cwd=ROOT,
+                       timeout=300)
+        cli_out = folder / "cli.onnx"
+        subprocess.run([sys.executable, "-m", "onnxgrad", "differentiate", _MODELS[0], "--xs", "@params",
+                        "--ys", "loss", "-o", str(cli_out)], check=True, env=env, cwd=ROOT, timeout=300,
+                       capture_output=True)
+        outputs.append([(folder / n).read_bytes() for n in sorted(os.listdir(folder))])
+    assert len(outputs[0]) == len(_MODELS) + 1
+    assert outputs[0] == outputs[1]

@@ -1,0 +1,91 @@
+"""Numeric tests of MatMul and Gemm (one table, one checker), plus symbolic batch dimensions."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from onnxgrad.checking import check_gradients
+from rulecheck import (Case, check_case, check_second_order, compare_with_reference, params, rand,
+                       second_order_params)
+
+CASES = [
+    Case("MatMul/2d", "MatMul", [("a", rand(3, 4)), ("b", rand(4, 5, seed=1))]),
+    Case("MatMul/2d-opset9", "MatMul", [("a", rand(3, 4)), ("b", rand(4, 2, seed=1))], opset=9),
+    Case("MatMul/vec-mat", "MatMul", [("a", rand(4)), ("b", rand(4, 5, seed=1))]),
+    Case("MatMul/mat-vec", "MatMul", [("a", rand(3, 4)), ("b", rand(4, seed=1))]),
+    Case("MatMul/vec-vec", "MatMul", [("a", rand(4)), ("b", rand(4, seed=1))], opset=13),
+    Case("MatMul/batch-mat", "MatMul", [("a", rand(2, 3, 4)), ("b", rand(4, 5, seed=1))]),
+    Case("MatMul/batch4-mat-opset9", "MatMul", [("a", rand(2, 2, 3, 4)), ("b", rand(4, 2, seed=1))], opset=9),
+    Case("MatMul/mat-batch", "MatMul", [("a", rand(3, 4)), ("b", rand(2, 4, 5, seed=1))]),
+    Case("MatMul/batch-batch", "MatMul", [("a", rand(2, 3, 4)), ("b", rand(2, 4, 5, seed=1))]),
+    Case("MatMul/broadcast-batch", "MatMul", [("a", rand(2, 1, 3, 4)), ("b", rand(3, 4, 2, seed=1))]),
+    Case("MatMul/broadcast-rank", "MatMul", [("a", rand(3, 2, 4)), ("b", rand(2, 3, 4, 2, seed=1))], opset=13),
+    Case("MatMul/vec-batch", "MatMul", [("a", rand(4)), ("b", rand(2, 4, 3, seed=1))]),
+    Case("MatMul/batch-vec", "MatMul", [("a", rand(2, 3, 4)), ("b", rand(4, seed=1))]),
+    Case("MatMul/batch-vec-opset9", "MatMul", [("a", rand(2, 3, 4)), ("b", rand(4, seed=1))], opset=9),
+]
+
+M, K, N = 3, 4, 2
+for ta in (0, 1):
+    for tb in (0, 1):
+        a = rand(*((K, M) if ta else (M, K)))
+        b = rand(*((N, K) if tb else (K, N)), seed=1)
+        trans = {"transA": ta, "transB": tb}
+        CASES += [
+            Case(f"Gemm/tA{ta}tB{tb}", "Gemm", [("a", a), ("b", b), ("c", rand(M, N, seed=2))], attrs=trans),
+            Case(f"Gemm/tA{ta}tB{tb}-alpha-beta-opset9", "Gemm", [("a", a), ("b", b), ("c", rand(N, seed=2))],
+                 attrs={**trans, "alpha": 0.7, "beta": -1.3}, opset=9),
+            Case(f"Gemm/tA{ta}tB{tb}-no-c-opset11", "Gemm", [("a", a), ("b", b)], attrs={**trans, "alpha": 2.0},
+                 opset=11),
+        ]
+A, B = rand(M, K), rand(K, N, seed=1)
+CASES += [
+    Case("Gemm/c-row", "Gemm", [("a", A), ("b", B), ("c", rand(1, N, seed=2))], opset=13),
+    Case("Gemm/c-column", "Gemm", [("a", A), ("b", B), ("c", rand(M, 1, seed=2))], attrs={"beta": 0.5}),
+    Case("Gemm/c-scalar", "Gemm", [("a", A), ("b", B), ("c", rand(seed=2))], attrs={"beta": 2.0}, opset=11),
+    Case("Gemm/c-scalar-opset9", "Gemm", [("a", A), ("b", B), ("c", rand(1, seed=2))], opset=9),
+    Case("Gemm/beta0", "Gemm", [("a", A), ("b", B), ("c", rand(M, N, seed=2))], attrs={"beta": 0.0}),
+]
+
+
+@pytest.mark.parametrize("case,dtype", params(CASES))
+def test_rule(case, dtype):
+    check_case(case, dtype)
+
+
+@pytest.mark.parametrize("case,dtype", second_order_params(CASES))
+def test_second_order(case, dtype):
+    check_second_order(case, dtype)
+
+
+def _symbolic_model(a_shape, b_shape, opset):
+    a = helper.make_tensor_value_info("a", TensorProto.DOUBLE, a_shape)
+    b = helper.make_tensor_value_info("b", TensorProto.DOUBLE, b_shape)
+    y = helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["y"])], "g", [a, b], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = min(model.ir_version, 10)
+    inferred = onnx.shape_inference.infer_shapes(model)
+    model.graph.output[0].CopyFrom(inferred.graph.output[0])
+    return model
+
+
+@pytest.mark.parametrize("a_shape,b_shape,feed_shapes,opset", [
+    (["batch", 3, 4], [4, 5], [(2, 3, 4), (4, 5)], 13),                  # flattened weight gradient
+    (["batch", 3, 4], [4, 5], [(3, 3, 4), (4, 5)], 9),
+    ([3, 4], ["batch", 4, 5], [(3, 4), (2, 4, 5)], 13),                  # summed over the batch
+    ([1, 3, 4], ["batch", 4, 2], [(1, 3, 4), (3, 4, 2)], 13),            # 1 broadcast to "batch"
+    (["batch", 3, 4], ["batch", 4, 2], [(2, 3, 4), (2, 4, 2)], 13),
+    (["batch", "rows", 4], [4], [(2, 3, 4), (4,)], 13),
+    ([4], ["batch", 4, 3], [(4,), (2, 4, 3)], 13),
+])
+def test_matmul_symbolic_batch(a_shape, b_shape, feed_shapes, opset):
+    model = _symbolic_model(a_shape, b_shape, opset)
+    feeds = {"a": rand(*feed_shapes[0]), "b": rand(*feed_shapes[1], seed=1)}
+    report = check_gradients(model, ["a", "b"], ["y"], feeds=feeds)
+    assert report.ok and len(report.checks) == 2, report.checks
+    onnx.checker.check_model(report.gradient_model, full_check=True)
+    u = {i.name: rand(*np.shape(feeds["a"] @ feeds["b"]), seed=3) for i in report.gradient_model.graph.input
+         if i.name not in feeds}
+    compare_with_reference(report.gradient_model, {**feeds, **u})

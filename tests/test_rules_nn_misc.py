@@ -1,0 +1,201 @@
+"""Numeric tests of Dropout, Einsum (one table, one checker) and Dropout in training mode."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import onnxgrad
+from onnxgrad.checking import session
+from onnxgrad.errors import GradientArgumentError
+from rulecheck import Case, check_case, params, rand
+
+DROPOUT = [
+    Case("Dropout/9-ratio-attr", "Dropout", [("x", rand(2, 3))], {"ratio": 0.3}, opset=9),
+    Case("Dropout/10-ratio-attr", "Dropout", [("x", rand(2, 3))], {"ratio": 0.3}, opset=10),
+    Case("Dropout/12-no-inputs", "Dropout", [("x", rand(3, 4))], opset=12),
+    Case("Dropout/13-ratio-only", "Dropout", [("x", rand(3, 4)), ("ratio", np.array(0.4, np.float32))],
+         opset=13, n_outputs=2, wrt=["x"], constant=["ratio"]),
+    Case("Dropout/13-training-false-const", "Dropout",
+         [("x", rand(2, 3)), ("ratio", np.array(0.4, np.float32)), ("training_mode", np.array(False))],
+         opset=13, wrt=["x"], constant=["training_mode"]),
+    # training_mode fed at run time (false here): the gradient selects the identity at run time
+    Case("Dropout/13-training-false-fed", "Dropout",
+         [("x", rand(2, 3)), ("ratio", np.array(0.4, np.float32)), ("training_mode", np.array(False))],
+         opset=13, n_outputs=2, wrt=["x"]),
+    # ratio 0 in training: the mask keeps everything, so the gradient is checkable numerically
+    Case("Dropout/22-training-ratio0", "Dropout",
+         [("x", rand(2, 3)), ("ratio", np.array(0.0)), ("training_mode", np.array(True))],
+         opset=22, n_outputs=2, wrt=["x"], constant=["training_mode"]),
+]
+
+EINSUM = [
+    ("matmul", "ij,jk->ik", [(2, 3), (3, 4)]),
+    ("matmul-implicit", "ij,jk", [(2, 3), (3, 4)]),
+    ("spaces", "ij, jk -> ik", [(2, 3), (3, 4)]),
+    ("batch-matmul", "bij,bjk->bik", [(2, 2, 3), (2, 3, 2)]),
+    ("transpose", "ijk->kji", [(2, 3, 4)]),
+    ("transpose-implicit", "ba", [(2, 3)]),
+    ("sum-all", "ij->", [(2, 3)]),
+    ("summed-out", "ij->i", [(2, 3)]),
+    ("summed-out-both", "ij,kl->jk", [(2, 3), (4, 2)]),
+    ("outer", "i,j->ij", [(3,), (4,)]),
+    ("dot", "ij,ij->", [(2, 3), (2, 3)]),
+    ("three-operands", "bn,anm,bm->ba", [(2, 3), (4, 3, 2), (2, 2)]),
+    ("same-letter-thrice", "i,i,i->", [(4,), (4,), (4,)]),
+    ("diagonal", "ii->i", [(3, 3)]),
+    ("trace-implicit", "ii", [(3, 3)]),
+    ("diagonal-with-other", "iij,jk->ik", [(3, 3, 2), (2, 4)]),
+    ("diagonal-kept-twice", "iji->ij", [(2, 3, 2)]),
+    ("ellipsis", "...ij,...jk->...ik", [(2, 3, 4), (2, 4, 2)]),
+    ("ellipsis-implicit", "...ij,...jk", [(2, 2, 3), (2, 3, 2)]),
+    ("ellipsis-broadcast", "...ij,...jk->...ik", [(2, 3, 4), (1, 4, 2)]),
+    ("ellipsis-rank-differs", "...ij,jk->...ik", [(2, 2, 3, 4), (4, 2)]),
+    # onnxruntime refuses an ellipsis summed away ("...i->i"), so only letters are summed here
+    ("ellipsis-letter-summed", "...ij->...j", [(2, 3, 4)]),
+    ("ellipsis-middle", "i...j,j->i...", [(2, 3, 4), (4,)]),
+    ("ellipsis-diagonal", "...ii->...i", [(2, 3, 3)]),
+]
+EINSUM_CASES = [
+    Case(f"Einsum/{opset}-{name}", "Einsum", [(f"x{i}", rand(*s, seed=i)) for i, s in enumerate(shapes)],
+         {"equation": eq}, opset=opset)
+    for name, eq, shapes in EINSUM for opset in ((12, 18) if name in ("matmul", "diagonal", "ellipsis") else (18,))
+]
+
+
+@pytest.mark.parametrize("case,dtype", params(DROPOUT + EINSUM_CASES))
+def test_rule(case, dtype):
+    check_case(case, dtype)
+
+
+def _training_dropout(opset, with_mask=True, training_input=False):
+    outs = ["y", "mask"] if with_mask else ["y"]
+    node = helper.make_node("Dropout", ["x", "ratio", "training_mode"], outs, seed=5)
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 50]),
+              helper.make_tensor_value_info("ratio", TensorProto.FLOAT, [])]
+    inits = [onnx.numpy_helper.from_array(np.array(0.3, np.float32), "ratio")]
+    if training_input:
+        inputs.append(helper.make_tensor_value_info("training_mode", TensorProto.BOOL, []))
+    else:
+        inits.append(onnx.numpy_helper.from_array(np.array(True), "training_mode"))
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 50])]
+    if with_mask:
+        outputs.append(helper.make_tensor_value_info("mask", TensorProto.BOOL, [4, 50]))
+    graph = helper.make_graph([node], "dropout", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 10
+    return model
+
+
+@pytest.mark.parametrize("opset,training_input", [(12, False), (13, False), (22, True)])
+def test_dropout_training_uses_the_forward_mask(opset, training_input):
+    """The mask is drawn anew at every run, so central differences cannot check training mode.
+    Given the mask the op is linear: y = x * mask / (1 - ratio), and so must be the gradient, with
+    the very mask of the same run."""
+    model = _training_dropout(opset, training_input=training_input)
+    result = onnxgrad.gradients(model, "y", "x", grad_ys="u")
+    onnx.checker.check_model(result.model, full_check=True)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.5, 1.5, (4, 50)).astype(np.float32)
+    u = rng.standard_normal((4, 50)).astype(np.float32)
+    feeds = {"x": x, "u": u}
+    if training_input:
+        feeds["training_mode"] = np.array(True)
+    y, mask, dx = session(result.model).run(["y", "mask", result.names[0]], feeds)
+    assert 0 < mask.sum() < mask.size  # some dropped, some kept
+    np.testing.assert_allclose(y, x * mask / 0.7, rtol=1e-6)
+    np.testing.assert_allclose(dx, u * mask / 0.7, rtol=1e-6)
+
+
+def test_dropout_training_without_mask_output_is_a_clear_error():
+    with pytest.raises(GradientArgumentError, match="mask output"):
+        onnxgrad.gradients(_training_dropout(13, with_mask=False), "y", "x")
+
+
+def qkv(b, hq, s, d, hkv=None, t=None, dv=None, three_d=False, seed=0):
+    """Q, K, V inputs in the 4-D (B, heads, L, d) or 3-D (B, L, heads * d) layout."""
+    hkv, t, dv = hkv or hq, t or s, dv or d
+    shapes = [(b, hq, s, d), (b, hkv, t, d), (b, hkv, t, dv)]
+    if three_d:
+        shapes = [(b, s, hq * d), (b, t, hkv * d), (b, t, hkv * dv)]
+    return [(n, rand(*shape, seed=seed + i)) for i, (n, shape) in enumerate(zip("QKV", shapes))]
+
+
+ATTENTION = [
+    Case("Attention/mha", "Attention", qkv(2, 2, 3, 4), opset=23),
+    Case("Attention/scale-softcap", "Attention", qkv(1, 2, 3, 2), {"scale": 0.7, "softcap": 2.0}, opset=23),
+    Case("Attention/cross-dv", "Attention", qkv(1, 2, 2, 3, t=4, dv=2), opset=23),
+    Case("Attention/3d", "Attention", qkv(2, 2, 3, 2, three_d=True), {"q_num_heads": 2, "kv_num_heads": 2},
+         opset=23),
+    Case("Attention/gqa", "Attention", qkv(1, 4, 3, 2, hkv=2), opset=23),
+    Case("Attention/gqa-3d", "Attention", qkv(1, 4, 2, 2, hkv=1, three_d=True),
+         {"q_num_heads": 4, "kv_num_heads": 1}, opset=23),
+    Case("Attention/float-mask-2d", "Attention", qkv(1, 2, 3, 2) + [("attn_mask", rand(3, 3, seed=9))],
+         opset=23),
+    Case("Attention/float-mask-4d", "Attention", qkv(2, 2, 3, 2) + [("attn_mask", rand(2, 1, 3, 3, seed=9))],
+         opset=23),
+    Case("Attention/bool-mask", "Attention",
+         qkv(1, 2, 3, 2) + [("attn_mask", np.array([[True, False, True], [True, True, False], [False, True, True]]))],
+         opset=23),
+    Case("Attention/causal", "Attention", qkv(1, 2, 3, 2), {"is_causal": 1}, opset=23),
+    Case("Attention/past-present-causal", "Attention",
+         qkv(1, 2, 2, 2) + [("attn_mask", None), ("past_key", rand(1, 2, 3, 2, seed=7)),
+                            ("past_value", rand(1, 2, 3, 2, seed=8))],
+         {"is_causal": 1}, opset=23, n_outputs=3),
+    Case("Attention/past-gqa-3d-mask", "Attention",
+         qkv(1, 4, 2, 2, hkv=2, three_d=True) + [("attn_mask", rand(2, 5, seed=6)),
+                                                 ("past_key", rand(1, 2, 3, 2, seed=7)),
+                                                 ("past_value", rand(1, 2, 3, 2, seed=8))],
+         {"q_num_heads": 4, "kv_num_heads": 2}, opset=23, n_outputs=3),
+] + [
+    Case(f"Attention/qk-output-mode{mode}", "Attention",
+         qkv(1, 2, 3, 2) + [("attn_mask", rand(3, 4, seed=9)), ("past_key", rand(1, 2, 1, 2, seed=7)),
+                            ("past_value", rand(1, 2, 1, 2, seed=8))],
+         {"qk_matmul_output_mode": mode, "softcap": 3.0}, opset=23, n_outputs=4,
+         # onnx.reference returns the softcapped scores in mode 0, where the spec (and onnxruntime)
+         # give the raw q k^T product
+         reference=mode != 0)
+    for mode in range(4)
+] + [
+    Case("Attention/24-nonpad", "Attention", qkv(2, 2, 3, 2) + [("attn_mask", None), ("past_key", None),
+                                                                 ("past_value", None),
+                                                                 ("nonpad_kv_seqlen", np.array([2, 3]))],
+         opset=24),
+]
+
+
+@pytest.mark.parametrize("case,dtype", params(ATTENTION))
+def test_attention(case, dtype):
+    check_case(case, dtype)
+
+
+def caches(rows, half, seed=0):
+    angles = rand(rows, half, seed=seed, low=0.0, high=3.0)
+    return [("cos_cache", np.cos(angles)), ("sin_cache", np.sin(angles))]
+
+
+POSITIONS = np.array([[0, 2, 2], [3, 0, 1]])  # repeated positions: the cache gradient must add up
+
+ROTARY = [
+    Case("RoPE/4d-positions", "RotaryEmbedding", [("x", rand(2, 2, 3, 4))] + caches(4, 2) +
+         [("position_ids", POSITIONS)], opset=23),
+    Case("RoPE/4d-interleaved", "RotaryEmbedding", [("x", rand(2, 2, 3, 4))] + caches(4, 2) +
+         [("position_ids", POSITIONS)], {"interleaved": 1}, opset=23),
+    Case("RoPE/3d-partial", "RotaryEmbedding", [("x", rand(2, 3, 12))] + caches(5, 2) +
+         [("position_ids", POSITIONS)], {"num_heads": 2, "rotary_embedding_dim": 4}, opset=23),
+    Case("RoPE/3d-partial-interleaved", "RotaryEmbedding", [("x", rand(2, 3, 12))] + caches(4, 2) +
+         [("position_ids", POSITIONS)], {"num_heads": 2, "rotary_embedding_dim": 4, "interleaved": 1}, opset=23),
+    Case("RoPE/no-positions", "RotaryEmbedding", [("x", rand(2, 2, 3, 4))] +
+         [(n, v.reshape(2, 3, 2)) for n, v in caches(6, 2)], opset=23),
+    Case("RoPE/x-only", "RotaryEmbedding", [("x", rand(1, 2, 3, 6))] + caches(3, 3) +
+         [("position_ids", np.array([[2, 0, 1]]))], opset=23, wrt=["x"]),
+]
+
+
+for _case in ROTARY:
+    _case.dtypes = ("float32",)  # RotaryEmbedding is defined for float, float16 and bfloat16 only
+
+
+@pytest.mark.parametrize("case,dtype", params(ROTARY))
+def test_rotary_embedding(case, dtype):
+    check_case(case, dtype)

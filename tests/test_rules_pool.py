@@ -1,0 +1,90 @@
+"""Numeric tests of the pooling rules.
+
+onnxruntime has float64 CPU kernels for MaxPool, GlobalMaxPool and GlobalAveragePool only; the
+other pools are tested in float32. MaxPool inputs are distinct values (a shuffled ramp) so no
+window has a tied maximum; overlapping windows (stride < kernel) make one input the maximum of
+several windows, which exercises the scatter-add with duplicates.
+"""
+
+import numpy as np
+import pytest
+
+from rulecheck import Case, check_case, params, rand
+
+F32 = ("float32",)
+
+
+def distinct(*shape, seed=0):
+    """Values far apart (>= 0.05) in random order: no ties, no kinks within the check's step."""
+    n = int(np.prod(shape))
+    return np.random.default_rng(seed).permutation(np.linspace(-2, 2, n)).reshape(shape)
+
+
+def peaked(*shape, seed=0):
+    """A big value in the middle of every plane: the max of every window that covers it."""
+    x = distinct(*shape, seed=seed) * 0.1
+    x[(slice(None), slice(None)) + tuple(s // 2 for s in shape[2:])] = 5.0 + np.arange(shape[0] * shape[1]).reshape(shape[:2])
+    return x
+
+
+def pool(op, id, x, opset=18, dtypes=("float32", "float64"), reference=True, symbolic_dims=(), **attrs):
+    return Case(f"{op}/{id}", op, [("x", x)], attrs, opset=opset, dtypes=dtypes, reference=reference,
+                symbolic_dims=symbolic_dims)
+
+
+CASES = [
+    pool("MaxPool", "1d", distinct(2, 3, 9), kernel_shape=[3], strides=[2]),
+    pool("MaxPool", "2d-overlap", distinct(2, 2, 6, 7), kernel_shape=[3, 3], strides=[1, 1]),
+    pool("MaxPool", "2d-shared-max", peaked(1, 2, 7, 7), kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]),
+    pool("MaxPool", "2d-stride-pad", distinct(1, 2, 7, 8), kernel_shape=[3, 2], strides=[2, 2], pads=[1, 0, 1, 1]),
+    pool("MaxPool", "2d-ceil", distinct(1, 2, 6, 7), kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+    pool("MaxPool", "2d-dilation", distinct(1, 2, 7, 7), kernel_shape=[2, 2], dilations=[2, 3], strides=[1, 2]),
+    pool("MaxPool", "2d-same-upper", distinct(1, 2, 7, 6), kernel_shape=[3, 2], strides=[2, 2], auto_pad="SAME_UPPER"),
+    pool("MaxPool", "2d-same-lower", distinct(1, 2, 8, 6), kernel_shape=[2, 3], strides=[2, 1], auto_pad="SAME_LOWER"),
+    pool("MaxPool", "2d-valid", distinct(1, 1, 7, 7), kernel_shape=[3, 3], strides=[2, 2], auto_pad="VALID"),
+    pool("MaxPool", "2d-storage-order", distinct(1, 2, 5, 5), kernel_shape=[2, 2], storage_order=1),
+    Case("MaxPool/2d-indices-output", "MaxPool", [("x", distinct(1, 2, 5, 6))],
+         dict(kernel_shape=[3, 3], strides=[1, 2], pads=[1, 1, 1, 1]), n_outputs=2),
+    pool("MaxPool", "2d-symbolic-batch", distinct(3, 2, 5, 5), kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+         symbolic_dims=["x"]),
+    pool("MaxPool", "3d", distinct(1, 2, 4, 5, 4), kernel_shape=[2, 3, 2], strides=[1, 2, 2], pads=[0, 1, 0, 0, 1, 1]),
+    pool("MaxPool", "2d-opset9", distinct(1, 2, 6, 6), opset=9, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 0, 0]),
+    pool("MaxPool", "2d-opset11", distinct(1, 2, 6, 6), opset=11, kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+    pool("AveragePool", "1d", rand(2, 3, 9), dtypes=F32, kernel_shape=[3], strides=[2]),
+    pool("AveragePool", "2d-overlap", rand(2, 2, 6, 7), dtypes=F32, kernel_shape=[3, 2], strides=[1, 1]),
+    pool("AveragePool", "2d-pads-exclude", rand(1, 2, 6, 6), dtypes=F32, kernel_shape=[3, 3], strides=[2, 2],
+         pads=[1, 1, 1, 0]),
+    pool("AveragePool", "2d-pads-include", rand(1, 2, 6, 6), dtypes=F32, kernel_shape=[3, 3], strides=[2, 2],
+         pads=[1, 1, 1, 0], count_include_pad=1),
+    pool("AveragePool", "2d-ceil-exclude", rand(1, 2, 6, 7), dtypes=F32, kernel_shape=[3, 3], strides=[2, 2],
+         ceil_mode=1),
+    pool("AveragePool", "2d-ceil-include", rand(1, 2, 6, 7), dtypes=F32, kernel_shape=[3, 3], strides=[2, 2],
+         pads=[1, 1, 1, 1], ceil_mode=1, count_include_pad=1),
+    pool("AveragePool", "2d-same-upper", rand(1, 2, 7, 6), dtypes=F32, kernel_shape=[3, 2], strides=[2, 2],
+         auto_pad="SAME_UPPER"),
+    pool("AveragePool", "2d-dilation", rand(1, 2, 7, 7), dtypes=F32, opset=19, kernel_shape=[2, 2],
+         dilations=[2, 2], pads=[1, 1, 1, 1]),
+    pool("AveragePool", "2d-symbolic-batch", rand(3, 2, 5, 5), dtypes=F32, kernel_shape=[2, 2],
+         symbolic_dims=["x"]),
+    pool("AveragePool", "3d", rand(1, 2, 4, 5, 4), dtypes=F32, kernel_shape=[2, 3, 2], strides=[2, 1, 2]),
+    pool("AveragePool", "2d-opset9", rand(1, 2, 6, 6), dtypes=F32, opset=9, kernel_shape=[3, 3], strides=[2, 2],
+         pads=[1, 1, 1, 1], count_include_pad=1),
+    pool("LpPool", "2d-p2", rand(1, 2, 6, 6, low=0.2, high=1.5), dtypes=F32, kernel_shape=[3, 3], strides=[2, 1],
+         pads=[1, 0, 0, 1]),
+    pool("LpPool", "2d-p1", rand(1, 2, 5, 5, low=0.2, high=1.5), dtypes=F32, kernel_shape=[2, 2], p=1),
+    pool("LpPool", "2d-p3", rand(1, 2, 5, 6, low=-1.5, high=-0.2), dtypes=F32, kernel_shape=[2, 3], strides=[1, 2], p=3),
+    pool("LpPool", "1d-opset11", rand(2, 2, 7, low=0.2, high=1.5), dtypes=F32, opset=11, kernel_shape=[3], strides=[2]),
+    pool("GlobalAveragePool", "2d", rand(2, 3, 4, 5), dtypes=F32),
+    pool("GlobalAveragePool", "2d-symbolic-batch", rand(3, 2, 2, 3), dtypes=F32, symbolic_dims=["x"]),
+    pool("GlobalAveragePool", "3d-opset9", rand(1, 2, 3, 2, 4), dtypes=F32, opset=9),
+    pool("GlobalMaxPool", "2d", distinct(2, 3, 4, 5), dtypes=F32),
+    pool("GlobalMaxPool", "2d-opset9", distinct(2, 2, 3, 4), dtypes=F32, opset=9),
+    # onnx.reference has no GlobalLpPool kernel
+    pool("GlobalLpPool", "2d-p2", rand(2, 3, 3, 4, low=0.2, high=1.5), dtypes=F32, reference=False),
+    pool("GlobalLpPool", "2d-p3", rand(1, 2, 3, 3, low=-1.5, high=-0.2), dtypes=F32, p=3, reference=False),
+]
+
+
+@pytest.mark.parametrize("case,dtype", params(CASES))
+def test_rule(case, dtype):
+    check_case(case, dtype)

@@ -1,0 +1,83 @@
+"""Numeric tests of Resize and Upsample (float32: onnxruntime has no float64 Resize kernel).
+
+Nearest upsampling reads inputs several times (the duplicates a scatter-add must sum);
+downsampling skips some (their gradient is zero).
+"""
+
+import numpy as np
+import pytest
+
+from rulecheck import Case, check_case, params, rand
+
+F32 = ("float32",)
+
+
+def f32(*v):
+    return np.asarray(v, np.float32)
+
+
+def i64(*v):
+    return np.asarray(v, np.int64)
+
+
+def resize(id, x, roi=None, scales=None, sizes=None, opset=18, reference=True, symbolic_dims=(), **attrs):
+    if opset < 11:
+        inputs = [("x", x), ("scales", scales)]
+    else:
+        inputs = [("x", x), ("roi", roi), ("scales", scales), ("sizes", sizes)]
+        if opset < 13:
+            empty = np.zeros(0, np.float32)
+            inputs[1] = ("roi", roi if roi is not None else empty)
+            inputs[2] = ("scales", scales if scales is not None else empty)
+        while inputs[-1][1] is None:
+            inputs.pop()
+    return Case(f"Resize/{id}", "Resize", inputs, attrs, opset=opset, dtypes=F32, wrt=["x"],
+                constant=["roi", "scales", "sizes"], reference=reference, symbolic_dims=symbolic_dims)
+
+
+CASES = [
+    # onnx.reference reads Resize-10's second input as roi and fails, so opset 10 is checked in onnxruntime only
+    resize("opset10-nearest-up", rand(1, 2, 3, 2), scales=f32(1, 1, 2, 3), opset=10, mode="nearest", reference=False),
+    resize("opset10-linear", rand(1, 2, 3, 4), scales=f32(1, 1, 2, 1.5), opset=10, mode="linear", reference=False),
+    resize("opset11-linear-align-corners-sizes", rand(1, 2, 3, 4), sizes=i64(1, 2, 5, 7), opset=11, mode="linear",
+           coordinate_transformation_mode="align_corners"),
+    resize("opset11-nearest-floor-asymmetric", rand(1, 1, 4, 3), scales=f32(1, 1, 1.5, 2.5), opset=11,
+           mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+    resize("opset11-cubic-half-pixel", rand(1, 2, 4, 4), scales=f32(1, 1, 2, 1.5), opset=11, mode="cubic",
+           coordinate_transformation_mode="half_pixel"),
+    resize("opset11-crop-and-resize", rand(1, 1, 5, 6), roi=f32(0, 0, 0.2, 0.1, 1, 1, 0.9, 1.2),
+           sizes=i64(1, 1, 4, 5), opset=11, mode="linear", coordinate_transformation_mode="tf_crop_and_resize",
+           extrapolation_value=3.0),
+    resize("opset11-linear-down", rand(1, 2, 6, 8), scales=f32(1, 1, 0.5, 0.6), opset=11, mode="linear"),
+    resize("opset12-pytorch-half-pixel", rand(1, 2, 3, 5), sizes=i64(1, 2, 1, 8), opset=12, mode="linear",
+           coordinate_transformation_mode="pytorch_half_pixel"),
+    resize("opset13-nearest-round-ceil", rand(2, 2, 3, 3), scales=f32(1, 1, 2.5, 1.7), opset=13,
+           nearest_mode="round_prefer_ceil"),
+    resize("opset13-sizes-no-roi", rand(1, 2, 4, 3), sizes=i64(1, 2, 6, 6), opset=13, mode="linear"),
+    resize("opset13-rank3-nearest", rand(2, 3, 5), scales=f32(1, 1, 2.2), opset=13, mode="nearest"),
+    resize("opset13-axis0-nearest", rand(3, 4), scales=f32(2, 1.5), opset=13, mode="nearest"),
+    resize("opset18-axes-scales", rand(1, 2, 3, 4), scales=f32(2, 0.75), opset=18, mode="linear", axes=[2, 3]),
+    resize("opset18-axes-sizes", rand(1, 2, 3, 4), sizes=i64(5,), opset=18, mode="linear", axes=[2]),
+    # onnx.reference cannot run negative axes; onnxruntime can
+    resize("opset18-axes-negative", rand(1, 2, 3, 4), sizes=i64(4, 2), opset=18, mode="nearest", axes=[-1, -2],
+           reference=False),
+    resize("opset13-symbolic-batch", rand(2, 2, 3, 3), scales=f32(1, 1, 2, 2), opset=13, mode="linear",
+           symbolic_dims=["x"]),
+    resize("opset18-antialias-down", rand(1, 2, 8, 8), scales=f32(1, 1, 0.5, 0.4), opset=18, mode="linear",
+           antialias=1),
+    resize("opset18-cubic-exclude-outside", rand(1, 1, 4, 5), scales=f32(1, 1, 1.5, 2), opset=18, mode="cubic",
+           exclude_outside=1, cubic_coeff_a=-0.5),
+    resize("opset19-half-pixel-symmetric", rand(1, 2, 4, 3), scales=f32(1, 1, 1.6, 2.4), opset=19, mode="linear",
+           coordinate_transformation_mode="half_pixel_symmetric"),
+    resize("opset13-trilinear", rand(1, 1, 3, 3, 2), scales=f32(1, 1, 2, 1.5, 2), opset=13, mode="linear"),
+    Case("Upsample/opset9-nearest", "Upsample", [("x", rand(1, 2, 2, 3)), ("scales", f32(1, 1, 2, 3))],
+         dict(mode="nearest"), opset=9, dtypes=F32, wrt=["x"], constant=["scales"]),
+    # onnx.reference implements Upsample for mode="nearest" only
+    Case("Upsample/opset9-linear", "Upsample", [("x", rand(1, 2, 3, 3)), ("scales", f32(1, 1, 2, 2))],
+         dict(mode="linear"), opset=9, dtypes=F32, wrt=["x"], constant=["scales"], reference=False),
+]
+
+
+@pytest.mark.parametrize("case,dtype", params(CASES))
+def test_rule(case, dtype):
+    check_case(case, dtype)
