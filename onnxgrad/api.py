@@ -13,7 +13,8 @@ from onnx import ModelProto, TensorProto, helper
 from . import engine
 from .emitter import Emitter
 from .errors import GradientArgumentError, GradientTypeError
-from .graph import FLOAT_TYPES, GraphIndex, ModelLike, load_model, parse_names, subgraph_outer_names
+from .graph import (FLOAT_TYPES, GraphIndex, ModelLike, check_gradient_model, load_model, parse_names,
+                    subgraph_outer_names)
 
 #: Domain and op type of the marker :func:`stop_gradient` inserts (a model-local function).
 MARKER_DOMAIN = "onnxgrad"
@@ -140,6 +141,7 @@ def gradients(
     proto.graph.node.extend(_prune(g.nodes, [o.name for o in outputs]))
     proto.graph.input.extend(g.extra_inputs)
     proto.graph.output.extend(outputs)
+    check_gradient_model(proto)
     return GradientsResult(proto, names)
 
 
@@ -155,7 +157,8 @@ def _prune(nodes: List[onnx.NodeProto], outputs: Sequence[str]) -> List[onnx.Nod
         if any(o in needed for o in n.output):
             kept.append(n)
             needed.update(i for i in n.input if i)
-            needed.update(subgraph_outer_names(n))
+            if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute):
+                needed.update(subgraph_outer_names(n))
     return kept[::-1]
 
 

@@ -18,8 +18,9 @@ import click
 import numpy as np
 from onnx import ModelProto, TensorProto
 
+from . import __version__
 from .api import AggregationMethod, GradientsResult, gradients
-from .errors import GradientArgumentError, OnnxGradError, OutputWriteError
+from .errors import GradientArgumentError, ModelReadError, OnnxGradError, OutputWriteError
 from .graph import FLOAT_TYPES, GraphIndex, load_model
 from .modelio import write_model
 
@@ -33,6 +34,7 @@ AGGREGATION = {
 }
 
 _DEBUG_KEY = "onnxgrad.debug"
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _one_line(text: str) -> str:
@@ -65,7 +67,6 @@ class _Group(click.Group):
             )
             raise click.exceptions.Exit(1) from None
 
-
     def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
@@ -91,9 +92,9 @@ def _debug_option(f):
                         help="Show the full traceback when something fails.")(f)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=_Group, context_settings=_CONTEXT)
 @_debug_option
-@click.version_option(package_name="onnxgrad", prog_name="onnxgrad")
+@click.version_option(__version__, prog_name="onnxgrad")
 def cli() -> None:
     """tf.gradients for ONNX models: append the backward pass as standard ONNX nodes.
 
@@ -213,6 +214,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _shape_text(shape: Optional[Tuple]) -> str:
     if shape is None:
         return "?"
@@ -234,7 +239,7 @@ def _gradient_rows(result: GradientsResult, xs: Sequence[str]) -> List[List[str]
 
 
 # ------------------------------------------------------------------------------------------ commands
-@cli.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@cli.command(context_settings=_CONTEXT)
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
 @click.option("--xs", "xs_opt", multiple=True, required=True, metavar="NAMES",
               help=f"Tensors to differentiate with respect to, comma-separated (repeatable). {PARAMS} = every "
@@ -289,14 +294,14 @@ def differentiate(model_path: str, xs_opt, ys_opt, out, grad_ys_opt, stops_opt, 
         stop_gradients=_split(stops_opt) or None,
         unconnected_gradients=unconnected_gradients,
     )
-    write_model(result.model, out)
+    write_model(result.model, out, source=model_path)
     added = len(result.model.graph.node) - len(model.graph.node)
     click.echo(_table(["x", "gradient output", "dtype", "shape"], _gradient_rows(result, xs)))
-    click.echo(f"wrote {out} ({added} nodes added, {len(ys)} ys, {len(xs)} xs, "
-               f"{time.perf_counter() - start:.2f} s)")
+    click.echo(f"wrote {out} ({_count(added, 'node')} added for {_count(len(ys), 'y')} and "
+               f"{_count(len(xs), 'x')}, {time.perf_counter() - start:.2f} s)")
 
 
-@cli.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@cli.command(context_settings=_CONTEXT)
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
 @click.option("--xs", "xs_opt", multiple=True, required=True, metavar="NAMES",
               help=f"Tensors to check gradients for, comma-separated; {PARAMS} / {INPUTS} as in differentiate.")
@@ -322,6 +327,7 @@ def check(model_path: str, xs_opt, ys_opt, seed: int) -> None:
     index = GraphIndex(model)
     xs = _resolve_xs(xs_opt, model, index)
     ys = _resolve_ys(ys_opt, index)
+    _load_weights(model, model_path)
     report = check_gradients(model, xs, ys, seed=seed)
     rows = [[c.name, _shape_text(c.shape), f"{c.analytic:.6g}", f"{c.numeric:.6g}", f"{c.error:.3g}",
              f"{c.tolerance:.3g}", "-" if c.jacobian_ratio is None else f"{c.jacobian_ratio:.3g}",
@@ -333,7 +339,19 @@ def check(model_path: str, xs_opt, ys_opt, seed: int) -> None:
         raise click.exceptions.Exit(1)
 
 
-@cli.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _load_weights(model: ModelProto, model_path: str) -> None:
+    """Read external weights into ``model``: the check runs it from memory, wherever the cwd is."""
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    if not any(uses_external_data(t) for t in model.graph.initializer):
+        return
+    try:
+        load_external_data_for_model(model, os.path.dirname(os.path.abspath(model_path)))
+    except Exception as e:  # OSError, or onnx's ValidationError for a missing or irregular file
+        raise ModelReadError(f"cannot read the external weights of {model_path}: {_one_line(e)}") from None
+
+
+@cli.command(context_settings=_CONTEXT)
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None, metavar="PATH",
               help="Write the table as Markdown to PATH ('-' for stdout) instead of printing plain text.")
 @_debug_option

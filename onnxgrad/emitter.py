@@ -257,6 +257,10 @@ class Emitter:
         self.zeros.add(z)
         return z
 
+    def is_zero(self, grad: Optional[str]) -> bool:
+        """True for an absent output gradient or one the engine zero-filled: rules may skip it."""
+        return grad is None or grad in self.zeros
+
     def ones_like(self, x: str) -> str:
         static = self.static_shape(x)
         if static is not None and int(np.prod(static)) <= 16:
@@ -411,6 +415,12 @@ class Emitter:
         dims = self.cast_like(dims, indices)
         return self.Where(self.Less(indices, self.const(0, like=indices)), self.Add(indices, dims), indices)
 
+    def _widened(self, x: str) -> str:
+        """``x`` in float when it is float16/bfloat16: onnxruntime has no half-precision scatter-add."""
+        if self.dtype(x) in (TensorProto.FLOAT16, TensorProto.BFLOAT16):
+            return self.Cast(x, to=TensorProto.FLOAT)
+        return x
+
     def _one_hot(self, indices: str, depth: str, axis: int, like: str) -> str:
         """OneHot in ``like``'s dtype: onnxruntime implements int64 indices and float values, not
         int32 indices or double/half values."""
@@ -423,8 +433,9 @@ class Emitter:
         """``ScatterND(zeros(shape), indices, updates, reduction='add')`` at any opset.
 
         Repeated indices accumulate. Before opset 16 (no reduction attribute) the index tuples are
-        linearized into rows and summed with ``MatMul(OneHot(rows)^T, updates)``, which takes
-        memory proportional to (number of index tuples) x (number of addressed rows).
+        linearized into rows and the updates of equal rows summed with a one-hot MatMul: over the
+        distinct rows (``Unique``, then a plain ScatterND) from opset 11, memory (index tuples) x
+        (distinct rows); over every addressable row before that, memory (index tuples) x (rows).
         """
         k = (self.shape(indices) or (None,))[-1]
         if not isinstance(k, int):
@@ -435,8 +446,9 @@ class Emitter:
         if self.dtype(idx) != TensorProto.INT64:  # ScatterND and the row arithmetic want int64
             idx = self.Cast(idx, to=TensorProto.INT64)
         if self.opset >= 16:
-            zeros = self.constant_of_shape(shape, 0.0, like=updates)
-            return self.op("ScatterND", zeros, idx, updates, reduction="add")  # type: ignore[return-value]
+            wide = self._widened(updates)
+            zeros = self.constant_of_shape(shape, 0.0, like=wide)
+            return self.cast_like(self.op("ScatterND", zeros, idx, wide, reduction="add"), updates)  # type: ignore[arg-type]
         last = self.rank(indices) - 1
         rows = self.Gather(idx, self.scalar_int(0), axis=last)
         depth = self.Gather(dims, self.scalar_int(0), axis=0)
@@ -444,10 +456,19 @@ class Emitter:
             d = self.Gather(dims, self.scalar_int(j), axis=0)
             rows = self.Add(self.Mul(rows, d), self.Gather(idx, self.scalar_int(j), axis=last))
             depth = self.Mul(depth, d)
-        onehot = self._one_hot(self.Reshape(rows, self.ints([-1])), depth, -1, like=updates)
+        rows = self.Reshape(rows, self.ints([-1]))
         # updates are [index tuples..., addressed dims...]: Flatten keeps the rank inferable
         flat = self.Flatten(updates, axis=last)
-        return self.Reshape(self.MatMul(self.Transpose(onehot, perm=[1, 0]), flat), shape)
+        if self.opset < 11:
+            summed = self.MatMul(self.Transpose(self._one_hot(rows, depth, -1, like=updates), perm=[1, 0]), flat)
+            return self.Reshape(summed, shape)
+        distinct, _, which, _ = self.op("Unique", rows, outputs=4, sorted=1)
+        onehot = self._one_hot(which, self.Size(distinct), -1, like=updates)
+        summed = self.MatMul(self.Transpose(onehot, perm=[1, 0]), flat)
+        width = self.Slice(self.Shape(flat), self.ints([1]), self.ints([2]), self.ints([0]))
+        zeros = self.constant_of_shape(self.Concat(self.Reshape(depth, self.ints([1])), width, axis=0), 0.0,
+                                       like=updates)
+        return self.Reshape(self.ScatterND(zeros, self.unsqueeze(distinct, [1]), summed), shape)
 
     def scatter_elements_add(self, shape: str, indices: str, updates: str, axis: int,
                              unique: bool = False) -> str:
@@ -460,10 +481,14 @@ class Emitter:
         """
         rank = self.rank(indices)
         axis = axis % rank
-        if self.opset >= 16 or (unique and self.opset >= 11):
+        if unique and self.opset >= 11:
             zeros = self.constant_of_shape(shape, 0.0, like=updates)
-            kw = {} if self.opset < 16 else {"reduction": "add"}
-            return self.op("ScatterElements", zeros, indices, updates, axis=axis, **kw)  # type: ignore[return-value]
+            return self.op("ScatterElements", zeros, indices, updates, axis=axis)  # type: ignore[return-value]
+        if self.opset >= 16:
+            wide = self._widened(updates)
+            zeros = self.constant_of_shape(shape, 0.0, like=wide)
+            summed = self.op("ScatterElements", zeros, indices, wide, axis=axis, reduction="add")
+            return self.cast_like(summed, updates)  # type: ignore[arg-type]
         depth = self.Gather(shape, self.scalar_int(axis), axis=0)
         idx = self._normalize_indices(indices, depth)
         onehot = self._one_hot(idx, depth, axis + 1, like=updates)

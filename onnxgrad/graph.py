@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections import deque
+from itertools import chain
 from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -133,7 +134,9 @@ def check_external_data(model: ModelProto, folder: Optional[str], what: str) -> 
             continue
         loc = next((e.value for e in t.external_data if e.key == "location"), "")
         bad = ""
-        if not loc:
+        if not isinstance(loc, str):
+            bad = "has a location that is not UTF-8 text"
+        elif not loc:
             bad = "has no 'location'"
         elif "\0" in loc:
             bad = f"has a location with a NUL byte ({loc!r})"
@@ -248,7 +251,11 @@ def _copy_fields(src, dst, skip: str) -> None:
 
 
 def _light_view(model: ModelProto) -> ModelProto:
-    """The model with heavy or external initializers turned into typed graph inputs."""
+    """The model with heavy or external initializers turned into typed graph inputs (the model
+    itself when it has none: copying a graph of many nodes costs more than inference saves)."""
+    if not any(t.data_location == TensorProto.EXTERNAL
+               or (t.data_type in FLOAT_TYPES and _numel(t.dims) > _HEAVY_ELEMENTS) for t in model.graph.initializer):
+        return model
     view = ModelProto()
     _copy_fields(model, view, skip="graph")
     _copy_fields(model.graph, view.graph, skip="initializer")
@@ -261,6 +268,62 @@ def _light_view(model: ModelProto) -> ModelProto:
         else:
             view.graph.initializer.append(t)
     return view
+
+
+#: Data propagation (shape arithmetic through Shape/Gather/Concat...) keeps one entry per element
+#: of every 1-D tensor it meets: it needs a few GB for a 1-D tensor of 10 million elements, while
+#: a real shape tensor has at most a few dozen.
+_DATA_PROP_MAX_1D = 64
+
+
+def _worth_data_propagation(inferred: ModelProto) -> bool:
+    """Whether a second, data-propagating inference may add anything, at a bounded cost."""
+    g = inferred.graph
+    typed = list(g.input) + list(g.value_info) + list(g.output)
+    for vi in typed:
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) == 1 and dims[0].dim_value > _DATA_PROP_MAX_1D:
+            return False
+    if any(len(t.dims) == 1 and t.dims[0] > _DATA_PROP_MAX_1D for t in g.initializer):
+        return False
+    known = {vi.name for vi in typed if vi.type.tensor_type.HasField("shape")
+             and all(d.HasField("dim_value") or d.dim_param for d in vi.type.tensor_type.shape.dim)}
+    return any(out and out not in known for n in g.node for out in n.output)
+
+
+def _check_initializer_size(t: TensorProto) -> None:
+    """The element count of an in-file initializer must match its dims (a corrupt or edited file
+    otherwise reaches shape inference, which trusts the dims, and the runtime, which does not)."""
+    if t.data_location == TensorProto.EXTERNAL or t.data_type in _UNSIZED:
+        return
+    expected = _numel(t.dims)
+    if t.HasField("raw_data"):
+        try:
+            itemsize = helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        except (KeyError, ValueError, TypeError):
+            raise InvalidModelError(
+                f"initializer {t.name!r} has an unknown data type ({t.data_type}); the file is corrupt"
+            ) from None
+        held = len(t.raw_data) // itemsize if len(t.raw_data) % itemsize == 0 else -1
+    else:
+        field = _TYPED_FIELD.get(t.data_type)
+        if field is None:
+            return
+        held = len(getattr(t, field))
+    if held != expected:
+        raise InvalidModelError(
+            f"initializer {t.name!r} has dims {list(t.dims)} ({expected} elements) but holds "
+            f"{'a different amount of' if held < 0 else held} values; the file is corrupt or was edited"
+        )
+
+
+#: Where each common element type keeps its values when not in raw_data.
+_TYPED_FIELD = {TensorProto.FLOAT: "float_data", TensorProto.DOUBLE: "double_data",
+                TensorProto.INT64: "int64_data", TensorProto.INT32: "int32_data"}
+#: Types whose raw size is not a whole number of bytes per element (or not fixed at all).
+_UNSIZED = frozenset({TensorProto.STRING, TensorProto.UNDEFINED}
+                     | {getattr(TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")
+                        if hasattr(TensorProto, n)})
 
 
 def _numel(dims: Iterable[int]) -> int:
@@ -319,6 +382,9 @@ class GraphIndex:
 
     # -- validation (linear time, no recursion) --------------------------------------------
     def _check_sources(self) -> None:
+        self._check_text()
+        for t in self.graph.initializer:
+            _check_initializer_size(t)
         for kind, names in (("graph input", self.graph_inputs),
                             ("initializer", [t.name for t in self.graph.initializer]),
                             ("graph output", self.graph_outputs)):
@@ -331,6 +397,22 @@ class GraphIndex:
                         f"{kind} name {n!r} appears twice in the main graph; tensor names must be unique"
                     )
                 seen.add(n)
+
+    def _check_text(self) -> None:
+        """protobuf hands a string field that is not valid UTF-8 back as bytes: refuse it here,
+        before any name is compared, joined or printed."""
+        g = self.graph
+        strings = chain(
+            (o.domain for o in self.model.opset_import),
+            (v.name for v in chain(g.input, g.output, g.value_info, g.initializer)),
+            (s for n in self.nodes for s in chain((n.name, n.op_type, n.domain), n.input, n.output,
+                                                   (a.name for a in n.attribute))),
+        )
+        bad = next((s for s in strings if type(s) is not str), None)
+        if bad is not None:
+            raise InvalidModelError(
+                f"the model holds a name that is not valid UTF-8 text ({bad[:40]!r}); the file is corrupt"
+            )
 
     def _check_structure(self, sources: "set[str]") -> None:
         """Unknown domains, dangling inputs, cycles (Kahn's algorithm), node order, outputs."""
@@ -420,22 +502,18 @@ class GraphIndex:
                 f"the model is not valid ONNX: {_first_line(e)}; onnx.checker.check_model shows the details"
             ) from None
         info: Dict[str, TensorInfo] = {}
-        try:
-            inferred = onnx.shape_inference.infer_shapes(view, check_type=True, strict_mode=True, data_prop=True)
-        except Exception:
-            # Data propagation can fail where plain inference does not; only a failure of the
-            # latter (the checker's full_check) makes the model, and so any output, invalid.
-            try:
-                onnx.shape_inference.infer_shapes(view, check_type=True, strict_mode=True)
-            except Exception as e:
-                raise InvalidModelError(
-                    f"the model's types or shapes are inconsistent: {_first_line(e)}; "
-                    "onnx.checker.check_model(model, full_check=True) shows the details"
-                ) from None
+        try:  # the checker's full_check: a model failing it can only give an invalid output
+            inferred = onnx.shape_inference.infer_shapes(view, check_type=True, strict_mode=True)
+        except Exception as e:
+            raise InvalidModelError(
+                f"the model's types or shapes are inconsistent: {_first_line(e)}; "
+                "onnx.checker.check_model(model, full_check=True) shows the details"
+            ) from None
+        if _worth_data_propagation(inferred):
             try:
                 inferred = onnx.shape_inference.infer_shapes(view, strict_mode=False, data_prop=True)
             except Exception:
-                inferred = onnx.shape_inference.infer_shapes(view, strict_mode=False)
+                pass  # the plain inference above stands
         g = inferred.graph
         for vi in list(g.input) + list(g.value_info) + list(g.output):
             info[vi.name] = _info_from_type(vi.type)
@@ -450,6 +528,22 @@ class GraphIndex:
 
     def tensor_info(self, name: str) -> TensorInfo:
         return self.info.get(name, UNKNOWN)
+
+
+def check_gradient_model(model: ModelProto) -> None:
+    """Refuse to hand out a gradient model that fails ONNX's full check (its shape inference).
+
+    onnx's checks of the input miss some inconsistencies a runtime would hit (a Conv weight with
+    the wrong channel count, a label of the wrong rank): the backward pass, built from the same
+    static shapes, then contradicts itself. Better an error than a model nothing can load.
+    """
+    try:
+        onnx.shape_inference.infer_shapes(_light_view(model), check_type=True, strict_mode=True)
+    except Exception as e:
+        raise InvalidModelError(
+            f"the gradient model fails ONNX shape inference ({_first_line(e)}); the input's shapes are "
+            "probably inconsistent in a way onnx's checker misses (does onnxruntime run the input?)"
+        ) from None
 
 
 def parse_names(value: Union[str, Sequence[str], None], what: str) -> List[str]:

@@ -5,10 +5,11 @@ gradient model references the same files under the same relative locations. Wher
 end up depends on the output folder:
 
 - beside the input (the command line's default): the references resolve as they are;
-- in another folder, given ``source`` (the input model's path): each external file is
-  hard-linked into the output folder under its relative location (copied when a link is
-  impossible, e.g. across file systems), because onnxruntime refuses locations that leave the
-  model's folder (``../``); an existing different file of that name is never overwritten;
+- in another folder, given ``source`` (the input model's path): each external file is copied
+  into the output folder under its relative location. A relative reference back (``../``) would
+  be refused by onnxruntime, and a hard link by onnx (a possible "hardlink attack"), so a copy is
+  the one form every consumer accepts. An existing different file of that name is never
+  overwritten;
 - in another folder without ``source``: the files must already be there, else the write fails.
 
 Models without external data stay in one file.
@@ -16,6 +17,7 @@ Models without external data stay in one file.
 
 from __future__ import annotations
 
+import filecmp
 import os
 import shutil
 import tempfile
@@ -35,7 +37,7 @@ def write_model(model: ModelProto, path: str, source: Optional[str] = None) -> N
 
     ``source`` is the path of the model file ``model`` was derived from; it locates external data
     when the output goes to another folder, and is never overwritten. On any failure nothing is
-    left behind: no output, no temporary file, no link made for external data.
+    left behind: no output, no temporary file, no copy made of external data.
     """
     out = os.path.abspath(path)
     folder = os.path.dirname(out)
@@ -53,7 +55,7 @@ def write_model(model: ModelProto, path: str, source: Optional[str] = None) -> N
         )
     source_folder = os.path.dirname(os.path.abspath(source)) if source is not None else None
     check_external_data(model, source_folder, "the gradient model")
-    linked = _place_external_data(model, folder, source_folder, path)
+    copied = _place_external_data(model, folder, source_folder, path)
     tmp = None
     done = False
     try:
@@ -71,7 +73,7 @@ def write_model(model: ModelProto, path: str, source: Optional[str] = None) -> N
         ) from None
     finally:  # also on KeyboardInterrupt: an interrupted run leaves nothing behind
         if not done:
-            for p in ([tmp] if tmp is not None else []) + linked:
+            for p in ([tmp] if tmp is not None else []) + copied:
                 _remove_quietly(p)
 
 
@@ -93,18 +95,15 @@ def _place_external_data(model: ModelProto, folder: str, source_folder: Optional
             if not os.path.isfile(src):
                 raise OutputWriteError(f"cannot write {path}: external data file {src} of the input model is missing")
             if os.path.lexists(dst):
-                if os.path.exists(dst) and os.path.samefile(src, dst):
-                    continue
+                if os.path.isfile(dst) and filecmp.cmp(src, dst, shallow=False):
+                    continue  # already there, e.g. from an earlier run
                 raise OutputWriteError(
                     f"cannot write {path}: {dst} already exists and is not the input's external data "
                     f"file {loc!r}; remove it or write the output elsewhere"
                 )
             os.makedirs(os.path.dirname(dst), exist_ok=True)
-            try:
-                os.link(src, dst)
-            except OSError:
-                shutil.copyfile(src, dst)
             created.append(dst)
+            shutil.copyfile(src, dst)
     except OSError as e:
         for p in created:
             _remove_quietly(p)

@@ -446,8 +446,11 @@ def test_stop_gradient_marker_with_stop_gradients_whichever_first():
     x = X23.astype(np.float64)
     (dx,) = values(onnxgrad.gradients(marked, "z", "x", stop_gradients="k"), {"x": X23})
     np.testing.assert_allclose(dx, x * np.tanh(x), rtol=1e-5)  # k (nearer z) stops first
-    (dx,) = values(onnxgrad.gradients(marked, "z", "x", stop_gradients="x"), {"x": X23})
-    np.testing.assert_allclose(dx, 2 * x * np.tanh(x), rtol=1e-5)  # the marker (nearer z) stops first
+    (dx,) = values(onnxgrad.gradients(marked_chain(), "z", "x", stop_gradients="h"), {"x": X23})
+    np.testing.assert_allclose(dx, 2 * x * np.tanh(x), rtol=1e-5)  # stop_gradients alone, at h
+    marked_k = onnxgrad.stop_gradient(marked_chain(), "k")
+    (dx,) = values(onnxgrad.gradients(marked_k, "z", "x", stop_gradients="h"), {"x": X23})
+    np.testing.assert_allclose(dx, x * np.tanh(x), rtol=1e-5)  # the marker at k (nearer z) stops first
 
 
 def test_stop_gradient_marks_are_idempotent_and_inputs_are_ignored():

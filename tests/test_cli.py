@@ -474,3 +474,37 @@ def test_console_script(models):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert (models / "cost_ws_bs.grad.onnx").exists()
+
+
+def test_external_data_weights_are_referenced(tmp_path):
+    """Weights in an external file: the gradient model (beside the input or elsewhere) still runs."""
+    import onnxruntime as ort
+
+    model = onnx.load(elementwise_model(tmp_path / "tmp.onnx"))
+    src = tmp_path / "ext.onnx"
+    onnx.save_model(model, str(src), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="ext.data", size_threshold=0)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    for out in (tmp_path / "ext.grad.onnx", other / "ext.grad.onnx"):
+        r = run("differentiate", str(src), "--xs", "@params", "--ys", "u", "-o", str(out))
+        assert r.exit_code == 0, r.stderr
+        written = onnx.load(str(out), load_external_data=False)
+        assert {t.data_location for t in written.graph.initializer} == {TensorProto.EXTERNAL}
+        sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        dw, db = sess.run(["gradients/w_grad", "gradients/b_grad"], {"x": x})
+        np.testing.assert_allclose(dw, x.sum(axis=0), rtol=1e-6)
+        np.testing.assert_allclose(db, [2.0, 2.0, 2.0])
+
+
+def test_check_reads_external_weights_from_any_directory(tmp_path, monkeypatch):
+    src = tmp_path / "lr.onnx"
+    onnx.save_model(onnx.load(os.path.join(MODELS, "linear_regression.onnx")), str(src), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="lr.data", size_threshold=0)
+    monkeypatch.chdir(tmp_path.parent)
+    r = run("check", str(src), "--xs", "@params")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines()[-1].startswith("2 passed, 0 failed")
+    os.remove(tmp_path / "lr.data")
+    _assert_one_line_error(run("check", str(src), "--xs", "@params"), 3, "external weights", "lr.data")

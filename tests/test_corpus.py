@@ -8,7 +8,7 @@ step, see below). Ops the registry records as unsupported must
 raise ``LookupError`` naming the op. Cases in ``corpus.EXCEPTIONS`` are expected to fail (strict:
 a passing exception must leave the table).
 
-By default a deterministic subset runs (two cases per op); ``-m slow`` runs the whole corpus.
+By default a deterministic subset runs (one case per op); ``-m slow`` runs the whole corpus.
 """
 
 import pytest

@@ -6,7 +6,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxgrad.checking import check_gradients, session
-from rulecheck import Case, check_case, compare_with_reference, params, rand
+from rulecheck import Case, check_case, check_second_order, compare_with_reference, params, rand, second_order_params
 
 F32 = ("float32",)
 
@@ -67,6 +67,11 @@ CASES = [
 @pytest.mark.parametrize("case,dtype", params(CASES))
 def test_rule(case, dtype):
     check_case(case, dtype)
+
+
+@pytest.mark.parametrize("case,dtype", second_order_params(CASES))
+def test_second_order(case, dtype):
+    check_second_order(case, dtype)
 
 
 @pytest.mark.parametrize("strides", [[2, 3], [1, 1]])

@@ -77,6 +77,8 @@ CASES = [
          opset=9),
     Case("Mod/fmod", "Mod", [("a", MOD_A), ("b", MOD_B)], attrs={"fmod": 1}, opset=10),
     Case("Mod/fmod-broadcast", "Mod", [("a", MOD_A), ("b", MOD_BB)], attrs={"fmod": 1}, opset=13),
+    # fmod=0 (floor) is defined for floats from opset 28
+    Case("Mod/floor-opset28", "Mod", [("a", MOD_A), ("b", MOD_BB)], opset=28),
     # identity and casts
     Case("Identity", "Identity", [("x", rand(2, 2))]),
     Case("Cast/to-double", "Cast", [("x", rand(2, 3))], attrs={"to": TensorProto.DOUBLE}),
@@ -174,11 +176,11 @@ def test_tie_of_a_tensor_with_itself(op_type):
     np.testing.assert_allclose(dx, np.ones((2, 3)), rtol=1e-12)
 
 
-def test_mod_fmod0_float_is_rejected():
+def test_mod_fmod0_float_before_opset28_is_rejected():
     a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [3])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])
-    model = _model([helper.make_node("Mod", ["a", "a"], ["y"], fmod=0)], [a], [y], 13)
-    with pytest.raises(ValueError, match="fmod=0"):
+    model = _model([helper.make_node("Mod", ["a", "a"], ["y"], fmod=0)], [a], [y], 27)
+    with pytest.raises(ValueError, match="opset 28"):
         onnxgrad.gradients(model, "y", "a")
 
 

@@ -122,6 +122,43 @@ CASES = [
          [("x", rand(2, 8, 8)), ("img", i64(5, 4)), ("block", i64(2, 2))],
          attrs={"pads": [1, 0, 0, 1], "strides": [2, 1], "dilations": [2, 1]}, opset=18, constant=["img", "block"],
          dtypes=F32),
+    # CausalConvWithState (opset 27, float types without double): both outputs used, or only the convolution
+    Case("CausalConvWithState/basic", "CausalConvWithState", [("x", rand(2, 3, 5)), ("w", rand(3, 1, 3, seed=1))],
+         opset=27, dtypes=F32, n_outputs=2),
+    Case("CausalConvWithState/bias-past-silu", "CausalConvWithState",
+         [("x", rand(2, 3, 4)), ("w", rand(3, 1, 3, seed=1)), ("b", rand(3, seed=2)), ("past", rand(2, 3, 2, seed=3))],
+         attrs={"activation": "silu"}, opset=27, dtypes=F32, n_outputs=2),
+    Case("CausalConvWithState/output-only", "CausalConvWithState",
+         [("x", rand(1, 2, 6)), ("w", rand(2, 1, 4, seed=1)), ("b", rand(2, seed=2))],
+         attrs={"activation": "swish"}, opset=27, dtypes=F32, n_outputs=2, outputs_used=[0]),
+    Case("CausalConvWithState/k1", "CausalConvWithState", [("x", rand(2, 2, 3)), ("w", rand(2, 1, 1, seed=1))],
+         opset=27, dtypes=F32, n_outputs=2),
+    # DFT: forward/inverse, real/complex, onesided, dft_length padding and truncation, both signatures
+    *[Case(f"DFT/op{o}-{name}", "DFT",
+           [("x", rand(2, 5, 3, last)), ("len", None if length is None else np.array(length, np.int64)),
+            *([("axis", np.array(axis, np.int64))] if o >= 20 else [])],
+           attrs={k: v for k, v in (("inverse", inv), ("onesided", one), ("axis", axis if o < 20 else None))
+                  if v}, opset=o, constant=["len", "axis"])
+      for o, name, last, length, axis, inv, one in [
+          (17, "complex", 2, None, 1, 0, 0), (17, "real-onesided", 1, None, 1, 0, 1),
+          (17, "inverse-axis2", 2, None, 2, 1, 0), (17, "real-padded", 1, 8, 1, 0, 0),
+          (20, "complex-axis-2", 2, None, -2, 0, 0), (20, "real-onesided-truncated", 1, 4, 1, 0, 1),
+          (20, "inverse-even", 2, 6, -3, 1, 0)]],
+    # the onesided inverse (IRFFT) from a half spectrum, even and odd output lengths
+    Case("DFT/op17-irfft-even", "DFT", [("x", rand(2, 4, 2))], attrs={"inverse": 1, "onesided": 1}, opset=17),
+    Case("DFT/op20-irfft-odd", "DFT", [("x", rand(2, 3, 4, 2)), ("len", np.array(5, np.int64)),
+                                       ("axis", np.array(1, np.int64))],
+         attrs={"inverse": 1, "onesided": 1}, opset=20, constant=["len", "axis"]),
+    # STFT: signal and window (bilinear), real or complex signal, overlapping frames. Two-sided only:
+    # onnx 1.23's shape inference declares floor(n/2) + 2 onesided bins, one more than onnxruntime
+    # returns (the onesided adjoint is shared with DFT, tested above, and in the corpus' test_stft).
+    Case("STFT/window", "STFT", [("s", rand(2, 10, 1)), ("step", np.array(2, np.int64)),
+                                 ("w", rand(4, seed=1, low=0.5))], attrs={"onesided": 0}, opset=17, constant=["step"]),
+    Case("STFT/complex", "STFT", [("s", rand(1, 9, 2)), ("step", np.array(3, np.int64)), ("w", rand(5, seed=2))],
+         attrs={"onesided": 0}, opset=17, constant=["step"]),
+    Case("STFT/frame-length", "STFT", [("s", rand(2, 7, 1)), ("step", np.array(1, np.int64)), ("w", None),
+                                       ("len", np.array(3, np.int64))], attrs={"onesided": 0}, opset=17,
+         constant=["step", "len"]),
     # quantization (float scales only); onnx.reference implements DequantizeLinear from opset 19
     Case("DequantizeLinear/per-tensor", "DequantizeLinear",
          [("x", np.array([[3, -7], [12, 0]], np.int8)), ("s", np.array(0.3)), ("zp", np.array(2, np.int8))],
@@ -171,3 +208,30 @@ def test_sequence_ops_raise_instead_of_cutting_the_gradient():
                 helper.make_node("ConcatFromSequence", ["s"], ["y"], axis=0)], [2], 11, [4])
     with pytest.raises(onnxgrad.NoGradientError, match="ConcatFromSequence.*sequence-typed"):
         onnxgrad.gradients(m, "y", "x")
+
+
+
+SECOND_ORDER = [c for c in CASES if c.id in (
+    "Det/3x3", "Det/batch", "CumProd/axis1-ex1-rev0", "CumProd/axis0-ex0-rev1", "Compress/axis0",
+    "CenterCropPad/crop-pad", "MaxUnpool/2x2", "GridSample/linear-zeros-ac1-op20", "RoiAlign/op16-half_pixel",
+    "AffineGrid/2d-float32", "Col2Im/basic", "CausalConvWithState/bias-past-silu", "TensorScatter/linear",
+    "Unique/flat", "Scatter/axis0", "OneHot/last-axis", "DFT/op17-real-onesided", "STFT/window")]
+
+
+@pytest.mark.parametrize("case", SECOND_ORDER, ids=str)
+def test_second_order(case):
+    """The backward graph differentiates again, w.r.t. x (Hessian-vector products) and w.r.t. the
+    seed (which reaches every op the rule emitted, also for ops linear in x)."""
+    from rulecheck import build
+
+    model, feeds, xs, ys = build(case, "float32")
+    seeds = [f"seed{i}" for i in range(len(ys))]
+    first = onnxgrad.gradients(model, ys, xs, grad_ys=seeds)
+    grads = [n for n in first.names if n is not None]
+    rng = np.random.default_rng(0)
+    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in first.model.graph.input}
+    feeds = {**feeds, **{s: rng.standard_normal(shapes[s]).astype(np.float32) for s in seeds}}
+    report = check_gradients(first.model, xs + seeds, ys=grads, feeds=feeds)
+    onnx.checker.check_model(report.gradient_model, full_check=True)
+    assert report.ok, [(c.name, c.analytic, c.numeric) for c in report.checks if not c.ok]
+    assert len(report.checks) == len(xs) + len(seeds)

@@ -8,7 +8,7 @@ from onnx import TensorProto, helper
 import onnxgrad
 from onnxgrad.checking import session
 from onnxgrad.errors import GradientArgumentError
-from rulecheck import Case, check_case, params, rand
+from rulecheck import Case, build, check_case, check_second_order, params, rand, second_order_params
 
 DROPOUT = [
     Case("Dropout/9-ratio-attr", "Dropout", [("x", rand(2, 3))], {"ratio": 0.3}, opset=9),
@@ -137,6 +137,13 @@ ATTENTION = [
     Case("Attention/bool-mask", "Attention",
          qkv(1, 2, 3, 2) + [("attn_mask", np.array([[True, False, True], [True, True, False], [False, True, True]]))],
          opset=23),
+    # the middle query row sees no key: its output is a constant zero row
+    Case("Attention/bool-mask-fully-masked-row", "Attention",
+         qkv(1, 2, 3, 2) + [("attn_mask", np.array([[True, False, True], [False, False, False], [False, True, True]]))],
+         opset=23),
+    Case("Attention/24-nonpad-empty-sample", "Attention",
+         qkv(2, 2, 2, 2, t=3) + [("attn_mask", None), ("past_key", None), ("past_value", None),
+                                 ("nonpad_kv_seqlen", np.array([0, 2]))], opset=24),
     Case("Attention/causal", "Attention", qkv(1, 2, 3, 2), {"is_causal": 1}, opset=23),
     Case("Attention/past-present-causal", "Attention",
          qkv(1, 2, 2, 2) + [("attn_mask", None), ("past_key", rand(1, 2, 3, 2, seed=7)),
@@ -164,6 +171,8 @@ ATTENTION = [
 ]
 
 
+# onnx.reference's Softmax warns on the all -inf rows of fully masked queries
+@pytest.mark.filterwarnings("ignore:invalid value encountered in subtract:RuntimeWarning")
 @pytest.mark.parametrize("case,dtype", params(ATTENTION))
 def test_attention(case, dtype):
     check_case(case, dtype)
@@ -199,3 +208,42 @@ for _case in ROTARY:
 @pytest.mark.parametrize("case,dtype", params(ROTARY))
 def test_rotary_embedding(case, dtype):
     check_case(case, dtype)
+
+
+# a symbolic batch dim: no rule may need its size
+SYMBOLIC = [
+    Case("Einsum/symbolic-batch", "Einsum", [("x0", rand(2, 2, 3)), ("x1", rand(2, 3, 2, seed=1))],
+         {"equation": "bij,bjk->bik"}, opset=18, symbolic_dims=["x0", "x1"]),
+    Case("Einsum/symbolic-diagonal-summed", "Einsum", [("x0", rand(2, 3, 3)), ("x1", rand(3, 2, seed=1))],
+         {"equation": "bii,jk->ik"}, opset=18, symbolic_dims=["x0"]),
+    Case("Attention/symbolic-batch-gqa-causal-past", "Attention",
+         qkv(2, 4, 2, 2, hkv=2) + [("attn_mask", None), ("past_key", rand(2, 2, 1, 2, seed=7)),
+                                   ("past_value", rand(2, 2, 1, 2, seed=8))],
+         {"is_causal": 1}, opset=23, n_outputs=3, dtypes=("float64",),
+         symbolic_dims=["Q", "K", "V", "past_key", "past_value"]),
+    Case("RoPE/symbolic-batch", "RotaryEmbedding", [("x", rand(2, 3, 8))] + caches(4, 2) +
+         [("position_ids", POSITIONS)], {"num_heads": 2}, opset=23, dtypes=("float32",),
+         symbolic_dims=["x", "position_ids"]),
+]
+
+SECOND_ORDER = [c for c in DROPOUT + EINSUM_CASES + ATTENTION + ROTARY if c.id in (
+    "Dropout/22-training-ratio0", "Einsum/18-three-operands", "Einsum/18-diagonal-with-other",
+    "Einsum/18-ellipsis-broadcast", "Einsum/18-summed-out-both", "Attention/gqa", "Attention/scale-softcap",
+    "Attention/float-mask-2d", "RoPE/3d-partial-interleaved", "RoPE/4d-positions")]
+
+
+@pytest.mark.parametrize("case,dtype", params(SYMBOLIC))
+def test_symbolic_batch(case, dtype):
+    check_case(case, dtype)
+
+
+@pytest.mark.parametrize("case,dtype", second_order_params(SECOND_ORDER))
+def test_second_order(case, dtype):
+    check_second_order(case, dtype)
+
+
+def test_attention_mask_shorter_than_the_keys_is_a_clear_error():
+    model, _, xs, ys = build(Case("short-mask", "Attention", qkv(1, 2, 3, 2, t=4) + [("attn_mask", rand(3, 2))],
+                                  opset=24), "float32")
+    with pytest.raises(GradientArgumentError, match="covers 2 of the 4 keys"):
+        onnxgrad.gradients(model, ys, xs)

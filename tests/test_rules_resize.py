@@ -7,7 +7,7 @@ downsampling skips some (their gradient is zero).
 import numpy as np
 import pytest
 
-from rulecheck import Case, check_case, params, rand
+from rulecheck import Case, check_case, check_second_order, params, rand, second_order_params
 
 F32 = ("float32",)
 
@@ -61,6 +61,10 @@ CASES = [
     # onnx.reference cannot run negative axes; onnxruntime can
     resize("opset18-axes-negative", rand(1, 2, 3, 4), sizes=i64(4, 2), opset=18, mode="nearest", axes=[-1, -2],
            reference=False),
+    resize("opset18-not-larger-nearest", rand(1, 2, 3, 4), sizes=i64(7, 8), opset=18, mode="nearest", axes=[2, 3],
+           keep_aspect_ratio_policy="not_larger"),
+    resize("opset18-not-smaller-linear", rand(1, 2, 4, 3), sizes=i64(2, 4), opset=18, mode="linear", axes=[3, 2],
+           keep_aspect_ratio_policy="not_smaller"),
     resize("opset13-symbolic-batch", rand(2, 2, 3, 3), scales=f32(1, 1, 2, 2), opset=13, mode="linear",
            symbolic_dims=["x"]),
     resize("opset18-antialias-down", rand(1, 2, 8, 8), scales=f32(1, 1, 0.5, 0.4), opset=18, mode="linear",
@@ -81,3 +85,8 @@ CASES = [
 @pytest.mark.parametrize("case,dtype", params(CASES))
 def test_rule(case, dtype):
     check_case(case, dtype)
+
+
+@pytest.mark.parametrize("case,dtype", second_order_params(CASES))
+def test_second_order(case, dtype):
+    check_second_order(case, dtype)

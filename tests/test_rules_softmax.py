@@ -1,9 +1,13 @@
 """Numeric tests of the softmax family and the NLL / cross-entropy losses (one table, one checker)."""
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 
-from rulecheck import Case, check_case, check_second_order, params, rand, second_order_params
+from onnxgrad.checking import check_gradients
+from rulecheck import (Case, check_case, check_second_order, compare_with_reference, feeds_for, params, rand,
+                       second_order_params)
 
 
 def labels(*shape, classes, seed=0, ignored=None, ignore_count=0):
@@ -69,6 +73,12 @@ for opset in (12, 13, 18):
                  {"reduction": red, "ignore_index": 2}, opset=opset),
         ]
 LOSSES += [
+    Case("SCE/13-int32-labels-ignore", "SoftmaxCrossEntropyLoss",
+         [("scores", rand(4, 3)), ("labels", labels(4, classes=3, ignored=-5, ignore_count=1).astype(np.int32)),
+          ("weights", weights(3))], {"ignore_index": -5}, opset=13),
+    Case("NLL/13-int32-labels", "NegativeLogLikelihoodLoss",
+         [("log_prob", rand(4, 3, 2)), ("labels", labels(4, 2, classes=3).astype(np.int32))],
+         {"reduction": "sum"}, opset=13),
     Case("SCE/22-mean-logprob-only", "SoftmaxCrossEntropyLoss",
          [("scores", rand(3, 4)), ("labels", labels(3, classes=4))], opset=22, n_outputs=2, outputs_used=[1]),
     Case("NLL/22-mean", "NegativeLogLikelihoodLoss",
@@ -107,3 +117,25 @@ def test_symbolic_batch(case, dtype):
 @pytest.mark.parametrize("case,dtype", second_order_params(SECOND_ORDER))
 def test_second_order(case, dtype):
     check_second_order(case, dtype)
+
+
+@pytest.mark.parametrize("opset", [12, 13])
+def test_symbolic_class_count(opset):
+    """With C symbolic, the class index column comes from the run-time shape."""
+    node = helper.make_node("SoftmaxCrossEntropyLoss", ["scores", "labels", "weights"], ["loss", "log_prob"],
+                            ignore_index=1)
+    graph = helper.make_graph(
+        [node], "sce",
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", "C", 2]),
+         helper.make_tensor_value_info("labels", TensorProto.INT64, ["N", 2]),
+         helper.make_tensor_value_info("weights", TensorProto.FLOAT, ["C"])],
+        [helper.make_tensor_value_info("loss", TensorProto.FLOAT, []),
+         helper.make_tensor_value_info("log_prob", TensorProto.FLOAT, ["N", "C", 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 10
+    feeds = {"scores": rand(3, 4, 2).astype(np.float32), "labels": np.array([[0, 1], [2, 3], [1, 1]]),
+             "weights": weights(4).astype(np.float32)}
+    report = check_gradients(model, ["scores", "weights"], ["loss", "log_prob"], feeds=feeds)
+    onnx.checker.check_model(report.gradient_model, full_check=True)
+    assert report.ok and len(report.checks) == 2, report.checks
+    compare_with_reference(report.gradient_model, feeds_for(report.gradient_model, feeds))

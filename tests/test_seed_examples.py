@@ -83,3 +83,19 @@ def test_committed_models_match_the_script():
             committed = f.read()
         assert build().SerializeToString() == committed, f"{file_name} is stale: run python models/make_models.py"
         assert len(committed) < 100_000
+
+
+def test_readme_examples_print_what_the_readme_shows(monkeypatch):
+    """The README's ``>>>`` snippets (the seed examples) produce exactly the output it shows."""
+    import doctest
+    import re
+
+    root = os.path.dirname(MODELS)
+    monkeypatch.chdir(root)
+    with open(os.path.join(root, "README.md"), encoding="utf-8") as f:
+        blocks = re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
+    text = "\n\n".join(b for b in blocks if b.lstrip().startswith(">>>"))
+    test = doctest.DocTestParser().get_doctest(text, {}, "README.md", "README.md", 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    runner.run(test)
+    assert len(test.examples) >= 12 and runner.failures == 0

@@ -112,20 +112,40 @@ def _unit_logits(model: onnx.ModelProto, feed: Dict[str, np.ndarray]) -> None:
             t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) / np.float32(std), name))
 
 
-def with_loss(model: onnx.ModelProto, seed: int = 1) -> Tuple[onnx.ModelProto, str]:
-    """``model`` plus a scalar output ``loss = sum(u * output)`` with a fixed random u."""
+def with_loss(model: onnx.ModelProto, tensor: str = "", seed: int = 1) -> Tuple[onnx.ModelProto, str]:
+    """``model`` plus a scalar output ``loss = sum(u * tensor)`` (default: the model's output), u fixed random."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    out = m.graph.output[0]
-    dims = [d.dim_value for d in out.type.tensor_type.shape.dim]
+    tensor = tensor or m.graph.output[0].name
+    probe = onnx.ModelProto()
+    probe.CopyFrom(m)
+    del probe.graph.output[:]
+    probe.graph.output.append(helper.make_tensor_value_info(tensor, TensorProto.FLOAT, None))
+    inferred = onnx.shape_inference.infer_shapes(probe)
+    known = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    dims = [d.dim_value for d in known[tensor].type.tensor_type.shape.dim]
     u = np.random.default_rng(seed).standard_normal(dims).astype(np.float32)
     m.graph.initializer.append(numpy_helper.from_array(u, "zoo/u"))
     m.graph.node.extend([
-        helper.make_node("Mul", [out.name, "zoo/u"], ["zoo/weighted"]),
+        helper.make_node("Mul", [tensor, "zoo/u"], ["zoo/weighted"]),
         helper.make_node("ReduceSum", ["zoo/weighted"], ["loss"], keepdims=0),
     ])
     m.graph.output.append(helper.make_tensor_value_info("loss", TensorProto.FLOAT, []))
     return m, "loss"
+
+
+def as_float64(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A float64 copy (float initializers, inputs and outputs), for onnx.reference."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for t in m.graph.initializer:
+        if t.data_type == TensorProto.FLOAT:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64), t.name))
+    for vi in list(m.graph.input) + list(m.graph.output):
+        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
+            vi.type.tensor_type.elem_type = TensorProto.DOUBLE
+    del m.graph.value_info[:]
+    return m
 
 
 def along_direction(model: onnx.ModelProto, weights: List[str], seed: int = 2

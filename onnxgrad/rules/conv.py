@@ -3,23 +3,23 @@
 Both are linear in each operand, so every gradient is again a convolution:
 
 * Conv, input:   ``dx = ConvTranspose(dy, W)`` with the forward strides, dilations, pads and
-  group; when the strides leave a remainder at the end of x, ``output_padding`` restores it.
+  group; when the strides leave a remainder at the end of x, ``output_padding`` restores it
+  (symbolic spatial dims: overshoot, then Slice to Shape(x)). Groups other than depthwise are
+  one ConvTranspose per group (see :func:`_grouped_transposed`).
 * ConvTranspose, input: ``dx = Conv(dy, W)`` (the exact adjoint, same geometry).
 * weights (both): a correlation of the input with the output gradient, computed as one Conv
   whose "batch" is the input channels and whose "channels" are the batch (strides and
   dilations swap roles); groups become Conv groups. See :func:`weight_grad`.
 * bias: the sum of dy over batch and spatial axes.
 
-Only ops owned by this module (Conv, ConvTranspose) plus Reshape/Transpose/Slice are emitted,
-so the gradients can be differentiated again.
+Besides Conv and ConvTranspose only layout ops (Reshape, Transpose, Slice, Split, Concat) and
+ReduceSum are emitted, all differentiable, so second derivatives work (tested).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
-
-import numpy as np
 
 from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
@@ -119,47 +119,43 @@ def _crop_to(g: Emitter, t: str, like: str, n: int) -> str:
 def input_grad_transposed(g: Emitter, dy: str, w: str, geo: Geometry, group: int, x: str, y: str) -> str:
     """dx of ``y = Conv(x, w)``: ConvTranspose of dy, output sized exactly like x."""
     n = geo.n
-    if group > 1:
-        w, group = _block_diagonal(g, w, group, g.shape(x)[1] if g.shape(x) else None)
     xs, ys = spatial(g, x), spatial(g, y)
     if xs is not None and ys is not None:
         # What the stride skipped at the end of x comes back as output_padding (always < stride).
         extra = [d - ((o - 1) * s + e - b - p) for d, o, s, e, b, p in
                  zip(xs, ys, geo.strides, geo.extent, geo.begin, geo.end)]
-        dx = g.ConvTranspose(dy, w, strides=geo.strides, dilations=geo.dilations, group=group,
-                             pads=geo.begin + geo.end, output_padding=extra if any(extra) else None)
+        dx = _grouped_transposed(g, dy, w, group, x, strides=geo.strides, dilations=geo.dilations,
+                                 pads=geo.begin + geo.end, output_padding=extra if any(extra) else None)
         g.set_info(dx, g.dtype(x), g.shape(x))
         return dx
     # Symbolic sizes: overshoot (no end pad, maximal output_padding) and crop at run time.
-    full = g.ConvTranspose(dy, w, strides=geo.strides, dilations=geo.dilations, group=group,
-                           pads=geo.begin + [0] * n,
-                           output_padding=[s - 1 for s in geo.strides] if any(s > 1 for s in geo.strides) else None)
+    full = _grouped_transposed(g, dy, w, group, x, strides=geo.strides, dilations=geo.dilations,
+                               pads=geo.begin + [0] * n,
+                               output_padding=[s - 1 for s in geo.strides] if any(s > 1 for s in geo.strides) else None)
     return _crop_to(g, full, x, n)
 
 
-def _block_diagonal(g: Emitter, w: str, group: int, channels) -> tuple:
-    """(weight, group) for a ConvTranspose from ``w`` [M, C/group, k...] to C channels.
+def _grouped_transposed(g: Emitter, dy: str, w: str, group: int, x: str, **attrs) -> str:
+    """ConvTranspose(dy, w, group) that onnx.reference evaluates correctly.
 
     onnx.reference's grouped ConvTranspose slices the weight by output instead of input channels
-    and writes one output channel per group, which is only right for depthwise weights (M == C,
-    one channel per group). Otherwise the grouped weight becomes a dense block-diagonal
-    [M, C, k...] one (group copies side by side, masked), at ``group`` times the arithmetic.
+    and writes one output channel per group: right only for depthwise weights (M == C, one
+    channel per group). Any other grouping is emitted as one ConvTranspose per group between a
+    Split of dy and w and a Concat (the same arithmetic as the grouped op).
     """
-    ws = g.static_shape(w)
-    if ws is None or not isinstance(channels, int):
-        raise GradientArgumentError("the input gradient of a grouped Conv needs static weight and channel dims")
-    m, cg = ws[0], ws[1]
-    if m == channels and cg == 1:
-        return w, group
-    mg = m // group
-    mask = np.zeros((m, channels) + (1,) * (len(ws) - 2))
-    for i in range(m):
-        mask[i, (i // mg) * cg:(i // mg + 1) * cg] = 1
-    tiled = g.Concat(*([w] * group), axis=1)
-    return g.Mul(tiled, g.const(mask, like=w)), 1
+    ws, xs = g.shape(w), g.shape(x)
+    m = ws[0] if ws else None
+    if group == 1 or (ws is not None and xs is not None and ws[1] == 1 and m == xs[1]):
+        return g.ConvTranspose(dy, w, group=group, **attrs)
+    if not isinstance(m, int):
+        raise GradientArgumentError("the input gradient of a grouped Conv needs the weight's static output-channel dim")
+    sizes = [m // group] * group
+    parts = [g.ConvTranspose(d, k, **attrs) for d, k in zip(g.split(dy, sizes, axis=1), g.split(w, sizes, axis=0))]
+    return g.Concat(*parts, axis=1)
 
 
-def weight_grad(g: Emitter, inp: str, dout: str, geo: Geometry, group: int, end_pads: Sequence[int]) -> str:
+def weight_grad(g: Emitter, inp: str, dout: str, geo: Geometry, group: int, end_pads: Sequence[int],
+                out_channels: Optional[int]) -> str:
     """Correlation of ``inp`` [N, A, P...] with ``dout`` [N, B, Q...]: dW [B, A/group, k...].
 
     dW[b, a, j] = sum_n sum_o inp_padded[n, a, o*s + j*d] dout[n, b, o]: a Conv whose batch is
@@ -173,21 +169,31 @@ def weight_grad(g: Emitter, inp: str, dout: str, geo: Geometry, group: int, end_
         inp_t = g.transpose(inp, perm)
         dout_t = g.transpose(dout, perm)
     else:
-        ish, osh = g.shape(inp), g.shape(dout)
-        if ish is None or osh is None or any(not isinstance(d, int) for d in ish[1:] + osh[1:]):
-            raise GradientArgumentError("the weight gradient of a grouped convolution needs static channel "
-                                        "and spatial dims")
-        a, b = ish[1], osh[1]
-        grouped = g.reshape(inp, [0, group, a // group] + list(ish[2:]))
-        grouped = g.transpose(grouped, [2, 1, 0] + [i + 1 for i in _spatial_axes(n)])
-        inp_t = g.reshape(grouped, [a // group, -1] + list(ish[2:]))
-        gd = g.reshape(dout, [0, group, b // group] + list(osh[2:]))
-        gd = g.transpose(gd, [1, 2, 0] + [i + 1 for i in _spatial_axes(n)])
-        dout_t = g.reshape(gd, [b, -1] + list(osh[2:]))
+        # channels per group move next to the batch (one -1 per Reshape; spatial dims copied)
+        if not isinstance(out_channels, int):
+            raise GradientArgumentError("the weight gradient of a grouped convolution needs static output channels")
+        spatial_t = [i + 1 for i in _spatial_axes(n)]
+        grouped = g.reshape(inp, _keep_spatial(g, [0, group, -1], inp, n))
+        inp_t = g.reshape(g.transpose(grouped, [2, 1, 0] + spatial_t), _keep_spatial(g, [0, -1], inp, n))
+        gd = g.reshape(dout, _keep_spatial(g, [0, group, out_channels // group], dout, n))
+        dout_t = g.reshape(g.transpose(gd, [1, 2, 0] + spatial_t), _keep_spatial(g, [out_channels, -1], dout, n))
     corr = g.Conv(inp_t, dout_t, strides=geo.dilations, dilations=geo.strides, group=group,
                   pads=list(geo.begin) + list(end_pads))
     dw = g.transpose(corr, perm)
     return g.slice(dw, [0] * n, geo.kernel, _spatial_axes(n))
+
+
+def _keep_spatial(g: Emitter, lead: List[int], t: str, n: int):
+    """Reshape target ``lead`` + the spatial dims of ``t``: a list when static, else a tensor."""
+    dims = spatial(g, t)
+    if dims is not None:
+        return lead + dims
+    return g.Concat(g.ints(lead), g.dims(t, _spatial_axes(n)), axis=0)
+
+
+def _dim0(g: Emitter, w: str) -> Optional[int]:
+    s = g.shape(w)
+    return s[0] if s and isinstance(s[0], int) else None
 
 
 def _bias_grad(g: Emitter, dy: str, n: int) -> str:
@@ -200,7 +206,7 @@ def conv_grad(g: Emitter, op: Op, dy: str) -> list:
     group = op.attr("group", 1)
     geo = window_geometry(g, op, x, kernel_of(g, op, w))
     dx = input_grad_transposed(g, dy, w, geo, group, x, y)
-    dw = weight_grad(g, x, dy, geo, group, geo.end)
+    dw = weight_grad(g, x, dy, geo, group, geo.end, _dim0(g, w))
     g.set_info(dw, g.dtype(w), g.shape(w))
     return [dx, dw, _bias_grad(g, dy, geo.n) if b else None]
 
@@ -247,6 +253,6 @@ def convtranspose_grad(g: Emitter, op: Op, dy: str) -> list:
     end = [max(e, 0) for e in adj_end]
     dx = g.Conv(dy_used, w, strides=geo.strides, dilations=geo.dilations, group=group, pads=geo.begin + end)
     g.set_info(dx, g.dtype(x), g.shape(x))
-    dw = weight_grad(g, dy, x, geo, group, end)
+    dw = weight_grad(g, dy, x, geo, group, end, _dim0(g, w))
     g.set_info(dw, g.dtype(w), g.shape(w))
     return [dx, dw, _bias_grad(g, dy, n) if b else None]

@@ -73,14 +73,18 @@ def pow_(g, op, dy):
 
 @ew("Mod", since=10)
 def mod(g, op, dy):
+    # fmod=1: a - b trunc(a / b); fmod=0 (floats from opset 28): a - b floor(a / b)
     a, b = op.inputs
-    if not op.attr("fmod", 0):
-        raise GradientArgumentError(
-            f"Mod node {op.name!r} has fmod=0 on float inputs, which the ONNX spec does not allow; use fmod=1")
-    # fmod(a, b) = a - b * trunc(a / b)
     q = g.Div(a, b)
-    trunc = g.Mul(g.Sign(q), g.Floor(g.Abs(q)))
-    return [dy, g.Neg(g.Mul(dy, trunc))]
+    if op.attr("fmod", 0):
+        whole = g.Mul(g.Sign(q), g.Floor(g.Abs(q)))
+    elif g.opset >= 28:
+        whole = g.Floor(q)
+    else:
+        raise GradientArgumentError(
+            f"Mod node {op.name!r} has fmod=0 on float inputs, which ONNX allows only from opset 28; "
+            "use fmod=1 or opset 28")
+    return [dy, g.Neg(g.Mul(dy, whole))]
 
 
 @ew("Sum")

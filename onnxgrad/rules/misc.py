@@ -1,7 +1,8 @@
 """Rules for the default-domain operators outside the big families: linear algebra (Det),
 scans (CumProd), selection and placement (Compress, CenterCropPad, MaxUnpool, ReverseSequence,
 Unique, OneHot, Range, Scatter, TensorScatter), sampling (GridSample, RoiAlign, AffineGrid,
-Col2Im) and quantization (DequantizeLinear, DynamicQuantizeLinear).
+Col2Im), CausalConvWithState, spectral transforms (DFT, STFT) and quantization
+(DequantizeLinear, DynamicQuantizeLinear).
 
 Several ops here are linear in their data input but defined by intricate index arithmetic
 (GridSample's padding modes and align_corners, RoiAlign's sampling grid). Their adjoint is
@@ -283,6 +284,124 @@ def col2im(g, op, dy):
     return [g.reshape(cols, [0, c * k, -1]), None, None]
 
 
+@register_gradient("CausalConvWithState", inputs=[0, 1, 2, 3])
+def causal_conv_with_state(g, op, dy, d_present):
+    # z[n,c,t] = sum_k w[c,k] p[n,c,t+k] + b[c] over p = concat(past_state, input); output =
+    # act(z), present_state = the last k-1 positions of p. past_state is differentiable like the
+    # input it is concatenated with (the schema tags it otherwise, as carried state).
+    x, w, b, past = (op.input(i) for i in range(4))
+    c, _, k = _static_dims(g, w, "CausalConvWithState")
+    length = _static_dims(g, x, "CausalConvWithState")[2]
+    if past is None and k > 1:
+        past = g.constant_of_shape(g.Concat(g.dims(x, [0, 1]), g.ints([k - 1]), axis=0), 0.0, like=x)
+        given_past = False
+    else:
+        given_past = past is not None
+    p = g.Concat(past, x, axis=2) if k > 1 else x
+    dz = dy
+    if op.attr("activation", "none") in ("silu", "swish"):
+        z = g.Conv(p, w, *([b] if b else []), group=c)
+        s = g.Sigmoid(z)
+        one = g.const(1, like=x)
+        dz = g.Mul(dy, g.Mul(s, g.Add(one, g.Mul(z, g.Sub(one, s)))))
+    flipped = g.Gather(w, g.ints(list(range(k - 1, -1, -1))), axis=2)
+    dp = g.Conv(g.pad(dz, [0, 0, k - 1, 0, 0, k - 1]), flipped, group=c) if k > 1 else g.Mul(dz, g.reshape(w, [c, 1]))
+    if k > 1 and d_present not in g.zeros:
+        dp = g.Add(dp, g.pad(d_present, [0, 0, length, 0, 0, 0]))
+    windows = g.Gather(p, g.ints(np.add.outer(np.arange(length), np.arange(k))), axis=2)  # (N, C, L, k)
+    dw = g.reshape(g.reduce_sum(g.Mul(g.unsqueeze(dz, [3]), windows), [0, 2], keepdims=False), [c, 1, k])
+    db = g.reduce_sum(dz, [0, 2], keepdims=False) if b else None
+    dx = g.slice(dp, [k - 1], [k - 1 + length], [2]) if k > 1 else dp
+    d_past = None
+    if given_past:
+        d_past = g.slice(dp, [0], [k - 1], [2]) if k > 1 else g.zeros_like(past)
+    return [dx, dw, db, d_past]
+
+
+# ------------------------------------------------------------------------------- spectral
+def _dft_adjoint(g, dy: str, a: int, r: int, n: int, inverse: int, onesided: int, real: bool, like: str) -> str:
+    """Adjoint of a length-n DFT along axis ``a`` (of rank-r tensors whose last dim is re/im).
+
+    The DFT matrix F is complex-linear; the adjoint of x -> F x is F^H = n * IDFT (and of the
+    inverse transform, DFT / n). A onesided output dropped rows of F (zero-pad dy back to n) and a
+    real input keeps the real part.
+    """
+    if onesided:
+        dy = g.pad(dy, [0] * r + [n - (n // 2 + 1) if d == a else 0 for d in range(r)])
+    if g.opset >= 20:
+        back = g.op("DFT", dy, "", g.scalar_int(a), inverse=1 - inverse)
+    else:
+        back = g.op("DFT", dy, axis=a, inverse=1 - inverse)
+    back = g.Mul(back, g.const(1.0 / n if inverse else float(n), like=like))
+    return g.slice(back, [0], [1], [r - 1]) if real else back
+
+
+@register_gradient("DFT", since=17, inputs=[0])
+def dft(g, op, dy):
+    x = op.input(0)
+    shape = _static_dims(g, x, "DFT")
+    r = len(shape)
+    if g.opset >= 20:
+        given = g.constant_value(op.input(2)) if op.input(2) else None
+        if op.input(2) and given is None:
+            raise GradientArgumentError("the gradient of DFT needs its axis input to be a constant")
+        axis = int(np.asarray(given).reshape(-1)[0]) if given is not None else -2
+    else:
+        axis = op.attr("axis", 1)
+    a = axis % r
+    inverse, onesided = op.attr("inverse", 0), op.attr("onesided", 0)
+    if inverse and onesided:
+        return [_irfft_adjoint(g, op, dy, x, shape, a), None, None]
+    n = int(np.asarray(_const_input(g, op, 1, "dft_length")).reshape(-1)[0]) if op.input(1) else shape[a]
+    back = _dft_adjoint(g, dy, a, r, n, inverse, onesided, shape[-1] == 1, like=x)
+    length = shape[a]  # undo dft_length's zero-padding or truncation of x
+    if n > length:
+        back = g.slice(back, [0], [length], [a])
+    elif n < length:
+        back = g.pad(back, [0] * r + [length - n if d == a else 0 for d in range(r)])
+    return [back, None, None]
+
+
+def _irfft_adjoint(g, op, dy: str, x: str, shape, a: int) -> str:
+    # y = Re(IDFT(X extended by conjugate symmetry)). The adjoint of Re(IDFT) is DFT(dy) / n; the
+    # extension copies bin j (conjugated) to n - j, so bins 1..n-m receive their mirror's share:
+    # twice the onesided DFT of the real dy.
+    r, m = len(shape), shape[a]
+    n = int(np.asarray(_const_input(g, op, 1, "dft_length")).reshape(-1)[0]) if op.input(1) else 2 * (m - 1)
+    if n // 2 + 1 != m:
+        raise GradientArgumentError(f"the gradient of the inverse onesided DFT needs {n // 2 + 1} input bins, not {m}")
+    if g.opset >= 20:
+        half = g.op("DFT", dy, "", g.scalar_int(a), onesided=1)
+    else:
+        half = g.op("DFT", dy, axis=a, onesided=1)
+    weights = np.where((np.arange(m) >= 1) & (np.arange(m) <= n - m), 2.0, 1.0) / n
+    return g.Mul(half, g.const(weights.reshape([m] + [1] * (r - 1 - a)), like=x))
+
+
+@register_gradient("STFT", since=17, inputs=[0, 2])
+def stft(g, op, dy):
+    # y[b, f] = DFT(signal[b, f*step : f*step + n] * window): frames are gathered, windowed and
+    # transformed; the adjoint transforms back, and overlap-adds the frames into the signal.
+    signal, window = op.input(0), op.input(2)
+    batch, length, parts = _static_dims(g, signal, "STFT")
+    step = int(np.asarray(_const_input(g, op, 1, "frame_step")).reshape(-1)[0])
+    if window is not None:
+        n = _static_dims(g, window, "STFT")[0]
+    else:
+        n = int(np.asarray(_const_input(g, op, 3, "frame_length")).reshape(-1)[0])
+    count = (length - n) // step + 1
+    positions = np.add.outer(np.arange(count) * step, np.arange(n))  # (frames, n)
+    frames = g.Gather(signal, g.ints(positions), axis=1)  # (B, F, n, parts)
+    d_windowed = _dft_adjoint(g, dy, 2, 4, n, 0, op.attr("onesided", 1), parts == 1, like=signal)
+    d_window = None
+    if window is not None:
+        d_window = g.reduce_sum(g.Mul(d_windowed, frames), [0, 1, 3], keepdims=False)
+        d_windowed = g.Mul(d_windowed, g.reshape(window, [1, 1, n, 1]))
+    per_position = g.transpose(d_windowed, [1, 2, 0, 3])  # (F, n, B, parts)
+    summed = g.scatter_nd_add(g.ints([length, batch, parts]), g.ints(positions[..., None]), per_position)
+    return [g.transpose(summed, [1, 0, 2]), None, d_window, None]
+
+
 # ------------------------------------------------------------------------------- quantization
 @register_gradient("DequantizeLinear", since=10, inputs=[1])
 def dequantize_linear(g, op, dy):
@@ -322,9 +441,6 @@ def dynamic_quantize_linear(g, op, _dy, d_scale, _d_zero_point):
     return [g.Mul(per_unit, g.Sub(extreme("ReduceMax", g.Greater), extreme("ReduceMin", g.Less)))]
 
 
-not_supported("DFT", "linear in the signal, but the adjoint of onesided/dft_length variants is not written yet")
-not_supported("STFT", "bilinear in signal and window; no rule yet")
 not_supported("DeformConv", "no rule yet (the offset and mask gradients need bilinear sampling derivatives)")
 not_supported("LinearAttention", "its definition is a recurrence (a Scan over time): a later issue, with control flow")
 not_supported("SwiGLU", "opset 28, which onnxruntime 1.32 cannot run, so no rule could be verified numerically")
-not_supported("CausalConvWithState", "no rule yet (a depthwise causal Conv with state; opset 27)")

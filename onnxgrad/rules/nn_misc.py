@@ -10,7 +10,6 @@ import numpy as np
 from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
 from ..registry import register_gradient
-from .normalization import _live
 
 
 # ---------------------------------------------------------------------------- Dropout
@@ -78,22 +77,22 @@ def _parse_einsum(g: Emitter, op: Op) -> Tuple[List[Term], str, List[str], List[
                 counts[c] = counts.get(c, 0) + 1
         out = ("".join(ell) if "..." in lhs else "") + "".join(sorted(c for c, k in counts.items() if k == 1))
 
+    shapes = [g.shape(x) or () for x in op.inputs]  # ranks are known: g.rank checked them
     sizes: Dict[str, set] = {}
-    for x, term in zip(op.inputs, terms):
-        shape = g.shape(x)
+    for shape, term in zip(shapes, terms):
         for c, axis in term:
-            sizes.setdefault(c, set()).add(shape[axis])  # type: ignore[index]
+            sizes.setdefault(c, set()).add(shape[axis])
     operands, squeezed = [], []
-    for x, term in zip(op.inputs, terms):
-        shape = g.shape(x)
-        drop = [axis for c, axis in term if c in ell and shape[axis] == 1 and sizes[c] - {1}]  # type: ignore[index]
-        if any(c in ell and not isinstance(shape[axis], int) and len(sizes[c]) > 1 for c, axis in term):  # type: ignore[index]
+    for x, shape, term in zip(op.inputs, shapes, terms):
+        varying = [axis for c, axis in term if c in ell and len(sizes[c]) > 1]
+        if any(not isinstance(shape[axis], int) for axis in varying):
             raise GradientArgumentError(
                 f"Einsum node '{op.name or op.outputs[0]}': an ellipsis dim of {x!r} is symbolic and may "
                 "broadcast; give the model's inputs static shapes in the ellipsis dims"
             )
+        drop = [axis for axis in varying if shape[axis] == 1]
         term[:] = [(c, axis) for c, axis in term if axis not in drop]
-        operands.append(g.squeeze(x, drop) if drop else x)
+        operands.append(g.squeeze(x, drop))
         squeezed.append(drop)
     return terms, out, operands, squeezed, spare
 
@@ -133,7 +132,7 @@ def einsum(g, op, dy):
             inputs.append((ones, "".join(summed_alone)))
         equation = ",".join(t for _, t in inputs) + "->" + target
         grad = g.Einsum(*(t_x for t_x, _ in inputs), equation=equation)
-        grads.append(g.unsqueeze(grad, squeezed[k]) if squeezed[k] else grad)
+        grads.append(g.unsqueeze(grad, squeezed[k]))
     return grads
 
 
@@ -177,22 +176,40 @@ def _attention_bias(g: Emitter, op: Op, q4: str, k_total: str) -> Optional[str]:
     parts = []
     mask = op.input(3)
     if mask is not None:
+        _check_mask_length(g, op, mask)
         parts.append(mask if g.is_float(mask) else g.Where(mask, zero, neg_inf))
     if op.attr("is_causal", 0):
         # query i sees key j iff j <= i + past_length
         past = g.dims(op.input(4), [2]) if op.input(4) else g.ints([0])
-        rows = g.Range(g.scalar_int(0), g.Squeeze(g.dims(q4, [2]), g.ints([0])), g.scalar_int(1))
-        cols = g.Range(g.scalar_int(0), g.Squeeze(g.dims(k_total, [2]), g.ints([0])), g.scalar_int(1))
+        rows, cols = _positions(g, q4), _positions(g, k_total)
         frontier = g.Add(g.unsqueeze(rows, [1]), past)
         parts.append(g.Where(g.Greater(g.unsqueeze(cols, [0]), frontier), neg_inf, zero))
     nonpad = op.input(6)
     if nonpad is not None:
-        cols = g.Range(g.scalar_int(0), g.Squeeze(g.dims(k_total, [2]), g.ints([0])), g.scalar_int(1))
+        cols = _positions(g, k_total)
         valid = g.Less(g.cast_like(cols, nonpad), g.reshape(nonpad, [-1, 1, 1, 1]))
         parts.append(g.Where(valid, zero, neg_inf))
     if not parts:
         return None
     return parts[0] if len(parts) == 1 else g.Sum(*parts)
+
+
+def _positions(g: Emitter, t4: str) -> str:
+    """0, 1, ..., L - 1 for the sequence axis (2) of a (B, heads, L, d) tensor."""
+    return g.Range(g.scalar_int(0), g.Gather(g.shape_of(t4), g.scalar_int(2)), g.scalar_int(1))
+
+
+def _check_mask_length(g: Emitter, op: Op, mask: str) -> None:
+    """Opset 24 lets a mask cover only the first keys (the rest padded with -inf); not supported."""
+    k, past = op.inputs[1], op.input(4)
+    lengths = [(g.shape(k) or (None,) * 3)[2 if g.rank(k) == 4 else 1]]
+    if past:
+        lengths.append((g.shape(past) or (None,) * 3)[2])
+    mask_length = (g.shape(mask) or (None,))[-1]
+    if all(isinstance(n, int) for n in lengths + [mask_length]) and mask_length not in (1, sum(lengths)):
+        raise GradientArgumentError(
+            f"Attention node '{op.name or op.outputs[0]}': attn_mask covers {mask_length} of the "
+            f"{sum(lengths)} keys; masks shorter than the total sequence are not supported")
 
 
 def _repeat_heads(g: Emitter, t: str, groups: int) -> str:
@@ -254,10 +271,13 @@ def attention(g, op, dy, d_present_key=None, d_present_value=None, d_qk=None):
     bias = _attention_bias(g, op, q4, k_total)
     s2 = g.Add(s1, bias) if bias is not None else s1
     p = g.Softmax(s2, axis=-1)
+    if bias is not None:
+        # a row with every key masked is all -inf: its softmax is NaN, the op's output zero
+        p = g.Where(g.IsNaN(p), g.const(0.0, like=q), p)
 
     mode = op.attr("qk_matmul_output_mode", 0)
     d_at = {stage: None for stage in range(4)}
-    if _live(g, d_qk):
+    if not g.is_zero(d_qk):
         d_at[mode] = d_qk
     dy4 = _heads_first(g, dy, q_heads)
     d_v_rep = g.MatMul(g.transpose(p, [0, 1, 3, 2]), dy4)
@@ -284,7 +304,7 @@ def attention(g, op, dy, d_present_key=None, d_present_value=None, d_qk=None):
             (1, d_k_rep, k_total, d_present_key, k, past_key),
             (2, d_v_rep, v_total, d_present_value, v, past_value)):
         d_total = _sum_head_groups(g, d_rep, total, groups)
-        if _live(g, live_present):
+        if not g.is_zero(live_present):
             d_total = g.Add(d_total, live_present)
         if past:
             split = g.dims(past, [2])

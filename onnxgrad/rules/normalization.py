@@ -41,13 +41,7 @@ def _count(g: Emitter, x: str, axes: Sequence[int]) -> str:
     dims = [shape[a] for a in axes] if shape is not None else [None]
     if all(isinstance(d, int) for d in dims):
         return g.const(float(np.prod(dims)), like=x)
-    sizes = g.Gather(g.Shape(x), g.ints(axes))
-    return g.cast_like(g.reduce("ReduceProd", sizes, [0], keepdims=False), x)
-
-
-def _live(g: Emitter, dy: Optional[str]) -> bool:
-    """True when an output gradient may be non-zero (present and not zero-filled by the engine)."""
-    return dy is not None and dy not in g.zeros
+    return g.cast_like(g.reduce("ReduceProd", g.dims(x, axes), [0], keepdims=False), x)
 
 
 def _per_channel(g: Emitter, p: str, x: str) -> str:
@@ -95,18 +89,17 @@ def _batch_norm_training(g: Emitter, op: Op, dy: str, d_rm: Optional[str], d_rv:
     d_bias = g.reduce_sum(dy, axes, keepdims=False)
     momentum = op.attr("momentum", 0.9)
     d_mean = d_var = None
-    if _live(g, d_rm) or _live(g, d_rv):
-        # batch mean moves by dx/n, batch (biased) variance by 2 (x - mean) dx / n
-        stats = []
-        if _live(g, d_rm):
-            stats.append(_per_channel(g, d_rm, x))
-            d_mean = g.Mul(d_rm, g.const(momentum, like=d_rm))
-        if _live(g, d_rv):
-            stats.append(g.Mul(g.Mul(_per_channel(g, d_rv, x), g.const(2.0, like=x)), xc))
-            d_var = g.Mul(d_rv, g.const(momentum, like=d_rv))
-        total = stats[0] if len(stats) == 1 else g.Add(*stats)
+    # the batch mean moves by dx / n, the batch (biased) variance by 2 (x - mean) dx / n
+    through_stats = []
+    if not g.is_zero(d_rm):
+        through_stats.append(_per_channel(g, d_rm, x))
+        d_mean = g.Mul(d_rm, g.const(momentum, like=d_rm))
+    if not g.is_zero(d_rv):
+        through_stats.append(g.Mul(g.Mul(_per_channel(g, d_rv, x), g.const(2.0, like=x)), xc))
+        d_var = g.Mul(d_rv, g.const(momentum, like=d_rv))
+    if through_stats:
         weight = g.Div(g.const(1.0 - momentum, like=x), _count(g, x, axes))
-        d_x = g.Add(d_x, g.Mul(total, weight))
+        d_x = g.Add(d_x, g.Mul(g.Sum(*through_stats), weight))
     return [d_x, d_scale, d_bias, d_mean, d_var]
 
 
@@ -118,7 +111,8 @@ def instance_normalization(g, op, dy):
     _, inv, xhat = _standardize(g, x, axes, op.attr("epsilon", 1e-5))
     d_x = _standardized_grad(g, g.Mul(dy, _per_channel(g, scale, x)), xhat, inv, axes)
     not_channel = [0] + axes
-    return [d_x, g.reduce_sum(g.Mul(dy, xhat), not_channel, keepdims=False), g.reduce_sum(dy, not_channel, keepdims=False)]
+    d_scale = g.reduce_sum(g.Mul(dy, xhat), not_channel, keepdims=False)
+    return [d_x, d_scale, g.reduce_sum(dy, not_channel, keepdims=False)]
 
 
 @register_gradient("LayerNormalization")
@@ -126,17 +120,16 @@ def layer_normalization(g, op, dy, d_mean=None, d_inv_std=None):
     x, scale = op.inputs[0], op.inputs[1]
     bias = op.input(2)
     axes = _norm_axes(g, x, op.attr("axis", -1))
-    xc, inv, xhat = _standardize(g, x, axes, op.attr("epsilon", 1e-5))
+    _, inv, xhat = _standardize(g, x, axes, op.attr("epsilon", 1e-5))
     d_x = _standardized_grad(g, g.Mul(dy, scale), xhat, inv, axes)
-    if _live(g, d_mean) or _live(g, d_inv_std):
-        # Mean moves by dx/n; InvStdDev by -inv^3 (x - mean) dx / n. Both may be stashed in float32.
-        stats = []
-        if _live(g, d_mean):
-            stats.append(g.cast_like(d_mean, x))
-        if _live(g, d_inv_std):
-            stats.append(g.Neg(g.Mul(g.cast_like(d_inv_std, x), g.Mul(g.Mul(inv, inv), xhat))))
-        total = stats[0] if len(stats) == 1 else g.Add(*stats)
-        d_x = g.Add(d_x, g.Div(total, _count(g, x, axes)))
+    # Mean moves by dx / n, InvStdDev by -inv^3 (x - mean) dx / n; both may be stashed in float32
+    through_stats = []
+    if not g.is_zero(d_mean):
+        through_stats.append(g.cast_like(d_mean, x))
+    if not g.is_zero(d_inv_std):
+        through_stats.append(g.Neg(g.Mul(g.cast_like(d_inv_std, x), g.Mul(g.Mul(inv, inv), xhat))))
+    if through_stats:
+        d_x = g.Add(d_x, g.Div(g.Sum(*through_stats), _count(g, x, axes)))
     d_scale = g.sum_to(g.Mul(dy, xhat), scale, x)
     d_bias = g.sum_to(dy, bias, x) if bias else None
     return [d_x, d_scale, d_bias]

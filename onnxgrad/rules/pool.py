@@ -12,6 +12,8 @@ S_i [k_i*O_i, D_i] (row j*O_i + o has a 1 at the tap's position, none when the t
 * AveragePool: ``dx = (dy / count) x_i T_i`` with T_i[o, p] = sum_j S_i (the window's taps);
   counts follow count_include_pad.
 * LpPool: ``dx = sign(x) |x|^(p-1) * ((dy * y^(1-p)) x_i T_i)``.
+* Global pools: broadcasts; MaxRoiPool: bins rebuilt from the rois at run time, first maximum
+  per bin, rois scattered back to their batch entry by a MatMul.
 """
 
 from __future__ import annotations
@@ -217,3 +219,54 @@ def globallppool_grad(g: Emitter, op: Op, dy: str) -> list:
     x, y = op.input(0), op.output(0)
     p = int(op.attr("p", 2))
     return [g.Mul(_lp_outer(g, dy, y, p), _lp_factor(g, x, p))]
+
+
+def _same(g: Emitter, a: str, b: str) -> str:
+    """a == b for floats at any opset (Equal has float kernels only from opset 11)."""
+    return g.And(g.Not(g.Less(a, b)), g.Not(g.Less(b, a)))
+
+
+def _bins(g: Emitter, start: str, end: str, pooled: int, size: int, like: str) -> str:
+    """[R, pooled, size] bool: which positions each bin of each roi covers (onnxruntime's rule:
+    bin p spans floor(p * b) .. ceil((p + 1) * b) from the roi start, b = roi length / pooled,
+    clipped to the input)."""
+    length = g.Max(g.Add(g.Sub(end, start), g.const(1, like=like)), g.const(1, like=like))
+    width = g.Div(length, g.const(float(pooled), like=like))
+    p = g.const(np.arange(pooled, dtype=np.float64)[None, :], like=like)
+    lo = g.Add(g.Floor(g.Mul(p, width)), start)
+    hi = g.Add(g.Ceil(g.Mul(g.Add(p, g.const(1, like=like)), width)), start)
+    zero, top = g.const(0, like=like), g.const(float(size), like=like)
+    lo, hi = g.Min(g.Max(lo, zero), top), g.Min(g.Max(hi, zero), top)
+    pos = g.const(np.arange(size, dtype=np.float64), like=like)
+    return g.And(g.Not(g.Less(pos, g.unsqueeze(lo, [2]))), g.Less(pos, g.unsqueeze(hi, [2])))
+
+
+@register_gradient("MaxRoiPool", inputs=(0,))
+def maxroipool_grad(g: Emitter, op: Op, dy: str) -> list:
+    """dy goes to the first maximum of each roi bin, bins recomputed from the rois at run time.
+
+    Roi corners are rounded as floor(v * spatial_scale + 0.5) (onnxruntime's std::round for
+    non-negative coordinates). Overlapping rois and bins add up in the final sums.
+    """
+    x, rois, y = op.input(0), op.input(1), op.output(0)
+    xs = g.static_shape(x)
+    if xs is None:
+        raise GradientArgumentError(f"MaxRoiPool node {op.name!r}: the gradient needs the input's static shape")
+    n, c, h, w = xs
+    ph, pw = op.attr("pooled_shape")
+    scale = op.attr("spatial_scale", 1.0)
+    corners = g.Floor(g.Add(g.Mul(g.slice(rois, [1], [5], [1]), g.const(scale, like=x)), g.const(0.5, like=x)))
+    start_w, start_h, end_w, end_h = g.split(corners, [1, 1, 1, 1], axis=1)
+    rows = _bins(g, start_h, end_h, ph, h, x)  # [R, PH, H]
+    cols = _bins(g, start_w, end_w, pw, w, x)  # [R, PW, W]
+    region = g.And(g.unsqueeze(rows, [2, 4]), g.unsqueeze(cols, [1, 3]))  # [R, PH, PW, H, W]
+    batch = g.reshape(g.Cast(g.slice(rois, [0], [1], [1]), to=7), [-1])  # int64 [R]
+    planes = g.unsqueeze(g.Gather(x, batch, axis=0), [2, 3])  # [R, C, 1, 1, H, W]
+    hit = g.And(_same(g, planes, g.unsqueeze(y, [4, 5])), g.unsqueeze(region, [1]))
+    windows = g.reshape(g.cast_like(hit, x), [0, 0, 0, 0, h * w])
+    earlier = g.MatMul(windows, g.const(np.triu(np.ones((h * w, h * w)), 1), like=x))
+    first = g.Mul(windows, g.cast_like(g.Less(earlier, g.const(0.5, like=x)), x))
+    per_roi = g.reduce_sum(g.Mul(first, g.unsqueeze(dy, [4])), [2, 3], keepdims=False)  # [R, C, H*W]
+    owner = g.cast_like(g.Equal(g.unsqueeze(batch, [1]), g.ints(range(n))), x)  # [R, N]
+    dx = g.MatMul(g.Transpose(owner, perm=[1, 0]), g.reshape(per_roi, [0, -1]))
+    return [g.reshape(dx, list(xs)), None]

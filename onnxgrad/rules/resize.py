@@ -106,6 +106,59 @@ def _measure(g: Emitter, op: Op, x: str, axis: int, in_size: int, out_size: int,
     return g.reshape(measured, [in_size, out_size] if basis < axis else [out_size, in_size])
 
 
+class _KeepAspect:
+    """Resize with sizes and keep_aspect_ratio_policy not_larger/not_smaller (opset 18+).
+
+    One scale (the min or max of sizes/in over ``axes``) applies to all of ``axes``, with the
+    output rounded; the measuring node must see the same scale, so it resizes a tensor as large
+    as the input along ``axes`` (ones there, the identity along the measured axis and a basis
+    axis outside ``axes``), with the forward's policy, and keeps one slice.
+    """
+
+    def __init__(self, axes: List[int], sizes: List[int], in_sizes: List[int], scale: float, policy: str):
+        self.axes, self.sizes, self.in_sizes, self.scale, self.policy = axes, sizes, in_sizes, scale, policy
+
+    @classmethod
+    def of(cls, g: Emitter, op: Op, xs) -> "_KeepAspect":
+        rank = len(xs)
+        policy = op.attr("keep_aspect_ratio_policy")
+        sizes = g.constant_value(op.input(3)) if len(op.inputs) > 3 else None
+        axes = [int(a) % rank for a in op.attr("axes") or range(rank)]
+        if sizes is None or op.attr("coordinate_transformation_mode") == "tf_crop_and_resize" or any(
+                not isinstance(xs[a], int) for a in axes):
+            raise GradientArgumentError(
+                f"Resize node {op.name!r}: keep_aspect_ratio_policy needs constant sizes and static input sizes "
+                "(and no tf_crop_and_resize)")
+        ratios = [float(s) / xs[a] for s, a in zip(sizes, axes)]
+        scale = min(ratios) if policy == "not_larger" else max(ratios)
+        return cls(axes, [int(s) for s in sizes], [int(xs[a]) for a in axes], scale, policy)
+
+    def measure(self, g: Emitter, op: Op, x: str, axis: int, out_size: int) -> tuple:
+        """(basis axis, A_axis^T [in, out] if basis < axis else A_axis [out, in])."""
+        rank = g.rank(x)
+        free = [k for k in range(rank) if k != axis and k not in self.axes]
+        if not free:
+            raise GradientArgumentError(
+                f"Resize node {op.name!r}: keep_aspect_ratio_policy over every axis cannot be differentiated "
+                "(no axis is left to hold the identity)")
+        basis = free[0]
+        in_size = self.in_sizes[self.axes.index(axis)]
+        shape = [1] * rank
+        for a, n in zip(self.axes, self.in_sizes):
+            shape[a] = n
+        shape[basis] = in_size
+        eye_shape = [1] * rank
+        eye_shape[basis] = eye_shape[axis] = in_size
+        eye = g.const(np.eye(in_size).reshape(eye_shape) * np.ones(shape), like=x)
+        attrs = {k: op.attr(k) for k in _MATRIX_ATTRS if op.has_attr(k)}
+        measured = g.op("Resize", eye, None, None, g.ints(self.sizes), axes=self.axes,
+                        keep_aspect_ratio_policy=self.policy, **attrs)
+        others = [a for a in self.axes if a != axis]
+        if others:
+            measured = g.slice(measured, [0] * len(others), [1] * len(others), others)
+        return basis, g.reshape(measured, [in_size, out_size] if basis < axis else [out_size, in_size])
+
+
 def _resize_grad(g: Emitter, op: Op, dy: str) -> str:
     x, y = op.input(0), op.output(0)
     xs, ys = g.shape(x), g.shape(y)
@@ -114,22 +167,27 @@ def _resize_grad(g: Emitter, op: Op, dy: str) -> str:
     rank = len(xs)
     if rank < 2:
         raise GradientArgumentError(f"{op.op_type} node {op.name!r}: the gradient needs an input of rank 2 or more")
-    if op.attr("keep_aspect_ratio_policy", "stretch") != "stretch":
-        raise GradientArgumentError(
-            f"{op.op_type} node {op.name!r}: keep_aspect_ratio_policy="
-            f"{op.attr('keep_aspect_ratio_policy')!r} is not supported (only 'stretch')")
     params = _inputs(g, op)
     crop = op.attr("coordinate_transformation_mode") == "tf_crop_and_resize"
+    aspect = _KeepAspect.of(g, op, xs) if op.attr("keep_aspect_ratio_policy", "stretch") != "stretch" else None
     dx = dy
     for a in range(rank):
-        unit = params["scales"][a] == 1.0 if params["scales"] is not None else xs[a] == ys[a]
+        if aspect is not None:
+            unit = a not in aspect.axes or aspect.scale == 1.0
+        elif params["scales"] is not None:
+            unit = params["scales"][a] == 1.0
+        else:
+            unit = xs[a] == ys[a]
         if unit and not crop:
             continue  # the identity along this axis
         if not isinstance(xs[a], int) or not isinstance(ys[a], int):
             raise GradientArgumentError(
                 f"{op.op_type} node {op.name!r}: the gradient needs static sizes along resized axis {a}")
-        basis = 0 if a else 1
-        m = _measure(g, op, x, a, xs[a], ys[a], basis, params)
+        if aspect is not None:
+            basis, m = aspect.measure(g, op, x, a, ys[a])
+        else:
+            basis = 0 if a else 1
+            m = _measure(g, op, x, a, xs[a], ys[a], basis, params)
         # m is A_a^T [in, out] when basis < a, else A_a [out, in]; the last axis needs A_a itself
         if basis < a:
             dx = contract_axis(g, dx, a, rank, g.Transpose(m, perm=[1, 0]) if a == rank - 1 else None, m)

@@ -26,7 +26,7 @@ def _shape_vector(g, parts: Sequence[Union[int, str]]) -> str:
 
 def _static_dim(g, x: str, axis: int) -> Optional[int]:
     s = g.shape(x)
-    return s[axis] if s is not None and isinstance(s[axis], int) else None
+    return s[axis] if s is not None and -len(s) <= axis < len(s) and isinstance(s[axis], int) else None
 
 
 # ---------------------------------------------------------------- reshapes: y has x's elements in order
@@ -53,9 +53,11 @@ def expand(g, op, dy):
 @register_gradient("Concat")
 def concat(g, op, dy):
     xs = op.inputs
-    axis = op.attr("axis") % g.rank(xs[0])
     if len(xs) == 1:
         return [dy]
+    # any known rank normalizes the axis; without one, Shape/Gather/Slice take it negative too
+    rank = next((len(s) for s in map(g.shape, xs + [op.output()]) if s is not None), None)
+    axis = op.attr("axis") % rank if rank is not None else op.attr("axis")
     sizes = [_static_dim(g, x, axis) for x in xs]
     if all(s is not None for s in sizes):
         return g.split(dy, sizes, axis)

@@ -53,9 +53,8 @@ def _class_mask(g: Emitter, op: Op, labels: str, like: str) -> str:
     if isinstance(c_dim, int):
         classes = g.ints(np.arange(c_dim))
     else:
-        c_size = g.Gather(g.Shape(like), g.ints([1]))
-        classes = g.Range(g.scalar_int(0), g.Squeeze(c_size, g.ints([0])), g.scalar_int(1))
-    column = g.reshape(classes, [1, -1] + [1] * (rank - 2))
+        classes = g.Range(g.scalar_int(0), g.Gather(g.shape_of(like), g.scalar_int(1)), g.scalar_int(1))
+    column = g.reshape(g.cast_like(classes, labels), [1, -1] + [1] * (rank - 2))
     hit = g.Equal(g.unsqueeze(labels, [1]), column)
     ignore = op.attr("ignore_index")
     if ignore is not None:

@@ -1,0 +1,235 @@
+"""Models whose weights live in external files.
+
+onnxgrad never reads external weights: it needs only their names, dtypes and shapes. The
+gradient model references the same files; beside the input (the command line's default) the
+references resolve as they are, elsewhere :func:`onnxgrad.modelio.write_model` copies
+the files into the output folder when told the source. Locations that leave the model's
+folder are refused. A model with more than 2 GB of external weights (a sparse file, so the test
+stays cheap) goes through the command line with a peak memory far below the weights' size.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxgrad
+from onnxgrad import errors
+from onnxgrad.checking import session
+from onnxgrad.modelio import write_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLOAT = TensorProto.FLOAT
+
+
+def mlp() -> onnx.ModelProto:
+    """loss = sum(tanh(x @ W1 + b1) @ W2) with weights big enough to be stored externally."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.3, n)
+             for n, s in (("W1", (8, 32)), ("b1", (32,)), ("W2", (32, 4)))]
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h0"]), helper.make_node("Add", ["h0", "b1"], ["h1"]),
+             helper.make_node("Tanh", ["h1"], ["h"]), helper.make_node("MatMul", ["h", "W2"], ["o"]),
+             helper.make_node("ReduceSum", ["o"], ["loss"], keepdims=0)]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", FLOAT, [2, 8])],
+                              [helper.make_tensor_value_info("loss", FLOAT, [])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def save_external(model: onnx.ModelProto, folder, location: str = "weights.bin") -> str:
+    path = os.path.join(folder, "mlp.onnx")
+    onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=location,
+                    size_threshold=0)
+    return path
+
+
+def _locations(model: onnx.ModelProto) -> set:
+    return {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+
+
+def _run_gradients(path: str, names) -> list:
+    feeds = {"x": np.linspace(-1, 1, 16, dtype=np.float32).reshape(2, 8)}
+    return session_from_file(path).run(names, feeds)
+
+
+def session_from_file(path: str):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+
+def _expected():
+    result = onnxgrad.gradients(mlp(), "loss", ["W1", "b1", "W2"])
+    feeds = {"x": np.linspace(-1, 1, 16, dtype=np.float32).reshape(2, 8)}
+    return session(result.model).run(result.names, feeds)
+
+
+def test_weights_are_never_read_and_the_output_runs_beside_the_input(tmp_path):
+    src = save_external(mlp(), tmp_path)
+    weights = tmp_path / "weights.bin"
+    data = weights.read_bytes()
+    weights.write_bytes(b"")  # differentiation must not need the bytes (reading them would fail)
+    out = tmp_path / "mlp.grad.onnx"
+    r = subprocess.run([sys.executable, "-m", "onnxgrad", "differentiate", src, "--xs", "W1,b1,W2", "--ys", "loss"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert out.exists()
+    weights.write_bytes(data)
+    grad = onnx.load(str(out), load_external_data=False)
+    assert _locations(grad) == {"weights.bin"}
+    assert all(t.data_location == TensorProto.EXTERNAL and not t.raw_data for t in grad.graph.initializer)
+    onnx.checker.check_model(str(out), full_check=True)
+    names = [o.name for o in grad.graph.output[1:]]
+    for got, want in zip(_run_gradients(str(out), names), _expected()):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_output_in_another_folder_copies_the_weights(tmp_path):
+    (tmp_path / "in" / "data").mkdir(parents=True)  # onnx.save does not create it
+    src = save_external(mlp(), tmp_path / "in", location="data/weights.bin")
+    other = tmp_path / "out"
+    other.mkdir()
+    result = onnxgrad.gradients(src, "loss", ["W1", "b1", "W2"])
+    write_model(result.model, str(other / "g.onnx"), source=src)
+    copied = other / "data" / "weights.bin"
+    assert copied.read_bytes() == (tmp_path / "in" / "data" / "weights.bin").read_bytes()
+    onnx.checker.check_model(str(other / "g.onnx"), full_check=True)
+    for got, want in zip(_run_gradients(str(other / "g.onnx"), result.names), _expected()):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # writing again finds the same file in place and leaves it
+    write_model(result.model, str(other / "g.onnx"), source=src)
+    assert sorted(os.listdir(other)) == ["data", "g.onnx"]
+
+
+def test_output_elsewhere_without_its_weights_is_refused(tmp_path):
+    (tmp_path / "in").mkdir()
+    src = save_external(mlp(), tmp_path / "in")
+    other = tmp_path / "out"
+    other.mkdir()
+    result = onnxgrad.gradients(src, "loss", "W1")
+    with pytest.raises(errors.OutputWriteError, match="'weights.bin' is not in"):
+        write_model(result.model, str(other / "g.onnx"))
+    (other / "weights.bin").write_bytes(b"someone else's file")
+    with pytest.raises(errors.OutputWriteError, match="already exists and is not the input's external data"):
+        write_model(result.model, str(other / "g.onnx"), source=src)
+    assert sorted(os.listdir(other)) == ["weights.bin"]
+    assert (other / "weights.bin").read_bytes() == b"someone else's file"
+
+
+def test_failed_write_removes_the_copies_it_made(tmp_path, monkeypatch):
+    (tmp_path / "in").mkdir()
+    src = save_external(mlp(), tmp_path / "in")
+    other = tmp_path / "out"
+    other.mkdir()
+    result = onnxgrad.gradients(src, "loss", "W1")
+
+    def no_space(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("onnxgrad.modelio.os.replace", no_space)
+    with pytest.raises(errors.OutputWriteError, match="No space left"):
+        write_model(result.model, str(other / "g.onnx"), source=src)
+    monkeypatch.undo()
+    assert os.listdir(other) == []
+
+
+def _external_model(location: str) -> onnx.ModelProto:
+    t = TensorProto(name="W", data_type=FLOAT, dims=[3], data_location=TensorProto.EXTERNAL)
+    t.external_data.add(key="location", value=location)
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "W"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", FLOAT, [3])],
+                              [helper.make_tensor_value_info("y", FLOAT, [3])], [t])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("location", ["../w.bin", "sub/../../w.bin", "/etc/hostname", "..\\w.bin", "C:\\w.bin", ""])
+def test_locations_outside_the_folder_are_refused(location, tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_external_model(location).SerializeToString())
+    with pytest.raises(errors.InvalidModelError, match="external data of tensor 'W'"):
+        onnxgrad.gradients(str(path), "y", "W")
+    with pytest.raises(errors.InvalidModelError, match="external data of tensor 'W'"):
+        onnxgrad.gradients(_external_model(location), "y", "W")  # a ModelProto: checked by text
+
+
+def test_symlinks_are_followed_only_inside_the_folder(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "real.bin").write_bytes(np.ones(3, np.float32).tobytes())
+    os.symlink("real.bin", tmp_path / "m" / "inside.bin")
+    os.symlink(tmp_path / "secret.bin", tmp_path / "m" / "outside.bin")
+    for loc, ok in (("inside.bin", True), ("outside.bin", False)):
+        path = tmp_path / "m" / f"{loc}.onnx"
+        path.write_bytes(_external_model(loc).SerializeToString())
+        if ok:
+            assert onnxgrad.gradients(str(path), "y", "W").names[0] is not None
+        else:
+            with pytest.raises(errors.InvalidModelError, match="symlink"):
+                onnxgrad.gradients(str(path), "y", "W")
+
+
+def test_external_constant_attribute_is_checked_too(tmp_path):
+    t = TensorProto(name="c", data_type=FLOAT, dims=[3], data_location=TensorProto.EXTERNAL)
+    t.external_data.add(key="location", value="../c.bin")
+    model = _external_model("w.bin")
+    model.graph.node.insert(0, helper.make_node("Constant", [], ["c"], value=t))
+    with pytest.raises(errors.InvalidModelError, match="tensor 'c'"):
+        onnxgrad.gradients(model, "y", "W")
+
+
+def test_small_models_stay_in_one_file(tmp_path):
+    out = tmp_path / "g.onnx"
+    write_model(onnxgrad.gradients(mlp(), "loss", "W1").model, str(out))
+    assert os.listdir(tmp_path) == ["g.onnx"]
+    assert not _locations(onnx.load(str(out)))
+
+
+# ------------------------------------------------------------------------- past protobuf's 2 GB
+_MEASURE = """
+import resource, subprocess, sys
+r = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+sys.stdout.write(r.stdout)
+sys.stderr.write(r.stderr)
+print("PEAK_KB", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(r.returncode)
+"""
+
+
+def test_model_past_2gb_of_external_weights(tmp_path):
+    """2.4 GB of weights in a sparse file: the CLI differentiates it with little memory."""
+    n = 200_000_000  # 800 MB of float32 per weight, three weights
+    inits = []
+    for i in range(3):
+        t = TensorProto(name=f"W{i}", data_type=FLOAT, dims=[n], data_location=TensorProto.EXTERNAL)
+        for k, v in (("location", "big.bin"), ("offset", str(i * 4 * n)), ("length", str(4 * n))):
+            t.external_data.add(key=k, value=v)
+        inits.append(t)
+    nodes = [helper.make_node("Mul", ["x", f"W{i}"], [f"m{i}"]) for i in range(3)]
+    nodes += [helper.make_node("Sum", ["m0", "m1", "m2"], ["y"])]
+    graph = helper.make_graph(nodes, "big", [helper.make_tensor_value_info("x", FLOAT, [n])],
+                              [helper.make_tensor_value_info("y", FLOAT, [n])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    src = tmp_path / "big.onnx"
+    src.write_bytes(model.SerializeToString())
+    weights_size = 3 * 4 * n
+    with open(tmp_path / "big.bin", "wb") as f:
+        f.truncate(weights_size)  # sparse: no disk blocks, and nothing to read
+    assert weights_size > 2**31
+
+    r = subprocess.run([sys.executable, "-c", _MEASURE, sys.executable, "-m", "onnxgrad", "differentiate", str(src),
+                        "--xs", "W0,W1,W2", "--ys", "y"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    peak = int(r.stdout.rsplit("PEAK_KB", 1)[1]) * 1024
+    print(f"peak RSS {peak / 2**20:.0f} MiB for {weights_size / 2**30:.2f} GiB of external weights")
+    assert peak < weights_size / 8
+
+    out = tmp_path / "big.grad.onnx"
+    grad = onnx.load(str(out), load_external_data=False)
+    assert _locations(grad) == {"big.bin"}
+    assert [o.name for o in grad.graph.output][1:] == ["gradients/W0_grad", "gradients/W1_grad", "gradients/W2_grad"]
+    onnx.checker.check_model(str(out), full_check=True)
+    assert os.path.getsize(out) < 2**20
