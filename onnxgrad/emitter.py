@@ -504,58 +504,51 @@ class Emitter:
 
     # ---------------------------------------------------------------- broadcasting
     def sum_to(self, grad: str, x: str, like: str) -> str:
-        """Sum ``grad`` (shaped like ``like``, a broadcast result) back to the shape of ``x``."""
+        """Sum ``grad`` (shaped like ``like``, a broadcast result) back to the shape of ``x``.
+
+        Static where the shapes decide it; otherwise the axes are computed at run time.
+        """
         xs, ys = self.shape(x), self.shape(like)
         if xs is None or ys is None:
-            if xs is not None and ys is not None and xs == ys:
-                return grad
-            raise GradientArgumentError(
-                f"cannot undo broadcasting from {like!r} to {x!r}: rank unknown "
-                "(give the model's inputs shapes)"
-            )
+            return self._sum_to_dynamic(grad, x)
         if xs == ys and all(d is not None for d in xs):
             return grad
         lead = len(ys) - len(xs)
         if lead < 0:
             raise GradientArgumentError(f"gradient of {x!r} has lower rank than the tensor itself")
         axes = list(range(lead))
-        dynamic = False
         for i, dx in enumerate(xs):
             dy = ys[lead + i]
             if dx == 1 and dy != 1:
                 axes.append(lead + i)
-            elif dx == dy and dx is not None:
-                continue
-            elif isinstance(dx, int) and dx != 1:
-                continue  # a non-1 dim is never broadcast
-            elif dy == 1:
-                continue
+            elif (dx == dy and dx is not None) or (isinstance(dx, int) and dx != 1) or dy == 1:
+                continue  # same dim, or a dim that is never broadcast
             else:
-                dynamic = True
-        if dynamic:
-            return self._sum_to_dynamic(grad, x, len(ys))
+                return self._sum_to_dynamic(grad, x)
         if not axes:
             return grad
         red = self.reduce_sum(grad, axes, keepdims=True)
         if lead:
-            red = self.reshape(red, self.shape_of(x)) if self.static_shape(x) is None else self.reshape(red, list(xs))  # type: ignore[arg-type]
+            static = self.static_shape(x)
+            red = self.reshape(red, list(static) if static is not None else self.shape_of(x))
         return red
 
-    def _sum_to_dynamic(self, grad: str, x: str, rank_y: int) -> str:
-        """Reduce over the axes where x's runtime dim is 1 and the gradient's is not."""
+    def _sum_to_dynamic(self, grad: str, x: str) -> str:
+        """Reduce over the axes where the gradient's run-time dim differs from x's (x padded
+        with leading 1s to the gradient's rank), then reshape to x's shape."""
         if self.opset < 13:
             raise GradientArgumentError(
-                f"the broadcast of {x!r} depends on symbolic dimensions; undoing it needs opset 13 "
-                "or newer (ReduceSum with axes as an input)"
+                f"undoing the broadcast of {x!r} depends on shapes known only at run time, which "
+                "needs opset 13 or newer (ReduceSum with axes as an input); give the model's inputs "
+                "static shapes or convert it to opset 13"
             )
-        rank_x = len(self.shape(x) or ())
         gshape = self.Shape(grad)
         xshape = self.shape_of(x)
-        if rank_y > rank_x:
-            xshape = self.Concat(self.ints([1] * (rank_y - rank_x)), xshape, axis=0)
-        one = self.ints([1])
-        mask = self.And(self.Equal(xshape, one), self.Not(self.Equal(gshape, one)))
-        axes = self.Reshape(self.NonZero(mask), self.ints([-1]))
+        lead = self.Sub(self.Size(gshape), self.Size(xshape))
+        ones = self.op("ConstantOfShape", self.Reshape(lead, self.ints([1])),
+                       value=numpy_helper.from_array(np.array([1], np.int64), "value"))
+        padded = self.Concat(ones, xshape, axis=0)
+        axes = self.Reshape(self.NonZero(self.Not(self.Equal(padded, gshape))), self.ints([-1]))
         red = self.op("ReduceSum", grad, axes, keepdims=1, noop_with_empty_axes=1)
         return self.reshape(red, self.shape_of(x))  # type: ignore[arg-type]
 

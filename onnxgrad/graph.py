@@ -51,6 +51,13 @@ def load_model(model: ModelLike) -> ModelProto:
         raise ModelReadError(f"model file not found: {path}")
     if os.path.isdir(path):
         raise ModelReadError(f"model path is a directory, not a file: {path}; give the .onnx file inside it")
+    if not os.path.isfile(path):  # a FIFO or a device such as /dev/zero would never end
+        raise ModelReadError(f"model path is not a regular file: {path}; give a .onnx file")
+    if os.path.getsize(path) > 2**31 - 1:
+        raise ModelReadError(
+            f"{path} is larger than protobuf's 2 GB limit, so it cannot be an ONNX model file; a model "
+            "this large keeps its weights in external data files (onnx.save_model(..., save_as_external_data=True))"
+        )
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -502,13 +509,13 @@ class GraphIndex:
                 f"the model is not valid ONNX: {_first_line(e)}; onnx.checker.check_model shows the details"
             ) from None
         info: Dict[str, TensorInfo] = {}
-        try:  # the checker's full_check: a model failing it can only give an invalid output
-            inferred = onnx.shape_inference.infer_shapes(view, check_type=True, strict_mode=True)
-        except Exception as e:
+        # the checker's full_check: a model failing it can only give an invalid output
+        inferred, error = _strict_inference(view)
+        if error:
             raise InvalidModelError(
-                f"the model's types or shapes are inconsistent: {_first_line(e)}; "
+                f"the model's types or shapes are inconsistent: {error}; "
                 "onnx.checker.check_model(model, full_check=True) shows the details"
-            ) from None
+            )
         if _worth_data_propagation(inferred):
             try:
                 inferred = onnx.shape_inference.infer_shapes(view, strict_mode=False, data_prop=True)
@@ -524,6 +531,9 @@ class GraphIndex:
                 for a in node.attribute:
                     if a.name == "value":
                         info[node.output[0]] = TensorInfo(a.t.data_type, tuple(int(d) for d in a.t.dims))
+        from .shapes import complete_shapes  # shapes.py builds on this module's types
+
+        complete_shapes(model.graph.node, info)
         return info
 
     def tensor_info(self, name: str) -> TensorInfo:
@@ -537,13 +547,34 @@ def check_gradient_model(model: ModelProto) -> None:
     the wrong channel count, a label of the wrong rank): the backward pass, built from the same
     static shapes, then contradicts itself. Better an error than a model nothing can load.
     """
-    try:
-        onnx.shape_inference.infer_shapes(_light_view(model), check_type=True, strict_mode=True)
-    except Exception as e:
+    error = _strict_inference(_light_view(model))[1]
+    if error:
         raise InvalidModelError(
-            f"the gradient model fails ONNX shape inference ({_first_line(e)}); the input's shapes are "
+            f"the gradient model fails ONNX shape inference ({error}); the input's shapes are "
             "probably inconsistent in a way onnx's checker misses (does onnxruntime run the input?)"
-        ) from None
+        )
+
+
+def _strict_inference(model: ModelProto) -> Tuple[ModelProto, str]:
+    """Strict shape inference: the inferred model, and the first error ('' when none counts).
+
+    onnx reports a failure inside the body of a function op as a nested "Inference error(s)".
+    Some of ONNX's own bodies fail that way (MeanVarianceNormalization's default axes, onnx
+    1.23) although runtimes run the op natively: such errors are not held against the model, and
+    plain inference supplies the types.
+    """
+    try:
+        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True), ""
+    except Exception as e:
+        text = str(e)
+        body = text.split("Inference error(s):", 1)[1] if "Inference error(s):" in text else text
+        entries = [line.strip() for line in body.strip().split("\n") if line.strip()]
+        if not (entries and all(x.startswith("(op_type:") and "Inference error(s):" in x for x in entries)):
+            return model, _first_line(e)
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False), ""
+    except Exception as e:
+        return model, _first_line(e)
 
 
 def parse_names(value: Union[str, Sequence[str], None], what: str) -> List[str]:

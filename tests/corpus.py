@@ -49,7 +49,19 @@ _F32_ULP = ("float32 inputs near 1e4, where the difference step (1e-3) is one fl
             "perturbed inputs round, so central differences carry no correct digit")
 _STFT_INFERENCE = ("not a gradient failure: onnx 1.23's STFT shape inference gives 16 bins where the op returns "
                    "9 (onesided), so the model fails the strict type check onnxgrad runs before differentiating")
+_SOFTMAX_NAN = ("the forward pass itself computes NaN (Softmax of a fully masked row of -inf) and discards it "
+                "with Where; the chain rule multiplies that NaN by a zero gradient (TensorFlow and JAX give NaN too)")
+_INF_OUTPUT = "output qk_matmul_output holds -inf (masked scores), so sum(u * y) is not finite"
 EXCEPTIONS: Dict[str, str] = {
+    "test_attention_23_boolmask_fullymasked_row_nan_robustness_expanded": _SOFTMAX_NAN,
+    "test_attention_23_fullymasked_qk_matmul_output_mode3_zero_expanded": _SOFTMAX_NAN,
+    "test_attention_24_fullymasked_qk_matmul_output_mode3_zero_expanded": _SOFTMAX_NAN,
+    "test_attention_24_qk_matmul_output_mode3_softmax_precision_expanded": _SOFTMAX_NAN,
+    "test_attention_4d_causal_nonpad_negative_offset_structural_empty_expanded": _SOFTMAX_NAN,
+    "test_attention_causal_boolmask_nan_robustness_expanded": _SOFTMAX_NAN,
+    "test_attention_local_window_gqa_rank4_mask_expanded": _SOFTMAX_NAN,
+    "test_attention_4d_with_past_and_present_qk_matmul_bias_3d_mask_causal_expanded": _INF_OUTPUT,
+    "test_attention_4d_with_past_and_present_qk_matmul_bias_4d_mask_causal_expanded": _INF_OUTPUT,
     "test_acosh_example": "x = 1: acosh'(x) = 1/sqrt(x^2 - 1) is infinite",
     "test_elu_example": _KINK_AT_0,
     "test_elu_example_expanded_ver18": _KINK_AT_0,

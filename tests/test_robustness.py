@@ -86,6 +86,13 @@ def _random_bytes(folder: str) -> str:
     return _write(os.path.join(folder, "m.onnx"), np.random.default_rng(0).bytes(4096))
 
 
+def _sparse_3gb(folder: str) -> str:
+    path = os.path.join(folder, "m.onnx")
+    with open(path, "wb") as f:
+        f.truncate(3 * 2**30)  # sparse: costs no disk and is never read
+    return path
+
+
 def _truncated(folder: str) -> str:
     data = good().SerializeToString()
     return _write(os.path.join(folder, "m.onnx"), data[: len(data) * 2 // 3])
@@ -102,6 +109,8 @@ BAD_INPUTS = [
     Bad("empty file", lambda f: _write(os.path.join(f, "m.onnx"), b""), errors.ModelReadError,
         ["model file is empty", "m.onnx"]),
     Bad("directory", lambda f: f, errors.ModelReadError, ["is a directory"], cli_code=2),
+    Bad("a device", lambda f: "/dev/zero", errors.ModelReadError, ["/dev/zero", "not a regular file"]),
+    Bad("past 2 GB", _sparse_3gb, errors.ModelReadError, ["m.onnx", "2 GB"]),
     Bad("random bytes", _random_bytes, errors.ModelReadError, ["m.onnx", "not an ONNX model"]),
     Bad("truncated protobuf", _truncated, errors.ModelReadError, ["m.onnx", "not an ONNX model"]),
     # a TensorProto's wire format does not even parse as a ModelProto; a GraphProto's does

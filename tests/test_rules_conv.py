@@ -80,8 +80,8 @@ def test_symbolic_spatial_dims(strides):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, "H", "W"])
     node = helper.make_node("Conv", ["x", "w"], ["y"], strides=strides, pads=[1, 0, 0, 1])
     w = numpy_helper.from_array(rand(3, 2, 3, 2, seed=1).astype(np.float32), "w")
-    graph = helper.make_graph([node], "symbolic", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H2", "W2"])],
-                              [w])
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H2", "W2"])
+    graph = helper.make_graph([node], "symbolic", [x], [out], [w])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 10
     feeds = {"x": rand(2, 2, 8, 7).astype(np.float32)}

@@ -168,6 +168,26 @@ ATTENTION = [
                                                                  ("past_value", None),
                                                                  ("nonpad_kv_seqlen", np.array([2, 3]))],
          opset=24),
+    # causal with an external cache: the queries are the last of the nonpad_kv_seqlen valid keys
+    # (query i sees key j iff j <= i + nonpad - q_len); in batch 0 the offset is negative and
+    # query 0 sees no key
+    Case("Attention/24-causal-nonpad", "Attention",
+         qkv(2, 2, 2, 2, t=4) + [("attn_mask", None), ("past_key", None), ("past_value", None),
+                                 ("nonpad_kv_seqlen", np.array([1, 3]))], {"is_causal": 1}, opset=24),
+    Case("Attention/24-causal-nonpad-mask", "Attention",
+         qkv(2, 2, 2, 2, t=4) + [("attn_mask", rand(2, 4, seed=9)), ("past_key", None), ("past_value", None),
+                                 ("nonpad_kv_seqlen", np.array([4, 3]))], {"is_causal": 1}, opset=24),
+    # sliding windows (opset 25): key j is seen iff -right <= i + offset - j <= left
+    Case("Attention/25-window-bidirectional", "Attention", qkv(1, 2, 4, 2),
+         {"left_window_size": 1, "right_window_size": 1}, opset=25),
+    Case("Attention/25-window-left-causal-past", "Attention",
+         qkv(1, 2, 2, 2) + [("attn_mask", None), ("past_key", rand(1, 2, 3, 2, seed=7)),
+                            ("past_value", rand(1, 2, 3, 2, seed=8))],
+         {"is_causal": 1, "left_window_size": 2}, opset=25, n_outputs=3),
+    Case("Attention/25-window-right-nonpad-gqa", "Attention",
+         qkv(2, 4, 2, 2, hkv=2, t=4) + [("attn_mask", None), ("past_key", None), ("past_value", None),
+                                        ("nonpad_kv_seqlen", np.array([2, 4]))],
+         {"right_window_size": 0}, opset=25),
 ]
 
 
@@ -229,7 +249,9 @@ SYMBOLIC = [
 SECOND_ORDER = [c for c in DROPOUT + EINSUM_CASES + ATTENTION + ROTARY if c.id in (
     "Dropout/22-training-ratio0", "Einsum/18-three-operands", "Einsum/18-diagonal-with-other",
     "Einsum/18-ellipsis-broadcast", "Einsum/18-summed-out-both", "Attention/gqa", "Attention/scale-softcap",
-    "Attention/float-mask-2d", "RoPE/3d-partial-interleaved", "RoPE/4d-positions")]
+    "Attention/float-mask-2d", "RoPE/3d-partial-interleaved", "RoPE/4d-positions",
+    # a query that sees no key: no NaN may arise anywhere, or the second derivative is NaN
+    "Attention/bool-mask-fully-masked-row", "Attention/24-causal-nonpad")]
 
 
 @pytest.mark.parametrize("case,dtype", params(SYMBOLIC))

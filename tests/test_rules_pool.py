@@ -23,7 +23,8 @@ def distinct(*shape, seed=0):
 def peaked(*shape, seed=0):
     """A big value in the middle of every plane: the max of every window that covers it."""
     x = distinct(*shape, seed=seed) * 0.1
-    x[(slice(None), slice(None)) + tuple(s // 2 for s in shape[2:])] = 5.0 + np.arange(shape[0] * shape[1]).reshape(shape[:2])
+    centre = (slice(None), slice(None)) + tuple(s // 2 for s in shape[2:])
+    x[centre] = 5.0 + np.arange(shape[0] * shape[1]).reshape(shape[:2])
     return x
 
 
@@ -72,7 +73,8 @@ CASES = [
     pool("LpPool", "2d-p2", rand(1, 2, 6, 6, low=0.2, high=1.5), dtypes=F32, kernel_shape=[3, 3], strides=[2, 1],
          pads=[1, 0, 0, 1]),
     pool("LpPool", "2d-p1", rand(1, 2, 5, 5, low=0.2, high=1.5), dtypes=F32, kernel_shape=[2, 2], p=1),
-    pool("LpPool", "2d-p3", rand(1, 2, 5, 6, low=-1.5, high=-0.2), dtypes=F32, kernel_shape=[2, 3], strides=[1, 2], p=3),
+    pool("LpPool", "2d-p3", rand(1, 2, 5, 6, low=-1.5, high=-0.2), dtypes=F32, kernel_shape=[2, 3], strides=[1, 2],
+         p=3),
     pool("LpPool", "1d-opset11", rand(2, 2, 7, low=0.2, high=1.5), dtypes=F32, opset=11, kernel_shape=[3], strides=[2]),
     pool("GlobalAveragePool", "2d", rand(2, 3, 4, 5), dtypes=F32),
     pool("GlobalAveragePool", "2d-symbolic-batch", rand(3, 2, 2, 3), dtypes=F32, symbolic_dims=["x"]),

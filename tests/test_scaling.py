@@ -22,13 +22,14 @@ from onnxgrad.errors import InvalidModelError
 from onnxgrad.modelio import write_model
 
 N = 100_000
-# y = tanh(... tanh(tanh(x * w0) * w1) ...): one Mul and one Tanh per layer, a weight per 1000 layers
+# a chain of Neg nodes with a Tanh every 10 and a Mul by a weight every 100 (a cheap backward pass)
 nodes, inits, h = [], [], "x"
-for i in range(N // 2):
-    w = f"w{i // 1000}"
-    if i % 1000 == 0:
-        inits.append(numpy_helper.from_array(np.full(4, 0.9, np.float32), w))
-    nodes += [helper.make_node("Mul", [h, w], [f"m{i}"]), helper.make_node("Tanh", [f"m{i}"], [f"h{i}"])]
+for i in range(N):
+    if i % 100 == 0:
+        inits.append(numpy_helper.from_array(np.full(4, 0.9, np.float32), f"w{i}"))
+        nodes.append(helper.make_node("Mul", [h, f"w{i}"], [f"h{i}"]))
+    else:
+        nodes.append(helper.make_node("Tanh" if i % 10 == 0 else "Neg", [h], [f"h{i}"]))
     h = f"h{i}"
 graph = helper.make_graph(nodes, "deep", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
                           [helper.make_tensor_value_info(h, TensorProto.FLOAT, [2, 4])], inits)

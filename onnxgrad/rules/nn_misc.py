@@ -170,7 +170,8 @@ def _num_heads(g: Emitter, op: Op, x: str, attr: str) -> int:
 
 
 def _attention_bias(g: Emitter, op: Op, q4: str, k_total: str) -> Optional[str]:
-    """The additive score bias: attn_mask (bool as 0/-inf), the causal frontier, padding."""
+    """The additive score bias: attn_mask (bool as 0/-inf), the causal frontier, the sliding
+    window (opset 25) and the padding of nonpad_kv_seqlen."""
     neg_inf = g.const(-np.inf, like=q4)
     zero = g.const(0.0, like=q4)
     parts = []
@@ -178,13 +179,31 @@ def _attention_bias(g: Emitter, op: Op, q4: str, k_total: str) -> Optional[str]:
     if mask is not None:
         _check_mask_length(g, op, mask)
         parts.append(mask if g.is_float(mask) else g.Where(mask, zero, neg_inf))
-    if op.attr("is_causal", 0):
-        # query i sees key j iff j <= i + past_length
-        past = g.dims(op.input(4), [2]) if op.input(4) else g.ints([0])
+    past, nonpad = op.input(4), op.input(6)
+    causal = op.attr("is_causal", 0)
+    left, right = op.attr("left_window_size", -1), op.attr("right_window_size", -1)
+    if causal or left >= 0 or right >= 0:
+        # query i sits at position i + offset among the keys: after the past keys (internal
+        # cache), or as the last queries of the nonpad_kv_seqlen valid keys (external cache)
+        if past:
+            offset = g.dims(past, [2])
+        elif nonpad is not None:
+            offset = g.reshape(g.Sub(nonpad, g.dims(q4, [2])), [-1, 1, 1, 1])
+        else:
+            offset = g.ints([0])
         rows, cols = _positions(g, q4), _positions(g, k_total)
-        frontier = g.Add(g.unsqueeze(rows, [1]), past)
-        parts.append(g.Where(g.Greater(g.unsqueeze(cols, [0]), frontier), neg_inf, zero))
-    nonpad = op.input(6)
+        behind = g.Sub(g.Add(g.unsqueeze(rows, [1]), offset), g.unsqueeze(cols, [0]))  # query position - key
+        blocked = []
+        if causal:
+            blocked.append(g.Less(behind, g.ints([0])))
+        if left >= 0:
+            blocked.append(g.Greater(behind, g.ints([left])))
+        if right >= 0:
+            blocked.append(g.Less(behind, g.ints([-right])))
+        outside = blocked[0]
+        for b in blocked[1:]:
+            outside = g.Or(outside, b)
+        parts.append(g.Where(outside, neg_inf, zero))
     if nonpad is not None:
         cols = _positions(g, k_total)
         valid = g.Less(g.cast_like(cols, nonpad), g.reshape(nonpad, [-1, 1, 1, 1]))
@@ -269,11 +288,16 @@ def attention(g, op, dy, d_present_key=None, d_present_value=None, d_qk=None):
     else:
         s1 = s0
     bias = _attention_bias(g, op, q4, k_total)
-    s2 = g.Add(s1, bias) if bias is not None else s1
-    p = g.Softmax(s2, axis=-1)
-    if bias is not None:
-        # a row with every key masked is all -inf: its softmax is NaN, the op's output zero
-        p = g.Where(g.IsNaN(p), g.const(0.0, like=q), p)
+    if bias is None:
+        p = g.Softmax(s1, axis=-1)
+    else:
+        # A query that sees no key has an all -inf row, whose softmax is NaN; the op gives zeros.
+        # Such rows get a zero bias before the softmax and zeros after it, so no NaN ever arises
+        # (not even in a discarded branch, which a zero gradient would turn into NaN).
+        zero = g.const(0.0, like=q)
+        blind = g.IsInf(g.reduce("ReduceMax", bias, [-1]), detect_positive=0)
+        s2 = g.Add(s1, g.Where(blind, zero, bias))
+        p = g.Where(blind, zero, g.Softmax(s2, axis=-1))
 
     mode = op.attr("qk_matmul_output_mode", 0)
     d_at = {stage: None for stage in range(4)}

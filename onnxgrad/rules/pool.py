@@ -49,7 +49,9 @@ class _Plan:
         return j * g.dilations[i] + o * g.strides[i] - g.begin[i]
 
     def padded_size(self, i: int) -> int:
-        return max(self.geo.begin[i] + self.in_sizes[i] + self.geo.end[i], int(self.taps(i).max()) + 1 + self.geo.begin[i])
+        """Length of axis i once padded: the pads, or further when ceil_mode reads past them."""
+        begin = self.geo.begin[i]
+        return max(begin + self.in_sizes[i] + self.geo.end[i], begin + int(self.taps(i).max()) + 1)
 
     def selection(self, i: int) -> np.ndarray:
         """S_i [k_i*O_i, D_i]: 1 where a tap reads a real (non-padding) position."""

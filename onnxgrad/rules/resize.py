@@ -163,7 +163,8 @@ def _resize_grad(g: Emitter, op: Op, dy: str) -> str:
     x, y = op.input(0), op.output(0)
     xs, ys = g.shape(x), g.shape(y)
     if xs is None or ys is None:
-        raise GradientArgumentError(f"{op.op_type} node {op.name!r}: the gradient needs the ranks of its input and output")
+        raise GradientArgumentError(
+            f"{op.op_type} node {op.name!r}: the gradient needs the ranks of its input and output")
     rank = len(xs)
     if rank < 2:
         raise GradientArgumentError(f"{op.op_type} node {op.name!r}: the gradient needs an input of rank 2 or more")
