@@ -7,7 +7,10 @@ weight and bias. The script prints, per size, the time of each stage of ``onnxgr
 result with :func:`onnxgrad.modelio.write_model`, then the growth ratio between sizes measured
 side by side in this run. Linear cost means a ratio near 10 per step.
 
-    python benchmarks/bench_scaling.py [--sizes 1000 10000 100000] [--profile 100000]
+    python benchmarks/bench_scaling.py [--sizes 1000 10000 100000] [--profile 100000] [--cli]
+
+``--cli`` measures ``onnxgrad differentiate MODEL --xs @params`` (in process) instead: reading
+the file, differentiating and writing the result.
 """
 
 from __future__ import annotations
@@ -75,21 +78,41 @@ def run(n_nodes: int, folder: str) -> dict:
             "gradients": t1 - t0, "write": t2 - t1, "total": t2 - t0, "cpu": c2 - c0}
 
 
+def run_cli(n_nodes: int, folder: str) -> dict:
+    """``onnxgrad differentiate`` on the saved chain, in this process (no interpreter start-up)."""
+    from onnxgrad import cli
+
+    model = chain_model(n_nodes)
+    src, dst = os.path.join(folder, f"in{n_nodes}.onnx"), os.path.join(folder, f"out{n_nodes}.onnx")
+    onnx.save(model, src)
+    c0, t0 = time.process_time(), time.perf_counter()
+    try:
+        cli.cli.main(args=["differentiate", src, "--xs", "@params", "-o", dst], prog_name="onnxgrad",
+                     standalone_mode=False)
+    finally:
+        c2, t2 = time.process_time(), time.perf_counter()
+    grad_nodes = len(onnx.load(dst, load_external_data=False).graph.node) - len(model.graph.node)
+    return {"nodes": len(model.graph.node), "grad_nodes": grad_nodes, "gradients": float("nan"),
+            "write": float("nan"), "total": t2 - t0, "cpu": c2 - c0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     ap.add_argument("--profile", type=int, metavar="N", help="profile one size with cProfile instead")
+    ap.add_argument("--cli", action="store_true", help="time `onnxgrad differentiate` instead of the API")
     args = ap.parse_args()
+    measure = run_cli if args.cli else run
     sys.setrecursionlimit(200)  # no step may recurse per node
     with tempfile.TemporaryDirectory() as folder:
         if args.profile:
             prof = cProfile.Profile()
             prof.enable()
-            run(args.profile, folder)
+            measure(args.profile, folder)
             prof.disable()
             pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
             return
-        rows = [run(n, folder) for n in args.sizes]
+        rows = [measure(n, folder) for n in args.sizes]
     # CPU time is the figure to compare: wall time also counts other processes on a busy machine
     print(f"{'nodes':>8} {'bwd nodes':>10} {'gradients s':>12} {'write s':>8} {'wall s':>8} {'cpu s':>7} {'ratio':>6}")
     prev = None

@@ -11,7 +11,7 @@ import onnx
 from onnx import ModelProto, TensorProto, helper
 
 from . import engine
-from .emitter import Emitter
+from .emitter import Emitter, _make_node
 from .errors import GradientArgumentError, GradientTypeError
 from .graph import (FLOAT_TYPES, GraphIndex, ModelLike, check_gradient_model, load_model, parse_names,
                     subgraph_outer_names)
@@ -98,6 +98,23 @@ def gradients(
 
     Integer, bool and string tensors are constants: gradients never flow through them.
     """
+    return _gradients(model, None, ys, xs, grad_ys, name, aggregation_method, stop_gradients, unconnected_gradients)
+
+
+def _gradients(
+    model: ModelLike,
+    index: Optional[GraphIndex],
+    ys: Union[str, Sequence[str]],
+    xs: Union[str, Sequence[str]],
+    grad_ys: Optional[Union[GradY, Sequence[GradY]]] = None,
+    name: str = "gradients",
+    aggregation_method: Optional[int] = None,
+    stop_gradients: Optional[Union[str, Sequence[str]]] = None,
+    unconnected_gradients: Union[str, UnconnectedGradients] = UnconnectedGradients.NONE,
+) -> GradientsResult:
+    """:func:`gradients`; with ``index`` (a GraphIndex the caller built with ``load_model``'s
+    private copy, as the CLI does), ``model`` is ignored and ``index.model`` is extended in place
+    instead of being copied and validated again."""
     ys_l = parse_names(ys, "ys")
     xs_l = parse_names(xs, "xs")
     stops = parse_names(stop_gradients, "stop_gradients")
@@ -107,8 +124,11 @@ def gradients(
     aggregate = _aggregator(aggregation_method)
     gys = _parse_grad_ys(grad_ys, len(ys_l))
 
-    proto = load_model(model)
-    index = GraphIndex(proto)
+    if index is None:
+        proto = load_model(model)
+        index = GraphIndex(proto)
+    else:
+        proto = index.model
     for what, names in (("ys", ys_l), ("xs", xs_l), ("stop_gradients", stops)):
         _check_names(index, names, what)
 
@@ -131,7 +151,7 @@ def gradients(
             continue
         g.scope = g.prefix
         out = g.fresh(f"{x.replace('/', '_')}_grad")
-        g.nodes.append(helper.make_node("Identity", [dx], [out], name=out))
+        g.nodes.append(_make_node("Identity", [dx], [out], out, "", {}))
         info = index.tensor_info(x)
         shape = [d if d is not None else None for d in info.shape] if info.shape is not None else None
         outputs.append(helper.make_tensor_value_info(out, info.elem_type, shape))
@@ -153,11 +173,13 @@ def _prune(nodes: List[onnx.NodeProto], outputs: Sequence[str]) -> List[onnx.Nod
     """
     needed = set(outputs)
     kept = []
+    graph_kinds = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
     for n in reversed(nodes):
-        if any(o in needed for o in n.output):
+        if not needed.isdisjoint(n.output):
             kept.append(n)
-            needed.update(i for i in n.input if i)
-            if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute):
+            needed.update(n.input)
+            needed.discard("")  # an omitted optional input: "" must never match an omitted output
+            if n.attribute and any(a.type in graph_kinds for a in n.attribute):
                 needed.update(subgraph_outer_names(n))
     return kept[::-1]
 

@@ -19,7 +19,7 @@ import numpy as np
 from onnx import ModelProto, TensorProto
 
 from . import __version__
-from .api import AggregationMethod, GradientsResult, gradients
+from .api import AggregationMethod, GradientsResult, _gradients
 from .errors import GradientArgumentError, ModelReadError, OnnxGradError, OutputWriteError
 from .graph import FLOAT_TYPES, GraphIndex, load_model
 from .modelio import write_model
@@ -107,6 +107,12 @@ def cli() -> None:
 
 
 # ------------------------------------------------------------------------------------------ names
+def gradients(index: GraphIndex, ys: Sequence[str], xs: Sequence[str], **options) -> GradientsResult:
+    """``onnxgrad.gradients`` on the model the command loaded and indexed: ``index.model`` is
+    extended in place instead of being copied, validated and shape-inferred a second time."""
+    return _gradients(index.model, index, ys, xs, **options)
+
+
 def _split(values: Sequence[str]) -> List[str]:
     """Names from a repeatable option whose values may also be comma-separated lists."""
     return [part.strip() for v in values for part in v.split(",") if part.strip()]
@@ -285,17 +291,17 @@ def differentiate(model_path: str, xs_opt, ys_opt, out, grad_ys_opt, stops_opt, 
     index = GraphIndex(model)
     xs = _resolve_xs(xs_opt, model, index)
     ys = _resolve_ys(ys_opt, index)
+    forward_nodes = len(model.graph.node)  # gradients() extends the model in place
     result = gradients(
-        model, ys, xs,
+        index, ys, xs,
         grad_ys=_parse_grad_ys(grad_ys_opt, ys),
         name=name,
-        gate_gradients=gate_gradients,
         aggregation_method=AGGREGATION[aggregation_method],
         stop_gradients=_split(stops_opt) or None,
         unconnected_gradients=unconnected_gradients,
     )
     write_model(result.model, out, source=model_path)
-    added = len(result.model.graph.node) - len(model.graph.node)
+    added = len(result.model.graph.node) - forward_nodes
     click.echo(_table(["x", "gradient output", "dtype", "shape"], _gradient_rows(result, xs)))
     click.echo(f"wrote {out} ({_count(added, 'node')} added for {_count(len(ys), 'y')} and "
                f"{_count(len(xs), 'x')}, {time.perf_counter() - start:.2f} s)")

@@ -58,6 +58,42 @@ class Op:
         return name in self._attrs
 
 
+def _make_node(op_type: str, inputs: List[str], outputs: List[str], name: str, domain: str,
+               attrs: Dict[str, Any]) -> NodeProto:
+    """``helper.make_node`` (attributes sorted by name, None values dropped), several times faster:
+    the attributes rules pass most (ints, floats, int lists, tensors) are written in place."""
+    node = NodeProto()
+    node.op_type = op_type
+    node.input.extend(inputs)
+    node.output.extend(outputs)
+    node.name = name
+    if domain:
+        node.domain = domain
+    A = onnx.AttributeProto
+    for key in sorted(attrs):
+        value = attrs[key]
+        kind = type(value)
+        if value is None:
+            continue
+        if kind is int:
+            a = node.attribute.add()
+            a.name, a.i, a.type = key, value, A.INT
+        elif kind is float:
+            a = node.attribute.add()
+            a.name, a.f, a.type = key, value, A.FLOAT
+        elif kind is TensorProto:
+            a = node.attribute.add()
+            a.name, a.type = key, A.TENSOR
+            a.t.CopyFrom(value)
+        elif kind is list and value and all(type(v) is int for v in value):
+            a = node.attribute.add()
+            a.name, a.type = key, A.INTS
+            a.ints.extend(value)
+        else:
+            node.attribute.append(helper.make_attribute(key, value))
+    return node
+
+
 def _tensor_dtype_name(elem_type: int) -> str:
     return TensorProto.DataType.Name(elem_type)
 
@@ -147,9 +183,7 @@ class Emitter:
            **attrs: Any) -> Union[str, List[str]]:
         """Emit one node; return its output name (or the list when ``outputs`` > 1)."""
         outs = [self.fresh(op_type) for _ in range(outputs)]
-        node = helper.make_node(op_type, [i or "" for i in inputs], outs, name=outs[0],
-                                domain=domain or None, **{k: v for k, v in attrs.items() if v is not None})
-        self.nodes.append(node)
+        self.nodes.append(_make_node(op_type, [i or "" for i in inputs], outs, outs[0], domain, attrs))
         et = self._result_type(op_type, [i for i in inputs if i], attrs)
         for o in outs:
             if et:
@@ -190,6 +224,7 @@ class Emitter:
             return self.op(op_type, *inputs, **attrs)  # type: ignore[return-value]
 
         emit.__name__ = op_type
+        self.__dict__[op_type] = emit  # later look-ups find it without calling __getattr__
         return emit
 
     # ---------------------------------------------------------------- constants
@@ -212,7 +247,7 @@ class Emitter:
         saved, self.scope = self.scope, self.prefix
         name = self.fresh("Const")
         self.scope = saved
-        self.nodes.append(helper.make_node("Constant", [], [name], name=name, value=tensor))
+        self.nodes.append(_make_node("Constant", [], [name], name, "", {"value": tensor}))
         self._types[name] = dtype
         self._shapes[name] = tuple(arr.shape)
         self._const_cache[key] = name

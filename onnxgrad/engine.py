@@ -47,7 +47,7 @@ class _Ops:
         return self.index.node_inputs[op] if op < self.n_nodes else []
 
     def outputs(self, op: int) -> List[str]:
-        return list(self.index.nodes[op].output) if op < self.n_nodes else [self.source_name[op - self.n_nodes]]
+        return self.index.node_outputs[op] if op < self.n_nodes else [self.source_name[op - self.n_nodes]]
 
 
 def backprop(

@@ -15,6 +15,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 
 import onnx
 from onnx import ModelProto, NodeProto, TensorProto, helper
+from onnx.onnx_cpp2py_export import shape_inference as _c_shape_inference
 
 from .errors import GradientArgumentError, InvalidModelError, ModelReadError
 
@@ -210,6 +211,36 @@ def _info_from_type(tp: onnx.TypeProto) -> TensorInfo:
     return TensorInfo(tt.elem_type, tuple(dims))
 
 
+def _type_summary(tp: onnx.TypeProto) -> Tuple[TensorInfo, bool, bool]:
+    """A value's TensorInfo, whether its tensor shape is fully named (every dim a value or a
+    symbol), and whether it is a 1-D tensor longer than _DATA_PROP_MAX_1D."""
+    dims = tp.tensor_type.shape.dim
+    complete = tp.tensor_type.HasField("shape") and all(d.HasField("dim_value") or d.dim_param for d in dims)
+    return _info_from_type(tp), complete, len(dims) == 1 and dims[0].dim_value > _DATA_PROP_MAX_1D
+
+
+def _summaries(graph: onnx.GraphProto) -> Tuple[Dict[str, TensorInfo], "set[str]", bool]:
+    """TensorInfo of every typed value of ``graph`` (later entries win, as in inputs, value_info,
+    outputs), the names with a fully named shape, and whether a 1-D tensor exceeds
+    _DATA_PROP_MAX_1D. Values share few distinct types: each is decoded once."""
+    cache: Dict[bytes, Tuple[TensorInfo, bool, bool]] = {}
+    info: Dict[str, TensorInfo] = {}
+    known = set()
+    long_1d = False
+    for vi in chain(graph.input, graph.value_info, graph.output):
+        tp = vi.type
+        key = tp.SerializeToString()
+        summary = cache.get(key)
+        if summary is None:
+            summary = cache[key] = _type_summary(tp)
+        name = vi.name
+        info[name] = summary[0]
+        if summary[1]:
+            known.add(name)
+        long_1d = long_1d or summary[2]
+    return info, known, long_1d
+
+
 def subgraph_outer_names(node: NodeProto) -> List[str]:
     """Names a node's subgraphs (If/Loop/Scan bodies) read from the enclosing scope, in order."""
     found: List[str] = []
@@ -283,19 +314,15 @@ def _light_view(model: ModelProto) -> ModelProto:
 _DATA_PROP_MAX_1D = 64
 
 
-def _worth_data_propagation(inferred: ModelProto) -> bool:
-    """Whether a second, data-propagating inference may add anything, at a bounded cost."""
-    g = inferred.graph
-    typed = list(g.input) + list(g.value_info) + list(g.output)
-    for vi in typed:
-        dims = vi.type.tensor_type.shape.dim
-        if len(dims) == 1 and dims[0].dim_value > _DATA_PROP_MAX_1D:
-            return False
-    if any(len(t.dims) == 1 and t.dims[0] > _DATA_PROP_MAX_1D for t in g.initializer):
+def _worth_data_propagation(inferred: ModelProto, known: "set[str]", long_1d: bool,
+                            outputs: Iterable[str]) -> bool:
+    """Whether a second, data-propagating inference may add anything, at a bounded cost.
+
+    ``known``, ``long_1d``: from :func:`_summaries` of the inferred graph; ``outputs``: the names
+    the graph's nodes produce."""
+    if long_1d or any(len(t.dims) == 1 and t.dims[0] > _DATA_PROP_MAX_1D for t in inferred.graph.initializer):
         return False
-    known = {vi.name for vi in typed if vi.type.tensor_type.HasField("shape")
-             and all(d.HasField("dim_value") or d.dim_param for d in vi.type.tensor_type.shape.dim)}
-    return any(out and out not in known for n in g.node for out in n.output)
+    return not known.issuperset(outputs)
 
 
 def _check_initializer_size(t: TensorProto) -> None:
@@ -358,16 +385,18 @@ class GraphIndex:
                 "(convert it with onnx.version_converter.convert_version(model, 13))"
             )
         self.nodes: List[NodeProto] = list(self.graph.node)
+        # each field of each node read once: protobuf field access is the cost of large graphs
+        self.node_outputs: List[List[str]] = [list(n.output) for n in self.nodes]
+        self.node_inputs: List[List[str]] = [list(n.input) for n in self.nodes]
         self.initializers = {t.name for t in self.graph.initializer}
         self.graph_inputs = [i.name for i in self.graph.input]
         self.graph_outputs = [o.name for o in self.graph.output]
         self.producer: Dict[str, int] = {}
-        self.node_inputs: List[List[str]] = []
         self.consumers: Dict[str, List[int]] = {}
         self._check_sources()
         sources = set(self.graph_inputs) | self.initializers
         for idx, node in enumerate(self.nodes):
-            for out in node.output:
+            for out in self.node_outputs[idx]:
                 if not out:
                     continue
                 if out in self.producer or out in sources:
@@ -376,16 +405,20 @@ class GraphIndex:
                         "every tensor must have exactly one producer"
                     )
                 self.producer[out] = idx
+        graph_kinds = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+        consumers = self.consumers
         for idx, node in enumerate(self.nodes):
-            ins = list(node.input)
-            if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            ins = self.node_inputs[idx]
+            if node.attribute and any(a.type in graph_kinds for a in node.attribute):
                 ins += [n for n in subgraph_outer_names(node) if n not in ins]
-            self.node_inputs.append(ins)
             for name in ins:
                 if name:
-                    self.consumers.setdefault(name, []).append(idx)
+                    if name in consumers:
+                        consumers[name].append(idx)
+                    else:
+                        consumers[name] = [idx]
         self._check_structure(sources)
-        self.info = self._infer_types(model)
+        self.info = self._infer_types(model, self.producer)
 
     # -- validation (linear time, no recursion) --------------------------------------------
     def _check_sources(self) -> None:
@@ -409,12 +442,19 @@ class GraphIndex:
         """protobuf hands a string field that is not valid UTF-8 back as bytes: refuse it here,
         before any name is compared, joined or printed."""
         g = self.graph
-        strings = chain(
-            (o.domain for o in self.model.opset_import),
-            (v.name for v in chain(g.input, g.output, g.value_info, g.initializer)),
-            (s for n in self.nodes for s in chain((n.name, n.op_type, n.domain), n.input, n.output,
-                                                   (a.name for a in n.attribute))),
-        )
+        strings = [o.domain for o in self.model.opset_import]
+        strings += [v.name for v in chain(g.input, g.output, g.value_info, g.initializer)]
+        for n, ins, outs in zip(self.nodes, self.node_inputs, self.node_outputs):
+            strings += (n.name, n.op_type, n.domain)
+            strings += ins
+            strings += outs
+            if n.attribute:
+                strings += [a.name for a in n.attribute]
+        try:
+            "".join(strings)  # raises TypeError on any bytes, at C speed
+            return
+        except TypeError:
+            pass
         bad = next((s for s in strings if type(s) is not str), None)
         if bad is not None:
             raise InvalidModelError(
@@ -437,6 +477,11 @@ class GraphIndex:
                         f"node {self.node_label(idx)!r} (op type {node.op_type}) reads tensor {name!r}, which "
                         "no node, graph input or initializer provides (dangling input); fix or re-export the model"
                     )
+        producer = self.producer
+        if all(producer.get(name, -1) < idx for idx, ins in enumerate(self.node_inputs) for name in ins):
+            # every read comes after its producer: no cycle, nodes in topological order
+            self._check_outputs(sources)
+            return
         indegree = [0] * len(self.nodes)
         for idx, ins in enumerate(self.node_inputs):
             indegree[idx] = sum(1 for name in ins if name in self.producer)
@@ -445,7 +490,7 @@ class GraphIndex:
         while queue:
             i = queue.popleft()
             done += 1
-            for out in self.nodes[i].output:
+            for out in self.node_outputs[i]:
                 for c in self.consumers.get(out, ()) if out else ():
                     indegree[c] -= 1
                     if indegree[c] == 0:
@@ -462,6 +507,9 @@ class GraphIndex:
                         f"node {self.node_label(idx)!r} reads {name!r} before node {self.node_label(p)!r} "
                         "produces it; ONNX requires nodes in topological order (re-export or sort the model)"
                     )
+        self._check_outputs(sources)
+
+    def _check_outputs(self, sources: "set[str]") -> None:
         for name in self.graph_outputs:
             if name not in self.producer and name not in sources:
                 raise InvalidModelError(
@@ -500,40 +548,44 @@ class GraphIndex:
 
     # -- types ----------------------------------------------------------------------------
     @staticmethod
-    def _infer_types(model: ModelProto) -> Dict[str, TensorInfo]:
+    def _infer_types(model: ModelProto, producer: Dict[str, int]) -> Dict[str, TensorInfo]:
         view = _light_view(model)
+        data = view.SerializeToString()  # once, for the checker and for inference
         try:
-            onnx.checker.check_model(view)
+            onnx.checker.check_model(data)
         except Exception as e:  # onnx's ValidationError and errors surfaced from its C++ checker
-            raise InvalidModelError(
-                f"the model is not valid ONNX: {_first_line(e)}; onnx.checker.check_model shows the details"
-            ) from None
-        info: Dict[str, TensorInfo] = {}
+            # A deprecated op version (GroupNormalization-18, which PyTorch still exports) is
+            # refused by the checker but run by every runtime: strict inference below still
+            # checks the model's types and shapes.
+            if "is deprecated in domain_version" not in str(e):
+                raise InvalidModelError(
+                    f"the model is not valid ONNX: {_first_line(e)}; onnx.checker.check_model shows the details"
+                ) from None
         # the checker's full_check: a model failing it can only give an invalid output
-        inferred, error = _strict_inference(view)
+        inferred, error = _strict_inference(view, data)
         if error:
             raise InvalidModelError(
                 f"the model's types or shapes are inconsistent: {error}; "
                 "onnx.checker.check_model(model, full_check=True) shows the details"
             )
-        if _worth_data_propagation(inferred):
+        info, known, long_1d = _summaries(inferred.graph)
+        if _worth_data_propagation(inferred, known, long_1d, producer):
             try:
-                inferred = onnx.shape_inference.infer_shapes(view, strict_mode=False, data_prop=True)
+                info = _summaries(onnx.shape_inference.infer_shapes(data, strict_mode=False, data_prop=True).graph)[0]
             except Exception:
                 pass  # the plain inference above stands
-        g = inferred.graph
-        for vi in list(g.input) + list(g.value_info) + list(g.output):
-            info[vi.name] = _info_from_type(vi.type)
         for t in model.graph.initializer:
-            info[t.name] = TensorInfo(t.data_type, tuple(int(d) for d in t.dims))
+            info[t.name] = TensorInfo(t.data_type, tuple(t.dims))
         for node in model.graph.node:
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
                 for a in node.attribute:
                     if a.name == "value":
-                        info[node.output[0]] = TensorInfo(a.t.data_type, tuple(int(d) for d in a.t.dims))
-        from .shapes import complete_shapes  # shapes.py builds on this module's types
+                        info[node.output[0]] = TensorInfo(a.t.data_type, tuple(a.t.dims))
+        # only what onnx left unknown needs completing (in most graphs, nothing)
+        if any(i is None or i.shape is None or not i.elem_type for i in map(info.get, producer)):
+            from .shapes import complete_shapes  # shapes.py builds on this module's types
 
-        complete_shapes(model.graph.node, info)
+            complete_shapes(model.graph.node, info)
         return info
 
     def tensor_info(self, name: str) -> TensorInfo:
@@ -547,7 +599,7 @@ def check_gradient_model(model: ModelProto) -> None:
     the wrong channel count, a label of the wrong rank): the backward pass, built from the same
     static shapes, then contradicts itself. Better an error than a model nothing can load.
     """
-    error = _strict_inference(_light_view(model))[1]
+    error = _strict_inference(_light_view(model), parse=False)[1]
     if error:
         raise InvalidModelError(
             f"the gradient model fails ONNX shape inference ({error}); the input's shapes are "
@@ -555,16 +607,26 @@ def check_gradient_model(model: ModelProto) -> None:
         )
 
 
-def _strict_inference(model: ModelProto) -> Tuple[ModelProto, str]:
+def _strict_inference(model: ModelProto, data: Optional[bytes] = None, parse: bool = True) -> Tuple[ModelProto, str]:
     """Strict shape inference: the inferred model, and the first error ('' when none counts).
+
+    ``data``: ``model`` already serialized. ``parse=False`` only checks: the model itself is
+    returned, sparing the parse of the inferred copy.
 
     onnx reports a failure inside the body of a function op as a nested "Inference error(s)".
     Some of ONNX's own bodies fail that way (MeanVarianceNormalization's default axes, onnx
     1.23) although runtimes run the op natively: such errors are not held against the model, and
     plain inference supplies the types.
     """
+    if data is None:
+        data = model.SerializeToString()
+
+    def infer(strict: bool) -> ModelProto:
+        inferred = _c_shape_inference.infer_shapes(data, strict, strict, False)
+        return onnx.load_from_string(inferred) if parse else model
+
     try:
-        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True), ""
+        return infer(True), ""
     except Exception as e:
         text = str(e)
         body = text.split("Inference error(s):", 1)[1] if "Inference error(s):" in text else text
@@ -572,7 +634,7 @@ def _strict_inference(model: ModelProto) -> Tuple[ModelProto, str]:
         if not (entries and all(x.startswith("(op_type:") and "Inference error(s):" in x for x in entries)):
             return model, _first_line(e)
     try:
-        return onnx.shape_inference.infer_shapes(model, strict_mode=False), ""
+        return infer(False), ""
     except Exception as e:
         return model, _first_line(e)
 

@@ -134,6 +134,34 @@ def with_loss(model: onnx.ModelProto, tensor: str = "", seed: int = 1) -> Tuple[
     return m, "loss"
 
 
+def reference_float64(model: onnx.ModelProto):
+    """An onnx.reference evaluator of ``model`` in float64 with onnxruntime's semantics.
+
+    onnx.reference runs these opset-9 graphs differently from onnxruntime: BatchNormalization-9
+    mixes in batch statistics through its default momentum and Softmax-9 is taken over one axis
+    instead of the 2-D coercion (the version converter rewrites both to opset 15, whose inference
+    semantics the runtimes share), and its LRN is off the ONNX formula (11 % at activations ~30,
+    where onnxruntime matches the formula to 1e-7), so LRN is evaluated by the formula here.
+    """
+    from onnx import version_converter
+    from onnx.reference import ReferenceEvaluator
+    from onnx.reference.op_run import OpRun
+
+    class LRN(OpRun):
+        op_domain = ""
+
+        def _run(self, x, alpha=None, beta=None, bias=None, size=None):
+            # y = x / (bias + alpha / size * sum of x^2 over channels c - floor((size-1)/2)
+            #                                                   .. c + ceil((size-1)/2)) ^ beta
+            channels, squares = x.shape[1], np.zeros_like(x)
+            for c in range(channels):
+                lo, hi = max(0, c - (size - 1) // 2), min(channels, c + size // 2 + 1)
+                squares[:, c] = (x[:, lo:hi] ** 2).sum(axis=1)
+            return (x / (bias + alpha / size * squares) ** beta,)
+
+    return ReferenceEvaluator(version_converter.convert_version(as_float64(model), 15), new_ops=[LRN])
+
+
 def as_float64(model: onnx.ModelProto) -> onnx.ModelProto:
     """A float64 copy (float initializers, inputs and outputs), for onnx.reference."""
     m = onnx.ModelProto()

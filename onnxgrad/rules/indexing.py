@@ -6,12 +6,14 @@ which fall back to OneHot sums before opset 16. A scatter's gradient is the reve
 updates get a gather of dy, the data gets dy with the overwritten positions zeroed (or all of dy
 for ``reduction='add'``). With ``reduction='none'`` and repeated indices the forward result is
 unspecified by ONNX; every repeat then receives the gradient of the position it targets.
+``reduction='max'/'min'`` send the gradient to the data element and the updates equal to the
+output at their position, split evenly among ties (the ReduceMax convention); ``'mul'`` follows
+the product rule, exact at zeros as ReduceProd is (its second derivative only without zeros).
 """
 
 import numpy as np
 from onnx import TensorProto
 
-from ..errors import GradientArgumentError
 from ..registry import register_gradient
 
 
@@ -67,32 +69,81 @@ def _with_batch_coordinates(g, idx: str, b: int) -> str:
     return full
 
 
-def _scatter_reduction(op) -> str:
+class _Scatter:
+    """One ScatterElements/ScatterND node's indexing: ``gather(t)`` reads a data-shaped ``t`` at
+    each update's position, ``combine(base, u, reduction)`` is the op itself on other tensors,
+    ``add(u)`` sums update-shaped ``u`` into a zero data-shaped tensor (repeats accumulate)."""
+
+    def __init__(self, g, op):
+        self.g, self.data, self.idx, self.updates = g, *op.inputs
+        self.op_type = op.op_type
+        self.elements = op.op_type == "ScatterElements"
+        # onnx.reference mishandles a negative axis
+        self.axis = op.attr("axis", 0) % g.rank(self.idx) if self.elements else None
+
+    def gather(self, t: str) -> str:
+        if self.elements:
+            return self.g.GatherElements(t, self.idx, axis=self.axis)
+        return self.g.GatherND(t, self.idx)
+
+    def combine(self, base: str, u: str, reduction: str = "none") -> str:
+        attrs = {"axis": self.axis} if self.elements else {}
+        if reduction != "none":
+            attrs["reduction"] = reduction
+        return self.g.op(self.op_type, base, self.idx, u, **attrs)
+
+    def add(self, u: str) -> str:
+        if self.elements:
+            return self.g.scatter_elements_add(self.g.shape_of(self.data), self.idx, u, self.axis)
+        return self.g.scatter_nd_add(self.g.shape_of(self.data), self.idx, u)
+
+
+def _scatter(g, op, dy):
+    s = _Scatter(g, op)
     reduction = op.attr("reduction", "none")
-    if reduction not in ("none", "add"):
-        raise GradientArgumentError(
-            f"{op.op_type} with reduction={reduction!r} has no gradient rule "
-            "(only reduction 'none' and 'add' are differentiable here)")
-    return reduction
+    if reduction == "none":
+        return [s.combine(dy, g.zeros_like(s.updates)), None, s.gather(dy)]
+    if reduction == "add":
+        return [dy, None, s.gather(dy)]
+    if reduction == "mul":
+        return _scatter_mul(g, s, dy)
+    return _scatter_extremum(g, s, op.output(), dy)
+
+
+def _scatter_extremum(g, s: _Scatter, y: str, dy):
+    """max/min: y at a position is the extremum of data and the updates sent there; the
+    gradient goes to those equal to it, split evenly among ties (as for ReduceMax)."""
+    data_wins = g.cast_like(g.Equal(s.data, y), s.data)
+    update_wins = g.cast_like(g.Equal(s.updates, s.gather(y)), s.updates)
+    share = g.Div(dy, g.Add(data_wins, s.add(update_wins)))  # at least one of them equals y
+    return [g.Mul(share, data_wins), None, g.Mul(s.gather(share), update_wins)]
+
+
+def _scatter_mul(g, s: _Scatter, dy):
+    """mul: y = data * (product of the updates sent there). Each factor's gradient is dy times
+    the product of the other factors at its position, computed without dividing by zero as for
+    ReduceProd: the product of the nonzero factors, divided by the factor itself when it is
+    nonzero, and kept only where the zeros among the other factors number zero."""
+    data, updates = s.data, s.updates
+    zero, one = g.const(0, like=data), g.const(1, like=data)
+    data_zero, update_zero = g.Equal(data, zero), g.Equal(updates, zero)
+    data_nz, updates_nz = g.Where(data_zero, one, data), g.Where(update_zero, one, updates)
+    dy_p = g.Mul(dy, s.combine(data_nz, updates_nz, "mul"))  # dy * product of the nonzero factors
+    zeros = g.Add(g.cast_like(data_zero, data), s.add(g.cast_like(update_zero, updates)))
+    d_data = g.Where(g.Equal(zeros, g.cast_like(data_zero, data)), g.Div(dy_p, data_nz), zero)
+    d_updates = g.Where(g.Equal(s.gather(zeros), g.cast_like(update_zero, updates)),
+                        g.Div(s.gather(dy_p), updates_nz), zero)
+    return [d_data, None, d_updates]
 
 
 @register_gradient("ScatterElements")
 def scatter_elements(g, op, dy):
-    _, idx, updates = op.inputs
-    axis = op.attr("axis", 0) % g.rank(idx)  # onnx.reference mishandles a negative axis
-    d_updates = g.GatherElements(dy, idx, axis=axis)
-    if _scatter_reduction(op) == "add":
-        return [dy, None, d_updates]
-    return [g.ScatterElements(dy, idx, g.zeros_like(updates), axis=axis), None, d_updates]
+    return _scatter(g, op, dy)
 
 
 @register_gradient("ScatterND")
 def scatter_nd(g, op, dy):
-    _, idx, updates = op.inputs
-    d_updates = g.GatherND(dy, idx)
-    if _scatter_reduction(op) == "add":
-        return [dy, None, d_updates]
-    return [g.ScatterND(dy, idx, g.zeros_like(updates)), None, d_updates]
+    return _scatter(g, op, dy)
 
 
 @register_gradient("Trilu")
