@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import enum
-from typing import Any, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import onnx
@@ -13,8 +13,8 @@ from onnx import ModelProto, TensorProto, helper
 from . import engine
 from .emitter import Emitter, _make_node
 from .errors import GradientArgumentError, GradientTypeError
-from .graph import (FLOAT_TYPES, GraphIndex, ModelLike, check_gradient_model, load_model, parse_names,
-                    subgraph_outer_names)
+from .graph import (FLOAT_TYPES, GraphIndex, ModelLike, TensorInfo, check_gradient_model, load_model,
+                    parse_names, subgraph_outer_names)
 
 #: Domain and op type of the marker :func:`stop_gradient` inserts (a model-local function).
 MARKER_DOMAIN = "onnxgrad"
@@ -137,7 +137,8 @@ def _gradients(
     raw = engine.backprop(g, ys_l, xs_l, seeds, set(stops), aggregate)
 
     names: List[Optional[str]] = []
-    outputs: List[onnx.ValueInfoProto] = []
+    outputs: List[Tuple[str, onnx.TypeProto]] = []
+    types: Dict[TensorInfo, onnx.TypeProto] = {}  # many xs share a type: build each TypeProto once
     done = {}
     for x, dx in zip(xs_l, raw):
         if x in done:
@@ -153,14 +154,17 @@ def _gradients(
         out = g.fresh(f"{x.replace('/', '_')}_grad")
         g.nodes.append(_make_node("Identity", [dx], [out], out, "", {}))
         info = index.tensor_info(x)
-        shape = [d if d is not None else None for d in info.shape] if info.shape is not None else None
-        outputs.append(helper.make_tensor_value_info(out, info.elem_type, shape))
+        if info not in types:
+            shape = list(info.shape) if info.shape is not None else None
+            types[info] = helper.make_tensor_value_info(out, info.elem_type, shape).type
+        outputs.append((out, types[info]))
         done[x] = out
         names.append(out)
 
-    proto.graph.node.extend(_prune(g.nodes, [o.name for o in outputs]))
+    proto.graph.node.extend(_prune(g.nodes, [out for out, _ in outputs]))
     proto.graph.input.extend(g.extra_inputs)
-    proto.graph.output.extend(outputs)
+    for out, tp in outputs:
+        proto.graph.output.add(name=out, type=tp)
     check_gradient_model(proto)
     return GradientsResult(proto, names)
 
@@ -258,6 +262,11 @@ def _unique_prefix(index: GraphIndex, name: str) -> str:
 
 def _seed(g: Emitter, index: GraphIndex, y: str, gy: GradY) -> str:
     info = index.tensor_info(y)
+    if gy is None and info.elem_type in (TensorProto.COMPLEX64, TensorProto.COMPLEX128):
+        raise GradientTypeError(
+            f"y {y!r} is complex: pass its grad_ys explicitly (as tf.gradients requires); note that "
+            "onnxgrad treats complex tensors as constants, so no gradient flows through them"
+        )
     if gy is None:
         if not info.is_float:
             return ""  # integer y: nothing flows

@@ -591,3 +591,15 @@ def test_gradients_of_gradients():
     x = np.array([0.5, -1.0, 2.0])
     np.testing.assert_allclose(values(second, {"x": x})[0], 6 * x)
     assert second.names[0].startswith("gradients_1/")
+
+
+def test_complex_y_without_grad_ys_is_a_type_error():
+    import onnxgrad
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["c"], ["y"])], "g",
+        [helper.make_tensor_value_info("c", TensorProto.COMPLEX64, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.COMPLEX64, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(TypeError, match="complex"):
+        onnxgrad.gradients(model, "y", "c")

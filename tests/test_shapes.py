@@ -68,3 +68,4 @@ def test_deprecated_op_version_is_accepted():
         onnx.checker.check_model(model)
     report = check_gradients(model, ["x", "s", "b"])
     assert report.ok, report.checks
+
