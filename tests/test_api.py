@@ -594,8 +594,6 @@ def test_gradients_of_gradients():
 
 
 def test_complex_y_without_grad_ys_is_a_type_error():
-    import onnxgrad
-
     graph = helper.make_graph(
         [helper.make_node("Identity", ["c"], ["y"])], "g",
         [helper.make_tensor_value_info("c", TensorProto.COMPLEX64, [2])],
