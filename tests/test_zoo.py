@@ -16,8 +16,8 @@ before float32 rounding takes over. Measured on SqueezeNet against the float64 d
 swings between -0.0028 and -0.0116 for steps 1e-2 .. 1e-5 (its fc ReLU inputs reach 5e-4).
 ``RTOL`` = 0.1 bounds that; it is a smoke test of every rule on the real graph. The exact check is :func:`test_light_model_float64`: the same
 directional derivative by a float64 central difference (step 1e-7, onnx.reference, no kink
-in reach) must match onnxgrad's float32 gradients to 1e-4 (float32 accumulation over ~1e6-term
-sums leaves ~1e-5).
+in reach) must match onnxgrad's float32 gradients to 1e-4 plus the float32 rounding of the
+contraction (measured: 1e-7 .. 2e-5 relative).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from onnxgrad import gradients
 from onnxgrad.checking import check_gradients, session
 
 RTOL = 0.1
-SLOW = {"bvlc_alexnet", "zfnet512", "resnet50", "densenet121", "inception_v1", "inception_v2"}
+SLOW = {"bvlc_alexnet", "zfnet512"}  # > 30 s each (idle 2-core machine: 34 s, 56 s)
 
 
 def _param(name):
@@ -85,7 +85,7 @@ def test_light_model_float64(name):
     """
     model, feed, weights = zoo.load(name)
     model, loss = zoo.with_loss(model)
-    _, along, _, directed = _directional(model, loss, weights, feed)
+    _, along, magnitude, directed = _directional(model, loss, weights, feed)
     ref = zoo.reference_float64(directed)
     feed64 = {k: v.astype(np.float64) for k, v in feed.items()}
     step = 1e-7
@@ -96,4 +96,6 @@ def test_light_model_float64(name):
     numeric = (loss_at(step) - loss_at(-step)) / (2 * step)
     print(f"\n{name}: float64 directional derivative {numeric:.8g}, onnxgrad {along:.8g}, "
           f"rel. error {abs(along - numeric) / abs(numeric):.2e}")
-    assert abs(along - numeric) <= 1e-4 * abs(numeric)
+    # onnxgrad's gradients are float32: each entry a few ulps off, so the contraction with V may
+    # be off by ~1e-6 of sum |dW| |V| (which exceeds the result 600-2300x on these nets)
+    assert abs(along - numeric) <= 1e-4 * abs(numeric) + 1e-6 * magnitude
