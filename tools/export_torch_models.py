@@ -37,6 +37,8 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 
 OPSET = 17
+MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
+EXAMPLES = {"resnet_cnn": "small_cnn.onnx", "gpt_block": "transformer_block.onnx"}
 OUT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data", "torch")
 
 
@@ -324,6 +326,8 @@ def process(name, builder):
         worst_ew = max(worst_ew, float(ew.max()))
 
     onnx.save(onnx_model, os.path.join(OUT_DIR, f"{name}.onnx"))
+    if name in EXAMPLES:  # the README's real-network examples are the same files
+        onnx.save(onnx_model, os.path.join(MODELS_DIR, EXAMPLES[name]))
     save_npz_deterministic(os.path.join(OUT_DIR, f"{name}.npz"), arrays)
 
     ops = {}
