@@ -14,7 +14,7 @@ import onnx
 from onnx import NodeProto, TensorProto, helper, numpy_helper
 
 from .errors import GradientArgumentError
-from .graph import FLOAT_TYPES, Dim, GraphIndex, TensorInfo
+from .graph import FLOAT_TYPES, UNKNOWN, Dim, GraphIndex, TensorInfo
 
 Axes = Sequence[int]
 
@@ -58,11 +58,11 @@ class Op:
         return name in self._attrs
 
 
-def _make_node(op_type: str, inputs: List[str], outputs: List[str], name: str, domain: str,
+def _fill_node(node: NodeProto, op_type: str, inputs: List[str], outputs: List[str], name: str, domain: str,
                attrs: Dict[str, Any]) -> NodeProto:
-    """``helper.make_node`` (attributes sorted by name, None values dropped), several times faster:
-    the attributes rules pass most (ints, floats, int lists, tensors) are written in place."""
-    node = NodeProto()
+    """``helper.make_node`` into the empty ``node`` (attributes sorted by name, None values
+    dropped), several times faster: the attributes rules pass most (ints, floats, int lists,
+    tensors) are written in place."""
     node.op_type = op_type
     node.input.extend(inputs)
     node.output.extend(outputs)
@@ -109,11 +109,16 @@ class Emitter:
     be made ``like=`` any tensor, forward or backward.
     """
 
-    def __init__(self, index: GraphIndex, prefix: str):
+    def __init__(self, index: GraphIndex, prefix: str, sink: Optional[Any] = None):
+        """``sink``: a GraphProto's repeated ``node`` field to build the nodes in (saving a copy
+        of each when they end up there); they are also listed in ``nodes``."""
         self.index = index
+        self._sink = sink
         self.opset = index.opset
         self.prefix = prefix
         self.nodes: List[NodeProto] = []
+        #: per node of ``nodes`` emitted by add_node: (inputs, outputs, has a subgraph attribute)
+        self.node_io: List[Tuple[List[str], List[str], bool]] = []
         self.scope = prefix
         self._types: Dict[str, int] = {}
         self._shapes: Dict[str, Optional[Tuple[Dim, ...]]] = {}
@@ -155,7 +160,7 @@ class Emitter:
         """Static shape: ints for known dims, str for symbolic ones, None if the rank is unknown."""
         if name in self._types:  # as info(), without building a TensorInfo on this hot path
             return self._shapes.get(name)
-        return self.index.tensor_info(name).shape
+        return self.index.info.get(name, UNKNOWN).shape
 
     def rank(self, name: str) -> int:
         s = self.shape(name)
@@ -183,12 +188,24 @@ class Emitter:
            **attrs: Any) -> Union[str, List[str]]:
         """Emit one node; return its output name (or the list when ``outputs`` > 1)."""
         outs = [self.fresh(op_type) for _ in range(outputs)]
-        self.nodes.append(_make_node(op_type, [i or "" for i in inputs], outs, outs[0], domain, attrs))
+        self.add_node(op_type, [i or "" for i in inputs], outs, outs[0], attrs, domain)
         et = self._result_type(op_type, [i for i in inputs if i], attrs)
         for o in outs:
             if et:
                 self._types[o] = et
         return outs if outputs > 1 else outs[0]
+
+    def add_node(self, op_type: str, inputs: List[str], outputs: List[str], name: str,
+                 attrs: Dict[str, Any], domain: str = "") -> NodeProto:
+        """Append a node as given (names already chosen, no type tracking)."""
+        node = _fill_node(self._sink.add() if self._sink is not None else NodeProto(), op_type, inputs, outputs,
+                          name, domain, attrs)
+        self.nodes.append(node)
+        # the same, as Python values: reading them back from protobuf costs more than keeping them
+        self.node_io.append((inputs, outputs, bool(attrs) and any(
+            isinstance(v, onnx.GraphProto) or (isinstance(v, list) and any(isinstance(x, onnx.GraphProto) for x in v))
+            for v in attrs.values())))
+        return node
 
     _INT64_RESULT = frozenset({"Shape", "Size", "ArgMax", "ArgMin", "NonZero"})
     _BOOL_RESULT = frozenset({"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or",
@@ -210,8 +227,10 @@ class Emitter:
             return self.info(inputs[1]).elem_type
         if op_type in ("OneHot",):
             return self.info(inputs[2]).elem_type
-        for i in inputs:
-            t = self.info(i).elem_type
+        for i in inputs:  # as info(i).elem_type, without building a TensorInfo per input
+            t = self._types.get(i)
+            if t is None:
+                t = self.index.tensor_info(i).elem_type
             if t:
                 return t
         return 0
@@ -247,7 +266,7 @@ class Emitter:
         saved, self.scope = self.scope, self.prefix
         name = self.fresh("Const")
         self.scope = saved
-        self.nodes.append(_make_node("Constant", [], [name], name, "", {"value": tensor}))
+        self.add_node("Constant", [], [name], name, {"value": tensor})
         self._types[name] = dtype
         self._shapes[name] = tuple(arr.shape)
         self._const_cache[key] = name

@@ -38,10 +38,10 @@ class _Ops:
             if name not in self.source_id:
                 self.source_id[name] = n + len(self.source_name)
                 self.source_name.append(name)
-
-    def producer(self, tensor: str) -> Optional[int]:
-        p = self.index.producer.get(tensor)
-        return p if p is not None else self.source_id.get(tensor)
+        # one look-up per call: a source never shares a name with a node output (GraphIndex checks)
+        self._producer = dict(self.source_id)
+        self._producer.update(index.producer)
+        self.producer: Callable[[str], Optional[int]] = self._producer.get
 
     def inputs(self, op: int) -> List[str]:
         return self.index.node_inputs[op] if op < self.n_nodes else []
@@ -202,8 +202,6 @@ def _call_rule(g: Emitter, index: GraphIndex, op_id: int, out_grads: List[Option
                wanted: Callable[[str], bool]) -> Sequence[Optional[str]]:
     node = index.nodes[op_id]
     entry = _rule_entry(index, op_id)
-    where = f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
-    label = index.node_label(op_id)
     if entry.status == registry.NON_DIFFERENTIABLE:
         return ()
     op = Op(node, op_id, index.opset)
@@ -214,6 +212,8 @@ def _call_rule(g: Emitter, index: GraphIndex, op_id: int, out_grads: List[Option
     # A rule may be written for the full signature: trailing entries for omitted optional
     # inputs must then be None.
     if len(result) < n_in or any(r is not None for r in result[n_in:]):
+        where = f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+        label = index.node_label(op_id)
         raise GradientArgumentError(
             f"the gradient rule for {where} returned {len(result)} gradients for node '{label}', "
             f"which has {n_in} inputs"

@@ -574,8 +574,11 @@ class GraphIndex:
                 info = _summaries(onnx.shape_inference.infer_shapes(data, strict_mode=False, data_prop=True).graph)[0]
             except Exception:
                 pass  # the plain inference above stands
+        shared: Dict[Tuple[int, Tuple[int, ...]], TensorInfo] = {}  # weights repeat few (dtype, dims)
         for t in model.graph.initializer:
-            info[t.name] = TensorInfo(t.data_type, tuple(t.dims))
+            key = (t.data_type, tuple(t.dims))
+            found = shared.get(key)
+            info[t.name] = found if found is not None else shared.setdefault(key, TensorInfo(*key))
         for node in model.graph.node:
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
                 for a in node.attribute:
