@@ -12,7 +12,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import onnx
-from onnx import ModelProto, TensorProto, helper, numpy_helper
+from onnx import ModelProto, TensorProto, helper
 
 from .api import _check_names, gradients
 from .errors import GradientArgumentError

@@ -16,7 +16,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import onnx
 import onnx.defs
-from onnx import TensorProto
 
 from . import registry
 from . import rules as _rules  # noqa: F401  (registers the built-in rules)

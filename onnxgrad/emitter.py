@@ -94,10 +94,6 @@ def _fill_node(node: NodeProto, op_type: str, inputs: List[str], outputs: List[s
     return node
 
 
-def _tensor_dtype_name(elem_type: int) -> str:
-    return TensorProto.DataType.Name(elem_type)
-
-
 def np_dtype(elem_type: int) -> np.dtype:
     return helper.tensor_dtype_to_np_dtype(elem_type)
 
@@ -609,8 +605,3 @@ class Emitter:
     def is_float(self, name: str) -> bool:
         t = self._types[name] if name in self._types else self.index.tensor_info(name).elem_type
         return t in FLOAT_TYPES
-
-
-def dtype_name(elem_type: int) -> str:
-    """'float', 'double', 'float16'... as numpy spells them (bfloat16 for BFLOAT16)."""
-    return _tensor_dtype_name(elem_type).lower()

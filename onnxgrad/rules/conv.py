@@ -82,7 +82,7 @@ def same_pads(auto_pad: str, in_sizes: Sequence[int], out_sizes: Sequence[int], 
     return begin, end
 
 
-def window_geometry(g: Emitter, op: Op, x: str, kernel: List[int], ceil_mode: bool = False) -> Geometry:
+def window_geometry(g: Emitter, op: Op, x: str, kernel: List[int]) -> Geometry:
     """Geometry of a Conv or pooling node, pads resolved (auto_pad needs static spatial dims)."""
     n = len(kernel)
     strides = list(op.attr("strides") or [1] * n)
