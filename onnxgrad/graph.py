@@ -7,17 +7,17 @@ only their names, dtypes and shapes are needed to build a backward pass.
 from __future__ import annotations
 
 import os
-import re
 from collections import deque
 from itertools import chain
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import onnx
 from onnx import ModelProto, NodeProto, TensorProto, helper
 from onnx.onnx_cpp2py_export import shape_inference as _c_shape_inference
 
 from .errors import GradientArgumentError, InvalidModelError, ModelReadError
+from .external_data import check_external_data
 
 ModelLike = Union[ModelProto, str, "os.PathLike[str]"]
 
@@ -83,84 +83,6 @@ def load_model(model: ModelLike) -> ModelProto:
         )
     check_external_data(proto, os.path.dirname(os.path.abspath(path)), path)
     return proto
-
-
-def _all_tensors(model: ModelProto) -> Iterator[TensorProto]:
-    """Every TensorProto of the model: initializers, sparse ones, Constant and attribute values,
-    in the main graph, every subgraph and every local function (one iterative pass)."""
-    A = onnx.AttributeProto
-    node_lists: List[Iterable[NodeProto]] = [f.node for f in model.functions]
-    graphs: List[onnx.GraphProto] = [model.graph]
-    while graphs or node_lists:
-        if graphs:
-            graph = graphs.pop()
-            yield from graph.initializer
-            for s in graph.sparse_initializer:
-                yield s.values
-                yield s.indices
-            node_lists.append(graph.node)
-        for n in node_lists.pop() if node_lists else ():
-            for a in n.attribute:
-                kind = a.type
-                if kind == A.TENSOR:
-                    yield a.t
-                elif kind == A.TENSORS:
-                    yield from a.tensors
-                elif kind == A.GRAPH:
-                    graphs.append(a.g)
-                elif kind == A.GRAPHS:
-                    graphs.extend(a.graphs)
-                elif kind == A.SPARSE_TENSOR:
-                    yield a.sparse_tensor.values
-                    yield a.sparse_tensor.indices
-                elif kind == A.SPARSE_TENSORS:
-                    for st in a.sparse_tensors:
-                        yield st.values
-                        yield st.indices
-
-
-def external_files(model: ModelProto) -> List[str]:
-    """The distinct external-data locations the model references, in first-use order."""
-    seen: Dict[str, None] = {}
-    for t in _all_tensors(model):
-        if t.data_location == TensorProto.EXTERNAL:
-            for e in t.external_data:
-                if e.key == "location":
-                    seen.setdefault(e.value, None)
-    return list(seen)
-
-
-def check_external_data(model: ModelProto, folder: Optional[str], what: str) -> None:
-    """Refuse external-data locations that are missing, absolute, or lead out of ``folder``.
-
-    Nothing is opened: a hostile model must not make onnxgrad (or a runtime later) read files
-    outside its own folder. ``folder`` None (a ModelProto in memory) checks the text only.
-    """
-    real_folder = os.path.realpath(folder) if folder is not None else None
-    for t in _all_tensors(model):
-        if t.data_location != TensorProto.EXTERNAL:
-            continue
-        loc = next((e.value for e in t.external_data if e.key == "location"), "")
-        bad = ""
-        if not isinstance(loc, str):
-            bad = "has a location that is not UTF-8 text"
-        elif not loc:
-            bad = "has no 'location'"
-        elif "\0" in loc:
-            bad = f"has a location with a NUL byte ({loc!r})"
-        elif os.path.isabs(loc) or loc.startswith(("/", "\\")) or (len(loc) > 1 and loc[1] == ":"):
-            bad = f"points to an absolute path ({loc!r})"
-        elif ".." in re.split(r"[\\/]", loc):
-            bad = f"points outside the model's folder ({loc!r})"
-        elif real_folder is not None:
-            target = os.path.realpath(os.path.join(real_folder, loc))
-            if os.path.commonpath([real_folder, target]) != real_folder:
-                bad = f"resolves outside the model's folder through a symlink ({loc!r} -> {target})"
-        if bad:
-            raise InvalidModelError(
-                f"{what}: external data of tensor {t.name!r} {bad}; refusing to read it. "
-                "External weights must be files inside the model's folder"
-            )
 
 
 def default_opset(model: ModelProto) -> int:

@@ -73,7 +73,8 @@ def test_weights_are_never_read_and_the_output_runs_beside_the_input(tmp_path):
     src = save_external(mlp(), tmp_path)
     weights = tmp_path / "weights.bin"
     data = weights.read_bytes()
-    weights.write_bytes(b"")  # differentiation must not need the bytes (reading them would fail)
+    # differentiation needs no byte of the weights: garbage of the right size gives the same model
+    weights.write_bytes(b"\xff" * len(data))
     out = tmp_path / "mlp.grad.onnx"
     r = subprocess.run([sys.executable, "-m", "onnxgrad", "differentiate", src, "--xs", "W1,b1,W2", "--ys", "loss"],
                        capture_output=True, text=True, timeout=120, cwd=ROOT)
@@ -128,13 +129,20 @@ def test_failed_write_removes_the_copies_it_made(tmp_path, monkeypatch):
     other.mkdir()
     result = onnxgrad.gradients(src, "loss", "W1")
 
-    def no_space(*args):
-        raise OSError(28, "No space left on device")
+    calls = []
+    real_fsync = os.fsync
 
-    monkeypatch.setattr("onnxgrad.modelio.os.replace", no_space)
+    def no_space_for_the_model(fd):  # the weights' copy is synced first, the model second
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr("onnxgrad.modelio.os.fsync", no_space_for_the_model)
     with pytest.raises(errors.OutputWriteError, match="No space left"):
         write_model(result.model, str(other / "g.onnx"), source=src)
     monkeypatch.undo()
+    assert len(calls) == 2
     assert os.listdir(other) == []
 
 
