@@ -331,8 +331,15 @@ def _seed(g: Emitter, index: GraphIndex, y: str, gy: GradY) -> str:
         raise GradientTypeError(
             f"grad_ys entry for {y!r} has dtype {arr.dtype}; it must be numeric (float for a float y)"
         )
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise GradientArgumentError(f"grad_ys entry for {y!r} holds NaN or infinity; a seed must be finite")
     if not info.is_float:
         return ""
+    if arr.ndim == 0 and info.shape != ():
+        # a number seeds every element: one ConstantOfShape, never a dense constant of y's size
+        seed = g.constant_of_shape(g.shape_of(y), arr.item(), like=y)
+        g.set_info(seed, info.elem_type, info.shape)
+        return seed
     static = g.static_shape(y)
     if static is not None and arr.shape != static:
         try:

@@ -1,18 +1,39 @@
 """The ``onnxgrad`` command line: ``differentiate``, ``check`` and ``ops``.
 
 Every error onnxgrad raises on purpose reaches the user as one line on stderr
-(``onnxgrad: error: ...``) with the exit code of its class (:mod:`onnxgrad.errors`); usage errors
-exit 2; anything unexpected is one ``internal error`` line (exit 1) unless ``--debug`` asks for
-the traceback. An output file is written atomically, only once everything succeeded.
+(``onnxgrad: error: ...``) with the exit code of its class (:mod:`onnxgrad.errors`):
+
+====  ==========================================================================
+0     success
+1     a check FAILed
+2     usage: a bad option, argument or tensor name
+3     the model (or its external weights) cannot be read
+4     the model is not valid (or its external-data metadata contradicts itself)
+5     no gradient rule for an op between the xs and the ys
+6     the output cannot be written
+7     internal error: a bug in onnxgrad (``--debug`` shows the traceback)
+130   interrupted (Ctrl-C); 128 + N when terminated by signal N (SIGTERM 143, SIGHUP 129)
+====  ==========================================================================
+
+Text that comes from a model or the user (tensor names, paths) is printed with non-printable
+characters escaped, so a hostile name cannot drive the terminal. Progress goes to stderr on a
+terminal only; ``--json`` prints one JSON document on stdout (:func:`json_document`). An output
+file is written atomically, only once everything succeeded; ``SIGTERM`` and ``SIGHUP`` unwind
+like Ctrl-C, so an interrupted run leaves no file behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
-import tempfile
+import signal
+import sys
+import threading
 import time
 import traceback
-from typing import Dict, List, NoReturn, Optional, Sequence, Tuple
+from types import FrameType
+from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Sequence, Tuple, TypeVar
 
 import click
 import numpy as np
@@ -20,12 +41,17 @@ from onnx import ModelProto, TensorProto
 
 from . import __version__
 from .api import AggregationMethod, GradientsResult, _gradients
-from .errors import GradientArgumentError, ModelReadError, OnnxGradError, OutputWriteError
-from .graph import FLOAT_TYPES, GraphIndex, load_model
-from .modelio import write_model
+from .errors import GradientArgumentError, ModelReadError, OnnxGradError
+from .graph import GraphIndex, load_model
+from .modelio import output_path, write_file, write_model
+from .params import select_data_inputs, select_parameters, without
 
 PARAMS = "@params"
 INPUTS = "@inputs"
+
+#: Exit code of an unexpected exception (a bug); the other codes belong to :mod:`onnxgrad.errors`.
+EXIT_INTERNAL = 7
+EXIT_INTERRUPTED = 130
 
 AGGREGATION = {
     "add_n": AggregationMethod.ADD_N,
@@ -34,17 +60,58 @@ AGGREGATION = {
 }
 
 _DEBUG_KEY = "onnxgrad.debug"
+_JSON_KEY = "onnxgrad.json"
+_QUIET_KEY = "onnxgrad.quiet"
+_VERBOSE_KEY = "onnxgrad.verbose"
+_RUN_KEY = "onnxgrad.run"
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+
+def printable(text: object) -> str:
+    """``text`` with every non-printable character (escape sequences, control characters, line
+    breaks, bidirectional overrides) replaced by its Python escape, e.g. ``\\x1b`` or ``\\u202e``."""
+    s = str(text)
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in s)
+
+
+def _one_line(text: object) -> str:
+    """An error message as one printable line."""
+    return printable(" ".join(str(text).split()))
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived. A BaseException, like KeyboardInterrupt, so that every
+    ``finally`` on the way out runs (temporary files, partial copies) and no handler swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_CAUGHT_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+def _on_signal(signum: int, _frame: Optional[FrameType]) -> NoReturn:
+    for s in _CAUGHT_SIGNALS:  # a second signal must not cut the cleanup short
+        signal.signal(s, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+def _catch_signals() -> None:
+    """Turn SIGTERM and SIGHUP into :class:`Terminated` (main thread only, as Python requires)."""
+    if threading.current_thread() is threading.main_thread():
+        for s in _CAUGHT_SIGNALS:
+            signal.signal(s, _on_signal)
 
 
 class _Group(click.Group):
     """Turns exceptions into the one-line messages and exit codes the module docstring promises."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except click.UsageError as err:
@@ -52,26 +119,38 @@ class _Group(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except OnnxGradError as err:
-            if ctx.meta.get(_DEBUG_KEY):
-                traceback.print_exc()
-            click.echo(f"onnxgrad: error: {_one_line(err)}", err=True)
-            raise click.exceptions.Exit(err.exit_code) from None
-        except KeyboardInterrupt:
-            click.echo("onnxgrad: interrupted", err=True)
-            raise click.exceptions.Exit(130) from None
+            _fail(ctx, err, f"onnxgrad: error: {_one_line(err)}", err.exit_code)
+        except KeyboardInterrupt as err:
+            _fail(ctx, err, "onnxgrad: interrupted", EXIT_INTERRUPTED)
+        except Terminated as err:
+            _fail(ctx, err, f"onnxgrad: terminated by {signal.Signals(err.signum).name}", 128 + err.signum)
         except Exception as err:  # noqa: BLE001  (the last line of defence: never a bare traceback)
-            if ctx.meta.get(_DEBUG_KEY):
-                traceback.print_exc()
-            click.echo(
-                f"onnxgrad: internal error: {type(err).__name__}: {_one_line(err)} (rerun with --debug)", err=True
-            )
-            raise click.exceptions.Exit(1) from None
+            _fail(ctx, err, f"onnxgrad: internal error: {type(err).__name__}: {_one_line(err)} (rerun with --debug)",
+                  EXIT_INTERNAL)
 
-    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
+        if not args and not ctx.resilient_parsing:  # a bare `onnxgrad`: the help, not an error
+            click.echo(ctx.get_help())
+            ctx.exit(0)
+        return super().parse_args(ctx, args)
+
+    def make_context(self, info_name: Optional[str], args: List[str], parent: Optional[click.Context] = None,
+                     **extra: Any) -> click.Context:
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as err:
             _usage_exit(err, None)
+
+
+def _fail(ctx: click.Context, err: BaseException, line: str, code: int) -> NoReturn:
+    """Report ``err``: the traceback with --debug, the JSON document with --json, one stderr line."""
+    if ctx.meta.get(_DEBUG_KEY):
+        traceback.print_exception(type(err), err, err.__traceback__)
+    run = ctx.meta.get(_RUN_KEY)
+    if isinstance(run, Run) and run.json:
+        run.emit(None, error=err, exit_code=code)
+    click.echo(line, err=True)
+    raise click.exceptions.Exit(code) from None
 
 
 def _usage_exit(err: click.UsageError, ctx: Optional[click.Context]) -> NoReturn:
@@ -82,14 +161,26 @@ def _usage_exit(err: click.UsageError, ctx: Optional[click.Context]) -> NoReturn
     raise click.exceptions.Exit(err.exit_code) from None
 
 
-def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    if value:
-        ctx.meta[_DEBUG_KEY] = True
+def _meta_flag(key: str) -> Callable[[click.Context, click.Parameter, bool], None]:
+    def store(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+        if value:
+            ctx.meta[key] = True
+    return store
 
 
-def _debug_option(f):
-    return click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug,
+def _debug_option(f: F) -> F:
+    return click.option("--debug", is_flag=True, expose_value=False, callback=_meta_flag(_DEBUG_KEY),
                         help="Show the full traceback when something fails.")(f)
+
+
+def _output_options(f: F) -> F:
+    """``--json``, ``-q/--quiet`` and ``-v/--verbose`` for a command; read them with :meth:`Run.start`."""
+    f = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_meta_flag(_VERBOSE_KEY),
+                     help="Print each phase and its time on stderr, then the total time and peak memory.")(f)
+    f = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_meta_flag(_QUIET_KEY),
+                     help="Print nothing but errors (no progress, no table).")(f)
+    return click.option("--json", "json_output", is_flag=True, expose_value=False, callback=_meta_flag(_JSON_KEY),
+                        help="Print one JSON document on stdout instead of the table, also on failure.")(f)
 
 
 @click.group(cls=_Group, context_settings=_CONTEXT)
@@ -103,11 +194,137 @@ def cli() -> None:
       onnxgrad differentiate model.onnx --xs @params --ys loss
       onnxgrad check model.onnx --xs w,b
       onnxgrad ops
+
+    Exit codes: 0 success, 1 a check failed, 2 usage, 3 unreadable model, 4 invalid model,
+    5 no gradient rule, 6 output cannot be written, 7 internal error.
     """
 
 
+# ------------------------------------------------------------------------------------------ reporting
+def json_document(command: str, result: Optional[Dict[str, Any]], error: Optional[BaseException] = None,
+                  exit_code: int = 0, timings: Optional[Dict[str, float]] = None) -> str:
+    """The one JSON document a command prints on stdout with ``--json``::
+
+        {"onnxgrad": "0.1.0", "command": "differentiate", "ok": true, "exit_code": 0,
+         "result": {...command specific...} or null,
+         "error": null or {"type": "InvalidModelError", "message": "..."},
+         "timings": {"read model": 0.01, ...}}
+
+    ``ok`` is true exactly when ``exit_code`` is 0. Non-ASCII text is escaped (``\\uXXXX``), so the
+    document is safe on any terminal.
+    """
+    doc = {
+        "onnxgrad": __version__,
+        "command": command,
+        "ok": exit_code == 0,
+        "exit_code": exit_code,
+        "result": result,
+        "error": None if error is None else {"type": type(error).__name__, "message": " ".join(str(error).split())},
+        "timings": {k: round(v, 6) for k, v in (timings or {}).items()},
+    }
+    return json.dumps(doc, ensure_ascii=True)
+
+
+class Run:
+    """What a command reports besides its result: progress on a terminal, phase timings with
+    ``--verbose``, its JSON document with ``--json``. One per command invocation."""
+
+    def __init__(self, command: str, meta: Dict[str, Any]) -> None:
+        self.command = command
+        self.json = bool(meta.get(_JSON_KEY))
+        self.quiet = bool(meta.get(_QUIET_KEY))
+        self.verbose = bool(meta.get(_VERBOSE_KEY))
+        self.progress = not self.quiet and _stderr_is_terminal()
+        self.timings: Dict[str, float] = {}
+        self.started = time.perf_counter()
+
+    @classmethod
+    def start(cls, command: str) -> "Run":
+        """The Run of the current click command (its options read from the context)."""
+        ctx = click.get_current_context()
+        run = cls(command, ctx.meta)
+        ctx.meta[_RUN_KEY] = run
+        return run
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time a phase; on a terminal show it as a live status line while it runs."""
+        t0 = time.perf_counter()
+        ticker = _Ticker(name) if self.progress else None
+        try:
+            yield
+        finally:
+            if ticker is not None:
+                ticker.stop()
+        self.timings[name] = time.perf_counter() - t0
+        if self.verbose:
+            click.echo(f"onnxgrad: {name}: {self.timings[name]:.2f} s", err=True)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def say(self, text: str) -> None:
+        """Human output on stdout (nothing with --quiet or --json)."""
+        if not (self.quiet or self.json):
+            click.echo(text)
+
+    def emit(self, result: Optional[Dict[str, Any]], error: Optional[BaseException] = None,
+             exit_code: int = 0) -> None:
+        """Print the JSON document (only with --json)."""
+        if self.json:
+            click.echo(json_document(self.command, result, error, exit_code, self.timings))
+
+    def finish(self) -> None:
+        if self.verbose:
+            click.echo(f"onnxgrad: total: {self.elapsed:.2f} s, peak memory {_peak_memory_mib():.0f} MiB", err=True)
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
+
+
+def _peak_memory_mib() -> float:
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return float("nan")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB elsewhere
+
+
+class _Ticker:
+    """A status line on stderr (``onnxgrad: <phase>... 3.2 s``), redrawn every 0.25 s by a
+    background thread while a phase runs, and erased when it ends."""
+
+    def __init__(self, label: str) -> None:
+        self.label = printable(label)
+        self.t0 = time.perf_counter()
+        self.done = threading.Event()
+        self._draw()
+        self.thread = threading.Thread(target=self._run, name="onnxgrad-progress", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.wait(0.25):
+            self._draw()
+
+    def _draw(self) -> None:
+        sys.stderr.write(f"\r\x1b[Konnxgrad: {self.label}... {time.perf_counter() - self.t0:.1f} s")
+        sys.stderr.flush()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
+
+
 # ------------------------------------------------------------------------------------------ names
-def gradients(index: GraphIndex, ys: Sequence[str], xs: Sequence[str], **options) -> GradientsResult:
+def gradients(index: GraphIndex, ys: Sequence[str], xs: Sequence[str], **options: Any) -> GradientsResult:
     """``onnxgrad.gradients`` on the model the command loaded and indexed: ``index.model`` is
     extended in place instead of being copied, validated and shape-inferred a second time."""
     return _gradients(index.model, index, ys, xs, **options)
@@ -118,25 +335,19 @@ def _split(values: Sequence[str]) -> List[str]:
     return [part.strip() for v in values for part in v.split(",") if part.strip()]
 
 
-def _float_initializers(model: ModelProto) -> List[str]:
-    return [t.name for t in model.graph.initializer if t.data_type in FLOAT_TYPES]
-
-
-def _float_inputs(model: ModelProto, index: GraphIndex) -> List[str]:
-    inits = {t.name for t in model.graph.initializer}
-    return [i.name for i in model.graph.input if i.name not in inits and index.tensor_info(i.name).is_float]
-
-
-def _resolve_xs(values: Sequence[str], model: ModelProto, index: GraphIndex) -> List[str]:
+def _resolve_xs(values: Sequence[str], model: ModelProto, index: GraphIndex, exclude: Sequence[str] = ()) -> List[str]:
+    """``--xs`` entries with the groups expanded (:mod:`onnxgrad.params`), minus ``--exclude`` globs."""
     xs: List[str] = []
     for item in _split(values):
         if item == PARAMS:
-            found = _float_initializers(model)
+            found = select_parameters(index)
             if not found:
-                raise GradientArgumentError(f"--xs {PARAMS}: the model has no float initializer (no weights)")
+                raise GradientArgumentError(
+                    f"--xs {PARAMS}: the model has no trainable parameter (a float initializer or a Constant "
+                    "weight feeding a differentiable input); name the tensors instead")
             xs.extend(found)
         elif item == INPUTS:
-            found = _float_inputs(model, index)
+            found = select_data_inputs(index)
             if not found:
                 raise GradientArgumentError(f"--xs {INPUTS}: the model has no float graph input")
             xs.extend(found)
@@ -146,7 +357,10 @@ def _resolve_xs(values: Sequence[str], model: ModelProto, index: GraphIndex) -> 
             xs.append(item)
     if not xs:
         raise GradientArgumentError("--xs is empty: name at least one tensor to differentiate with respect to")
-    return xs
+    kept = without(xs, list(exclude))
+    if not kept:
+        raise GradientArgumentError(f"--exclude {' '.join(exclude)} leaves no x of the {len(xs)} selected")
+    return kept
 
 
 def _resolve_ys(values: Sequence[str], index: GraphIndex) -> List[str]:
@@ -198,26 +412,17 @@ def _default_output(model_path: str) -> str:
     return os.path.join(folder, f"{stem}.grad.onnx")
 
 
-def _same_file(a: str, b: str) -> bool:
-    if os.path.exists(a) and os.path.exists(b):
-        return os.path.samefile(a, b)
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
 def _check_output(model_path: str, out: str) -> None:
-    if _same_file(model_path, out):
-        raise OutputWriteError(f"refusing to overwrite the input model {model_path}; choose another -o")
-    folder = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(folder):
-        raise OutputWriteError(f"output folder does not exist: {folder}")
-    if os.path.isdir(out):
-        raise OutputWriteError(f"output path is a directory: {out}")
+    """Fail before the work if ``out`` cannot be the output (see :func:`onnxgrad.modelio.output_path`)."""
+    output_path(out, source=model_path)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    fmt = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
+    """Left-aligned columns; every cell shown with non-printable characters escaped."""
+    cells = [[printable(c) for c in row] for row in [header, *rows]]
+    widths = [max(len(c) for c in col) for col in zip(*cells)]
+    fmt = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt(cells[0]), fmt(["-" * w for w in widths])] + [fmt(r) for r in cells[1:]])
 
 
 def _count(n: int, noun: str) -> str:
@@ -230,33 +435,48 @@ def _shape_text(shape: Optional[Tuple]) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
-def _gradient_rows(result: GradientsResult, xs: Sequence[str]) -> List[List[str]]:
+def _gradient_info(result: GradientsResult, xs: Sequence[str]) -> List[Dict[str, Any]]:
+    """Per x: its gradient output (None when unconnected), dtype and shape (None when unknown)."""
     outputs = {o.name: o for o in result.model.graph.output}
-    rows = []
+    found: List[Dict[str, Any]] = []
     for x, name in zip(xs, result.names):
         if name is None:
-            rows.append([x, "(unconnected: None)", "-", "-"])
+            found.append({"x": x, "output": None, "dtype": None, "shape": None})
             continue
         tt = outputs[name].type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim) \
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim] \
             if tt.HasField("shape") else None
-        rows.append([x, name, TensorProto.DataType.Name(tt.elem_type).lower(), _shape_text(dims)])
-    return rows
+        found.append({"x": x, "output": name, "dtype": TensorProto.DataType.Name(tt.elem_type).lower(), "shape": dims})
+    return found
+
+
+def _gradient_rows(info: Sequence[Dict[str, Any]]) -> List[List[str]]:
+    return [[g["x"], "(unconnected: None)", "-", "-"] if g["output"] is None else
+            [g["x"], g["output"], g["dtype"], _shape_text(g["shape"])] for g in info]
 
 
 # ------------------------------------------------------------------------------------------ commands
 @cli.command(context_settings=_CONTEXT)
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
 @click.option("--xs", "xs_opt", multiple=True, required=True, metavar="NAMES",
-              help=f"Tensors to differentiate with respect to, comma-separated (repeatable). {PARAMS} = every "
-                   f"float initializer (the weights), {INPUTS} = every float graph input.")
+              help=f"Tensors to differentiate with respect to, comma-separated (repeatable). {PARAMS} = the "
+                   f"trainable parameters (float initializers and Constant weights feeding differentiable inputs, "
+                   f"not BatchNorm running statistics), {INPUTS} = every float graph input.")
+@click.option("--exclude", "exclude_opt", multiple=True, metavar="GLOB",
+              help="Leave out the xs whose name matches GLOB (shell-style: *, ?, [..]; repeatable), "
+                   "e.g. --xs @params --exclude 'bn*'.")
 @click.option("--ys", "ys_opt", multiple=True, metavar="NAMES",
               help="Tensors to differentiate, comma-separated (repeatable). Default: every float graph output.")
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None,
-              help="Output model. Default: <stem>.grad.onnx beside MODEL. Never the input itself.")
+              help="Output model. Default: <stem>.grad.onnx beside MODEL. Never the input itself, never an "
+                   "existing device or FIFO; a symlink to a file is written through.")
+@click.option("--external-data", is_flag=True,
+              help="Store the output's in-file tensors of 1 KiB or more in <OUTPUT>.data beside it (needed "
+                   "for outputs above protobuf's 2 GB limit).")
 @click.option("--grad-ys", "grad_ys_opt", multiple=True, metavar="Y=SEED",
-              help="Initial gradient of a y (default: ones). SEED is a NUMBER (a constant of y's shape), "
-                   "@NAME (an existing tensor, or a new graph input of y's type fed at run time) or FILE.npy.")
+              help="Initial gradient of a y (default: ones). SEED is a finite NUMBER (every element of y's "
+                   "gradient), @NAME (an existing tensor, or a new graph input of y's type fed at run time) or "
+                   "FILE.npy.")
 @click.option("--stop-gradients", "stops_opt", multiple=True, metavar="NAMES",
               help="Tensors held constant (partial instead of total derivatives), comma-separated.")
 @click.option("--unconnected-gradients", type=click.Choice(["none", "zero"]), default="none", show_default=True,
@@ -269,9 +489,11 @@ def _gradient_rows(result: GradientsResult, xs: Sequence[str]) -> List[List[str]
 @click.option("--gate-gradients", is_flag=True,
               help="Accepted for tf.gradients compatibility; ONNX has no control dependencies, so it "
                    "changes nothing in the graph.")
+@_output_options
 @_debug_option
-def differentiate(model_path: str, xs_opt, ys_opt, out, grad_ys_opt, stops_opt, unconnected_gradients,
-                  aggregation_method, name, gate_gradients) -> None:
+def differentiate(model_path: str, xs_opt: Tuple[str, ...], exclude_opt: Tuple[str, ...], ys_opt: Tuple[str, ...],
+                  out: Optional[str], external_data: bool, grad_ys_opt: Tuple[str, ...], stops_opt: Tuple[str, ...],
+                  unconnected_gradients: str, aggregation_method: str, name: str, gate_gradients: bool) -> None:
     """Append d(sum of ys)/d x for each x to MODEL and write the new model.
 
     The output keeps every original output, in order, followed by one gradient output per x
@@ -280,31 +502,42 @@ def differentiate(model_path: str, xs_opt, ys_opt, out, grad_ys_opt, stops_opt, 
     \b
     Examples:
       onnxgrad differentiate models/linear_regression.onnx --xs @params
-      onnxgrad differentiate net.onnx --xs w1,b1 --ys loss -o net.train.onnx
+      onnxgrad differentiate net.onnx --xs @params --exclude 'embed*' --ys loss -o net.train.onnx
       onnxgrad differentiate net.onnx --xs x --grad-ys logits=@seed   # seed fed at run time
       onnxgrad differentiate models/partial_derivatives.onnx --xs a,b --stop-gradients a,b
+      onnxgrad differentiate big.onnx --xs @params --external-data    # output above 2 GB
     """
-    start = time.perf_counter()
+    run = Run.start("differentiate")
     out = out if out is not None else _default_output(model_path)
     _check_output(model_path, out)
-    model = load_model(model_path)
-    index = GraphIndex(model)
-    xs = _resolve_xs(xs_opt, model, index)
+    with run.phase("reading the model"):
+        model = load_model(model_path)
+    with run.phase("checking the model and inferring shapes"):
+        index = GraphIndex(model)
+    xs = _resolve_xs(xs_opt, model, index, exclude_opt)
     ys = _resolve_ys(ys_opt, index)
+    grad_ys = _parse_grad_ys(grad_ys_opt, ys)
     forward_nodes = len(model.graph.node)  # gradients() extends the model in place
-    result = gradients(
-        index, ys, xs,
-        grad_ys=_parse_grad_ys(grad_ys_opt, ys),
-        name=name,
-        aggregation_method=AGGREGATION[aggregation_method],
-        stop_gradients=_split(stops_opt) or None,
-        unconnected_gradients=unconnected_gradients,
-    )
-    write_model(result.model, out, source=model_path)
+    with run.phase("building the backward pass"):
+        result = gradients(
+            index, ys, xs,
+            grad_ys=grad_ys,
+            name=name,
+            aggregation_method=AGGREGATION[aggregation_method],
+            stop_gradients=_split(stops_opt) or None,
+            unconnected_gradients=unconnected_gradients,
+        )
     added = len(result.model.graph.node) - forward_nodes
-    click.echo(_table(["x", "gradient output", "dtype", "shape"], _gradient_rows(result, xs)))
-    click.echo(f"wrote {out} ({_count(added, 'node')} added for {_count(len(ys), 'y')} and "
-               f"{_count(len(xs), 'x')}, {time.perf_counter() - start:.2f} s)")
+    info = _gradient_info(result, xs)
+    with run.phase("writing the output"):
+        write_model(result.model, out, source=model_path, external_data=external_data)
+    run.say(_table(["x", "gradient output", "dtype", "shape"], _gradient_rows(info)))
+    run.say(f"wrote {printable(out)} ({_count(added, 'node')} added for {_count(len(ys), 'y')} and "
+            f"{_count(len(xs), 'x')}, {run.elapsed:.2f} s)")
+    run.emit({"model": model_path, "output": out,
+              "external_data": f"{os.path.basename(out)}.data" if external_data else None,
+              "ys": ys, "xs": xs, "gradients": info, "nodes_added": added, "seconds": round(run.elapsed, 6)})
+    run.finish()
 
 
 @cli.command(context_settings=_CONTEXT)
@@ -360,45 +593,42 @@ def _load_weights(model: ModelProto, model_path: str) -> None:
 @cli.command(context_settings=_CONTEXT)
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None, metavar="PATH",
               help="Write the table as Markdown to PATH ('-' for stdout) instead of printing plain text.")
+@_output_options
 @_debug_option
 def ops(markdown_path: Optional[str]) -> None:
-    """List the gradient registry: op type, domain, opsets, differentiable inputs, status.
+    """List the gradient registry for every default-domain ONNX op: op type, opsets,
+    differentiable inputs, status (rule, non-differentiable, unsupported) and reason.
 
     \b
     Examples:
       onnxgrad ops
+      onnxgrad ops --json
       onnxgrad ops --markdown docs/operators.md
     """
-    from .coverage import render
+    from .coverage import counts, render, rows
 
+    run = Run.start("ops")
+    if run.json:
+        if markdown_path is not None:
+            raise click.UsageError("--json and --markdown exclude each other")
+        with run.phase("reading the registry"):
+            table = rows()
+        run.emit({"operators": [{"op_type": r.op_type, "opsets": r.opsets, "differentiable_inputs": r.inputs,
+                                 "status": r.status, "reason": r.reason} for r in table],
+                  "counts": counts(table)})
+        return
     if markdown_path is None:
-        click.echo(render(markdown=False))
+        run.say(render(markdown=False))
         return
     text = render(markdown=True)
     if markdown_path == "-":
         click.echo(text)
         return
-    _write_text(markdown_path, text if text.endswith("\n") else text + "\n")
-    click.echo(f"wrote {markdown_path}")
-
-
-def _write_text(path: str, text: str) -> None:
-    """Atomic text write, like :func:`onnxgrad.modelio.write_model`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise OutputWriteError(f"output folder does not exist: {folder}")
-    fd, tmp = tempfile.mkstemp(prefix=".onnxgrad-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise OutputWriteError(f"cannot write {path}: {e.strerror or e}") from None
+    write_file(markdown_path, (text if text.endswith("\n") else text + "\n").encode("utf-8"))
+    run.say(f"wrote {printable(markdown_path)}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Console-script entry point (``onnxgrad = onnxgrad.cli:main``)."""
+    _catch_signals()
     cli.main(args=list(argv) if argv is not None else None, prog_name="onnxgrad")
-

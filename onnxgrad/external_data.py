@@ -189,7 +189,7 @@ def _file_size(path: str, t: TensorProto, what: str) -> int:
         st = os.stat(path)
     except OSError as e:
         raise ModelReadError(
-            f"{what}: the external data file {path} of tensor {t.name!r} cannot be read ({e.strerror or e}); "
+            f"{what}: cannot read the external weights of tensor {t.name!r}: {path} ({e.strerror or e}); "
             "keep the weights file beside the model"
         ) from None
     if not stat.S_ISREG(st.st_mode):

@@ -108,6 +108,18 @@ def output_path(path: str, source: Optional[str] = None) -> str:
     return out
 
 
+def write_file(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` with the same guarantees as :func:`save` (atomic, nothing left
+    behind on failure, only a regular file replaced)."""
+    out = output_path(path)
+    try:
+        with _NewFile(os.path.dirname(out), path) as f:
+            f.write(data)
+            f.commit(out, replace=True)
+    except OSError as e:
+        raise OutputWriteError(f"cannot write {path}: {e.strerror or e}") from None
+
+
 def _save(model: ModelProto, path: str, external_data: Union[bool, str], source: Optional[str],
           keep_model: bool) -> None:
     out = output_path(path, source)
