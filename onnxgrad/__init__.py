@@ -19,6 +19,8 @@ from .errors import (
     OnnxGradError,
     OutputWriteError,
 )
+from .modelio import save
+from .params import data_inputs, parameters
 from .registry import no_gradient, register_gradient
 
 __version__ = "0.1.0"
@@ -36,8 +38,11 @@ __all__ = [
     "Op",
     "OutputWriteError",
     "UnconnectedGradients",
+    "data_inputs",
     "gradients",
     "no_gradient",
+    "parameters",
     "register_gradient",
+    "save",
     "stop_gradient",
 ]

@@ -342,3 +342,189 @@ def test_byte_identical_across_processes(tmp_path):
         outputs.append([(folder / n).read_bytes() for n in sorted(os.listdir(folder))])
     assert len(outputs[0]) == len(_MODELS) + 1
     assert outputs[0] == outputs[1]
+
+
+# ------------------------------------------------------------------------ output targets
+def _char_device(folder) -> str:
+    """A private twin of /dev/null (same device numbers): what `-o /dev/null` meets, without
+    risking the machine's own /dev/null if the guard ever regressed."""
+    import stat
+
+    path = os.path.join(folder, "null")
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("creating a device node needs CAP_MKNOD")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "symlink to device", "symlink to fifo"])
+def test_non_regular_output_targets_are_refused(kind, tmp_path):
+    """`-o /dev/null` as root used to rename the model over the device node."""
+    import stat
+
+    src = _write(tmp_path / "m.onnx", good())
+    special = _char_device(str(tmp_path)) if "device" in kind else str(tmp_path / "fifo")
+    if "fifo" in kind:
+        os.mkfifo(special)
+    target = special
+    if kind.startswith("symlink"):
+        target = str(tmp_path / "link.onnx")
+        os.symlink(special, target)
+    before = _listing(tmp_path)
+    r = _cli(["differentiate", src, "--xs", "W", "-o", target])
+    _assert_one_line(r.stderr, 6, r.exit_code, ["not a regular file", "refusing to replace it"])
+    mode = os.lstat(special).st_mode
+    assert (stat.S_ISCHR(mode) if "device" in kind else stat.S_ISFIFO(mode))
+    assert _listing(tmp_path) == before
+    with pytest.raises(errors.OutputWriteError, match="not a regular file"):
+        modelio.save(good(), target)
+
+
+def test_real_dev_null_and_dev_full_are_refused_before_any_work():
+    for device in ("/dev/null", "/dev/full"):
+        if os.path.exists(device):
+            with pytest.raises(errors.OutputWriteError, match="not a regular file"):
+                modelio.output_path(device)
+
+
+def test_symlink_to_a_file_is_written_through(tmp_path):
+    src = _write(tmp_path / "m.onnx", good())
+    (tmp_path / "real").mkdir()
+    real = tmp_path / "real" / "g.onnx"
+    real.write_bytes(b"old")
+    link = tmp_path / "g.onnx"
+    os.symlink(real, link)
+    r = _cli(["differentiate", src, "--xs", "W", "-o", str(link)])
+    assert r.exit_code == 0, r.stderr
+    assert os.path.islink(link) and os.readlink(link) == str(real)
+    assert [o.name for o in onnx.load(str(real)).graph.output] == ["y", "gradients/W_grad"]
+    assert _listing(tmp_path / "real") == ["g.onnx"]
+    os.remove(real)
+    r = _cli(["differentiate", src, "--xs", "W", "-o", str(link)])
+    _assert_one_line(r.stderr, 6, r.exit_code, ["symlink to a missing file"])
+
+
+# ------------------------------------------------------------------------------ signals
+_SIGNAL_SCRIPT = """
+import os, signal, sys
+mode, sig, nth = sys.argv[1], getattr(signal, sys.argv[2]), int(sys.argv[3])
+if mode == "fallback":
+    del os.O_TMPFILE
+real_fsync, calls = os.fsync, []
+
+
+def fsync(fd):  # the signal arrives in the middle of the write, after the data reached the disk
+    real_fsync(fd)
+    calls.append(fd)
+    if len(calls) == nth:
+        os.kill(os.getpid(), sig)
+
+
+os.fsync = fsync
+from onnxgrad.cli import main
+main(sys.argv[4:])
+"""
+
+
+def _signalled_run(mode: str, sig: str, nth: int, args: List[str]):
+    return subprocess.run([sys.executable, "-c", _SIGNAL_SCRIPT, mode, sig, str(nth)] + args,
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+@pytest.mark.parametrize("mode", ["tmpfile", "fallback"])
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_mid_write_leave_nothing(mode, sig, tmp_path):
+    import signal
+
+    src = _write(tmp_path / "m.onnx", good())
+    r = _signalled_run(mode, sig, 1, ["differentiate", src, "--xs", "W"])
+    assert r.returncode == 128 + getattr(signal, sig), (r.returncode, r.stderr)
+    assert r.stderr.strip().splitlines() == [f"onnxgrad: terminated by {sig}"]
+    assert _listing(tmp_path) == ["m.onnx"]
+
+
+@pytest.mark.parametrize("mode", ["tmpfile", "fallback"])
+def test_sigterm_while_copying_external_weights_leaves_nothing(mode, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    src = str(tmp_path / "in" / "m.onnx")
+    onnx.save_model(good(), src, save_as_external_data=True, location="w.bin", size_threshold=0)
+    for nth in (1, 2):  # during the weights' copy, then during the model once the copy is in place
+        r = _signalled_run(mode, "SIGTERM", nth, ["differentiate", src, "--xs", "W", "-o",
+                                                  str(tmp_path / "out" / "g.onnx")])
+        assert r.returncode == 143, r.stderr
+        assert _listing(tmp_path / "out") == [] and _listing(tmp_path / "in") == ["m.onnx", "w.bin"]
+
+
+def test_sigkill_mid_write_leaves_nothing_with_o_tmpfile(tmp_path):
+    """O_TMPFILE: the file has no name until it is complete, so even SIGKILL leaves nothing."""
+    src = _write(tmp_path / "m.onnx", good())
+    r = _signalled_run("tmpfile", "SIGKILL", 1, ["differentiate", src, "--xs", "W"])
+    assert r.returncode == -9
+    assert _listing(tmp_path) == ["m.onnx"]
+
+
+# ------------------------------------------------------------------------ hostile names
+_HOSTILE = {
+    "x": "x\x1b]0;pwned\x07",  # retitles the terminal
+    "W": "W\x1b]52;c;ZWNobyBoaQ==\x07",  # OSC 52: writes the clipboard
+    "y": "y\nall good",  # forges an output line
+    "a": "a\u202eevil",  # right-to-left override
+}
+
+
+def _hostile_model() -> onnx.ModelProto:
+    x, w, y, a = (_HOSTILE[k] for k in "xWya")
+    graph = helper.make_graph(
+        [helper.make_node("Mul", [x, w], [a]), helper.make_node("Tanh", [a], [y])], "g",
+        [helper.make_tensor_value_info(x, FLOAT, [3])], [helper.make_tensor_value_info(y, FLOAT, [3])],
+        [numpy_helper.from_array(np.arange(3, dtype=np.float32) + 1, w)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def _assert_inert(text: str) -> None:
+    assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text, repr(text)
+
+
+def test_names_are_escaped_in_tables_and_errors(tmp_path):
+    src = _write(tmp_path / "hostile.onnx", _hostile_model())
+    x, w = _HOSTILE["x"], _HOSTILE["W"]
+    r = _cli(["differentiate", src, "--xs", f"{w},{_HOSTILE['a']}", "--ys", _HOSTILE["y"]])
+    assert r.exit_code == 0, r.stderr
+    _assert_inert(r.stdout)
+    lines = r.stdout.splitlines()
+    assert len(lines) == 5  # header, rule, two xs, summary: no forged line
+    assert lines[2].startswith("W\\x1b]52;c;ZWNobyBoaQ==\\x07  ") and lines[3].startswith("a\\u202eevil  ")
+    r = _cli(["check", src, "--xs", x, "--ys", _HOSTILE["y"]])
+    assert r.exit_code == 0, r.stdout + r.stderr
+    _assert_inert(r.stdout)
+    assert len(r.stdout.splitlines()) == 4 and "x\\x1b]0;pwned\\x07" in r.stdout
+    r = _cli(["differentiate", src, "--xs", "nope\x1b[2J", "--ys", _HOSTILE["y"]])
+    _assert_one_line(r.stderr, 2, r.exit_code, ["nope\\x1b[2J"])
+    _assert_inert(r.stderr)
+    hostile_path = tmp_path / "m\x1b[31m.onnx"
+    r = _cli(["differentiate", str(hostile_path), "--xs", "W"])
+    _assert_one_line(r.stderr, 3, r.exit_code, ["m\\x1b[31m.onnx"])
+    _assert_inert(r.stderr)
+
+
+# ------------------------------------------------------------------------ exit codes per fault class
+def test_external_data_fault_in_the_input_is_a_read_error_not_an_output_error(tmp_path):
+    """A missing weights file used to surface at write time as exit 6, prefix doubled."""
+    src = str(tmp_path / "m.onnx")
+    onnx.save_model(good(), src, save_as_external_data=True, location="w.bin", size_threshold=0)
+    os.remove(tmp_path / "w.bin")
+    r = _cli(["differentiate", src, "--xs", "W", "-o", str(tmp_path / "g.onnx")])
+    _assert_one_line(r.stderr, 3, r.exit_code, ["cannot read the external weights of tensor 'W'", "w.bin"])
+    assert r.stderr.count("cannot") == 1 and "write" not in r.stderr
+    assert _listing(tmp_path) == ["m.onnx"]
+
+
+def test_internal_error_exit_code_differs_from_a_failed_check():
+    from onnxgrad import cli as cli_module
+
+    assert cli_module.EXIT_INTERNAL == 7
+    codes = {cls.exit_code for cls in (errors.GradientArgumentError, errors.ModelReadError, errors.InvalidModelError,
+                                       errors.NoGradientError, errors.OutputWriteError)}
+    assert 1 not in codes and cli_module.EXIT_INTERNAL not in codes
