@@ -55,7 +55,7 @@ def save(model: ModelProto, path: str, external_data: Union[bool, str] = False, 
         path: the output file. An existing regular file is replaced atomically; a symlink to one
             is written through; any other existing kind of file (a device, a FIFO) is refused.
         external_data: False keeps the model's in-file tensors in the file (it must stay below
-            protobuf's 2 GB). True, or a file name relative to the output's folder, stores every
+            protobuf's 2 GB). True, or a file name (placed in the output's folder), stores every
             in-file tensor of at least 1 KiB (initializers and Constant values of the main graph)
             in that file (default ``<output file name>.data``), so models above 2 GB can be
             written. Tensors already stored externally stay where they are.
@@ -128,7 +128,7 @@ def _save(model: ModelProto, path: str, external_data: Union[bool, str], source:
     check_external_data(model, source_folder, "the gradient model")
     data_location = _data_location(external_data, out, model)
     created: List[str] = []
-    moved: List[Tuple[TensorProto, bytes]] = []
+    moved: List[Tuple[TensorProto, TensorProto]] = []
     data_file: Optional[_NewFile] = None
     try:
         created += _place_external_data(model, folder, source_folder, path)
@@ -167,8 +167,8 @@ def _data_location(external_data: Union[bool, str], out: str, model: ModelProto)
     if external_data is False or external_data is None:
         return None
     name = f"{os.path.basename(out)}.data" if external_data is True else str(external_data)
-    if not name or os.path.isabs(name) or ".." in name.replace("\\", "/").split("/") or "\0" in name:
-        raise OutputWriteError(f"external data file {name!r} must be a relative path inside the output folder")
+    if not name or "/" in name or "\\" in name or name in (".", "..") or "\0" in name:
+        raise OutputWriteError(f"external data file {name!r} must be a plain file name (it goes beside the output)")
     if name in external_files(model):
         raise OutputWriteError(
             f"external data file {name!r} already holds the input's external weights; choose another name"
@@ -178,19 +178,21 @@ def _data_location(external_data: Union[bool, str], out: str, model: ModelProto)
     return name
 
 
-def _externalize(model: ModelProto, f: "_NewFile", location: str, path: str) -> List[Tuple[TensorProto, bytes]]:
+def _externalize(model: ModelProto, f: "_NewFile", location: str, path: str) -> List[Tuple[TensorProto, TensorProto]]:
     """Move the raw data of every large in-file tensor of the main graph into ``f``."""
     graph = model.graph
     tensors = list(graph.initializer) + [a.t for n in graph.node if n.op_type == "Constant"
                                          for a in n.attribute if a.name == "value" and a.HasField("t")]
-    moved: List[Tuple[TensorProto, bytes]] = []
+    moved: List[Tuple[TensorProto, TensorProto]] = []
     offset = 0
     for t in tensors:
         if t.data_location == TensorProto.EXTERNAL or len(t.raw_data) < EXTERNAL_THRESHOLD:
             continue
+        original = TensorProto()
+        original.CopyFrom(t)
         raw = t.raw_data
         f.write(raw)
-        moved.append((t, raw))
+        moved.append((t, original))
         t.ClearField("raw_data")
         t.data_location = TensorProto.EXTERNAL
         for k, v in (("location", location), ("offset", str(offset)), ("length", str(len(raw)))):
@@ -199,11 +201,9 @@ def _externalize(model: ModelProto, f: "_NewFile", location: str, path: str) -> 
     return moved
 
 
-def _restore(moved: List[Tuple[TensorProto, bytes]]) -> None:
-    for t, raw in moved:
-        t.ClearField("external_data")
-        t.data_location = TensorProto.DEFAULT
-        t.raw_data = raw
+def _restore(moved: List[Tuple[TensorProto, TensorProto]]) -> None:
+    for t, original in moved:
+        t.CopyFrom(original)
 
 
 class _NewFile:

@@ -241,3 +241,135 @@ def test_model_past_2gb_of_external_weights(tmp_path):
     assert [o.name for o in grad.graph.output][1:] == ["gradients/W0_grad", "gradients/W1_grad", "gradients/W2_grad"]
     onnx.checker.check_model(str(out), full_check=True)
     assert os.path.getsize(out) < 2**20
+
+
+# ------------------------------------------------------------------------- metadata validation
+def _cli(args):
+    import inspect
+
+    from click.testing import CliRunner
+
+    from onnxgrad.cli import cli
+
+    runner = CliRunner(mix_stderr=False) if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters \
+        else CliRunner()
+    return runner.invoke(cli, args, catch_exceptions=False)
+
+
+def _with_entries(folder, entries, data_size: int = 12) -> str:
+    """m.onnx whose W ([3] float32, 12 bytes) has the given external_data entries; w.bin holds data_size bytes."""
+    model = _external_model("w.bin")
+    t = model.graph.initializer[0]
+    del t.external_data[:]
+    for k, v in entries:
+        t.external_data.add(key=k, value=v)
+    (folder / "w.bin").write_bytes(np.arange(data_size // 4, dtype=np.float32).tobytes() + b"\0" * (data_size % 4))
+    path = folder / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    return str(path)
+
+
+@pytest.mark.parametrize("entries,size,fragment", [
+    ([("location", "w.bin"), ("location", "../../etc/passwd")], 12, "'location' twice"),
+    ([("location", "w.bin"), ("offset", "0"), ("offset", "4")], 16, "'offset' twice"),
+    ([("location", "w.bin"), ("offset", "8")], 12, "reads bytes 8-20 of 'w.bin', which has only 12 bytes"),
+    ([("location", "w.bin"), ("offset", "100"), ("length", "12")], 12, "reads bytes 100-112"),
+    ([("location", "w.bin"), ("length", "8")], 12, "declares length 8 bytes, but its dims [3] of float take 12"),
+    ([("location", "w.bin"), ("length", "24")], 24, "declares length 24 bytes"),
+    ([("location", "w.bin")], 16, "runs from byte 0 to the end of 'w.bin' (16 bytes)"),
+    ([("location", "w.bin"), ("offset", "-4")], 12, "offset '-4'"),
+    ([("location", "w.bin"), ("length", "1e3")], 12, "length '1e3'"),
+], ids=["duplicate location", "duplicate offset", "offset past the end", "range past the end", "length too short",
+        "length too long", "file longer than the tensor", "negative offset", "length not an integer"])
+def test_bad_external_metadata_is_refused_without_reading(entries, size, fragment, tmp_path):
+    """differentiate used to accept these (and write an equally broken model) while check refused."""
+    src = _with_entries(tmp_path, entries, size)
+    with pytest.raises(errors.InvalidModelError, match="external data of tensor 'W'") as info:
+        onnxgrad.gradients(src, "y", "W")
+    assert fragment in str(info.value)
+    for command in ("differentiate", "check"):
+        r = _cli([command, src, "--xs", "W"])
+        assert r.exit_code == 4, (command, r.stdout, r.stderr)
+        assert fragment in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx", "w.bin"]
+
+
+def test_good_external_metadata_with_offset_and_length(tmp_path):
+    src = _with_entries(tmp_path, [("location", "w.bin"), ("offset", "4"), ("length", "12")], 16)
+    result = onnxgrad.gradients(src, "y", "W")
+    out = tmp_path / "g.onnx"
+    write_model(result.model, str(out), source=src)
+    (gw,) = session_from_file(str(out)).run(["gradients/W_grad"], {"x": np.array([1.0, 2.0, 3.0], np.float32)})
+    np.testing.assert_allclose(gw, [1.0, 2.0, 3.0])  # d(sum x * W)/dW = x, whatever W holds
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o444])
+def test_copied_weights_keep_their_permission_bits(mode, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    src = save_external(mlp(), tmp_path / "in")
+    os.chmod(tmp_path / "in" / "weights.bin", mode)
+    r = _cli(["differentiate", src, "--xs", "W1", "-o", str(tmp_path / "out" / "g.onnx")])
+    assert r.exit_code == 0, r.stderr
+    assert os.stat(tmp_path / "out" / "weights.bin").st_mode & 0o7777 == mode
+
+
+# ------------------------------------------------------------------------- saving as external data
+def test_save_with_external_data_keeps_the_callers_model(tmp_path):
+    result = onnxgrad.gradients(mlp(), "loss", ["W1", "b1", "W2"])
+    before = result.model.SerializeToString()
+    out = tmp_path / "g.onnx"
+    onnxgrad.save(result.model, str(out), external_data=True)
+    assert result.model.SerializeToString() == before
+    assert sorted(os.listdir(tmp_path)) == ["g.onnx", "g.onnx.data"]
+    written = onnx.load(str(out), load_external_data=False)
+    moved = [t.name for t in written.graph.initializer if t.data_location == TensorProto.EXTERNAL]
+    assert moved == ["W1"]  # 1 KiB; b1 (128 bytes) and W2 (512 bytes) stay under the threshold
+    onnx.checker.check_model(str(out), full_check=True)
+    for got, want in zip(_run_gradients(str(out), result.names), _expected()):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    onnxgrad.save(result.model, str(tmp_path / "h.onnx"), external_data="h.bin")
+    assert _locations(onnx.load(str(tmp_path / "h.onnx"), load_external_data=False)) == {"h.bin"}
+    for bad in ("../h.bin", "/tmp/h.bin", "sub/h.bin", ""):
+        with pytest.raises(errors.OutputWriteError, match="external data file"):
+            onnxgrad.save(result.model, str(tmp_path / "i.onnx"), external_data=bad)
+    assert sorted(os.listdir(tmp_path)) == ["g.onnx", "g.onnx.data", "h.bin", "h.onnx"]
+
+
+def test_external_data_name_must_not_be_the_inputs_weights(tmp_path):
+    src = save_external(mlp(), tmp_path, location="weights.bin")
+    result = onnxgrad.gradients(src, "loss", "W1")
+    with pytest.raises(errors.OutputWriteError, match="already holds the input's external weights"):
+        write_model(result.model, str(tmp_path / "g.onnx"), source=src, external_data="weights.bin")
+
+
+def _big_seed_model(folder) -> str:
+    """y = x * W with y [64, 64]: a .npy seed for y becomes a 16 KiB constant of the gradient model."""
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "W"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", FLOAT, [64, 64])],
+                              [helper.make_tensor_value_info("y", FLOAT, [64, 64])],
+                              [numpy_helper.from_array(np.full((64, 64), 0.5, np.float32), "W")])
+    path = os.path.join(folder, "m.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    return path
+
+
+def test_output_above_the_protobuf_limit_needs_external_data(tmp_path, monkeypatch):
+    """The 2 GiB limit, scaled down: over it, --external-data writes what a plain save refuses."""
+    import onnxgrad.modelio as modelio
+
+    src = _big_seed_model(str(tmp_path))
+    seed = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    np.save(tmp_path / "seed.npy", seed)
+    monkeypatch.setattr(modelio, "PROTOBUF_LIMIT", 8 * 1024)
+    args = ["differentiate", src, "--xs", "W", "--grad-ys", f"y={tmp_path / 'seed.npy'}", "-o", str(tmp_path / "g.onnx")]
+    r = _cli(args)
+    assert r.exit_code == 6 and "over protobuf's 2 GiB limit" in r.stderr and "--external-data" in r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx", "seed.npy"]
+    r = _cli(args + ["--external-data"])
+    assert r.exit_code == 0, r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["g.onnx", "g.onnx.data", "m.onnx", "seed.npy"]
+    assert os.path.getsize(tmp_path / "g.onnx") < 8 * 1024
+    x = np.random.default_rng(1).standard_normal((64, 64)).astype(np.float32)
+    (gw,) = session_from_file(str(tmp_path / "g.onnx")).run(["gradients/W_grad"], {"x": x})
+    np.testing.assert_allclose(gw, seed * x, rtol=1e-6)
