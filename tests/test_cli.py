@@ -7,6 +7,7 @@ subprocess to see the real exit codes and streams.
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import shutil
 import subprocess
@@ -508,3 +509,241 @@ def test_check_reads_external_weights_from_any_directory(tmp_path, monkeypatch):
     assert r.stdout.splitlines()[-1].startswith("2 passed, 0 failed")
     os.remove(tmp_path / "lr.data")
     _assert_one_line_error(run("check", str(src), "--xs", "@params"), 3, "external weights", "lr.data")
+
+
+# ------------------------------------------------------------------------------ bare command
+def test_bare_onnxgrad_shows_the_help():
+    r = run()
+    assert r.exit_code == 0 and r.stderr == ""
+    assert r.stdout.startswith("Usage: ") and "differentiate" in r.stdout and "Exit codes" in r.stdout
+    p = subprocess.run([sys.executable, "-m", "onnxgrad"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stderr == ""
+    assert p.stdout.startswith("Usage: onnxgrad [OPTIONS] COMMAND") and p.stdout.count("\n") > 10
+
+
+# ------------------------------------------------------------------------------ @params and --exclude
+def params_model(path) -> str:
+    """Every kind of float tensor @params must sort: weights in initializers, Constant and
+    ConstantOfShape; BatchNorm statistics, Resize scales, a one-element literal, an unused tensor."""
+    f32 = lambda *a: np.asarray(a, np.float32)  # noqa: E731
+    inits = [numpy_helper.from_array(np.full((2, 1, 1, 1), 0.3, np.float32), "conv.w"),
+             numpy_helper.from_array(f32(1.0, 2.0), "bn.scale"), numpy_helper.from_array(f32(0.1, 0.2), "bn.bias"),
+             numpy_helper.from_array(f32(0.0, 0.5), "bn.mean"), numpy_helper.from_array(f32(1.0, 2.0), "bn.var"),
+             numpy_helper.from_array(f32(1.0, 1.0, 2.0, 2.0), "scales"),
+             numpy_helper.from_array(f32(7.0, 7.0), "unused"),
+             numpy_helper.from_array(np.array([2, 2, 1, 1], np.int64), "shape")]
+    nodes = [
+        helper.make_node("ConstantOfShape", ["shape"], ["zoo.w"],
+                         value=numpy_helper.from_array(f32(0.02), "value")),
+        helper.make_node("Constant", [], ["const.b"], value=numpy_helper.from_array(f32(0.5, -0.5), "value")),
+        helper.make_node("Constant", [], ["half"], value=numpy_helper.from_array(np.float32(0.5), "value")),
+        helper.make_node("Conv", ["x", "conv.w"], ["c"]),
+        helper.make_node("BatchNormalization", ["c", "bn.scale", "bn.bias", "bn.mean", "bn.var"], ["bn"]),
+        helper.make_node("Conv", ["bn", "zoo.w"], ["c2"]),
+        helper.make_node("Resize", ["c2", "", "scales"], ["r"], mode="nearest"),
+        helper.make_node("ReduceMean", ["r"], ["m"], axes=[0, 2, 3], keepdims=0),
+        helper.make_node("Add", ["m", "const.b"], ["mb"]),
+        helper.make_node("Mul", ["mb", "half"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "params", [helper.make_tensor_value_info("x", FLOAT, [1, 1, 3, 3])],
+                              [helper.make_tensor_value_info("y", FLOAT, [2])], inits)
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+
+
+def test_params_are_the_trainable_weights(tmp_path):
+    src = params_model(tmp_path / "p.onnx")
+    assert onnxgrad.parameters(src) == ["conv.w", "bn.scale", "bn.bias", "zoo.w", "const.b"]
+    assert onnxgrad.parameters(src, exclude="bn.*") == ["conv.w", "zoo.w", "const.b"]
+    assert onnxgrad.parameters(onnx.load(src), exclude=["*.w", "const?b"]) == ["bn.scale", "bn.bias"]
+    assert onnxgrad.data_inputs(src) == ["x"]
+    r = run("differentiate", src, "--xs", "@params", "--exclude", "conv.*", "--exclude", "*.bias")
+    assert r.exit_code == 0, r.stderr
+    assert _outputs(tmp_path / "p.grad.onnx")[1:] == ["gradients/bn.scale_grad", "gradients/zoo.w_grad",
+                                                      "gradients/const.b_grad"]
+    _assert_one_line_error(run("differentiate", src, "--xs", "@params", "--exclude", "*"), 2, "--exclude * leaves no x")
+
+
+def test_check_uses_the_same_params(tmp_path):
+    src = params_model(tmp_path / "p.onnx")
+    r = run("check", src, "--xs", "@params")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert [line.split()[0] for line in r.stdout.splitlines()[2:-1]] == ["conv.w", "bn.scale", "bn.bias", "zoo.w",
+                                                                          "const.b"]
+
+
+@pytest.mark.parametrize("name", ["bvlc_alexnet", "zfnet512"])
+def test_params_on_the_light_zoo(name, tmp_path):
+    """Weights made by ConstantOfShape: AlexNet used to error, ZFNet to add 0 nodes and exit 0."""
+    light = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", f"light_{name}.onnx")
+    src = shutil.copy(light, tmp_path / "m.onnx")
+    r = run("differentiate", str(src), "--xs", "@params", "--json")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert len(doc["result"]["xs"]) == 16 and doc["result"]["nodes_added"] > 50
+    assert all(g["output"] for g in doc["result"]["gradients"])
+    names = " ".join(g["x"] for g in doc["result"]["gradients"])
+    assert "conv1_w_0" in names and "fc8_b_0" in names
+
+
+# ------------------------------------------------------------------------------ grad_ys seeds
+def test_number_seed_stays_a_scalar(tmp_path):
+    """`--grad-ys y=2.5` on a [512, 512] y used to embed a dense 1 MiB constant."""
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "w"], ["y"])], "big",
+                              [helper.make_tensor_value_info("x", FLOAT, [512, 512])],
+                              [helper.make_tensor_value_info("y", FLOAT, [512, 512])],
+                              [numpy_helper.from_array(np.float32(3.0).reshape(()), "w")])
+    src = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "b.onnx")
+    r = run("differentiate", src, "--xs", "w,x", "--grad-ys", "y=2.5")
+    assert r.exit_code == 0, r.stderr
+    out = tmp_path / "b.grad.onnx"
+    assert os.path.getsize(out) < 4096
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    x = np.random.default_rng(0).standard_normal((512, 512)).astype(np.float32)
+    gw, gx = session(model).run(["gradients/w_grad", "gradients/x_grad"], {"x": x})
+    np.testing.assert_allclose(gw, 2.5 * x.sum(), rtol=1e-4)
+    np.testing.assert_allclose(gx, np.full((512, 512), 7.5, np.float32))
+
+
+@pytest.mark.parametrize("spec", ["v=nan", "v=inf", "v=-inf", "v=NaN", "v=FILE"])
+def test_non_finite_seeds_are_refused(tmp_path, spec):
+    src = elementwise_model(tmp_path / "ew.onnx")
+    if spec == "v=FILE":
+        np.save(tmp_path / "s.npy", np.array([[1.0, np.nan, 2.0]], np.float32))
+        spec = f"v={tmp_path / 's.npy'}"
+    before = _listing(tmp_path)
+    _assert_one_line_error(run("differentiate", src, "--xs", "b", "--ys", "v", "--grad-ys", spec), 2,
+                           "NaN or infinity")
+    assert _listing(tmp_path) == before
+    with pytest.raises(onnxgrad.GradientArgumentError, match="NaN or infinity"):
+        onnxgrad.gradients(src, "v", "b", grad_ys=float("inf"))
+
+
+# ------------------------------------------------------------------------------ --json, -v, -q, progress
+def test_json_for_differentiate(models):
+    src = str(models / "linear_regression.onnx")
+    r = run("differentiate", src, "--xs", "@params", "--json")
+    assert r.exit_code == 0 and r.stderr == ""
+    doc = json.loads(r.stdout)
+    assert doc["ok"] is True and doc["exit_code"] == 0 and doc["command"] == "differentiate" and doc["error"] is None
+    assert doc["onnxgrad"] == onnxgrad.__version__
+    res = doc["result"]
+    assert res["output"] == str(models / "linear_regression.grad.onnx") and res["ys"] == ["loss"]
+    assert res["gradients"] == [{"x": "w", "output": "gradients/w_grad", "dtype": "float", "shape": [3, 1]},
+                                {"x": "b", "output": "gradients/b_grad", "dtype": "float", "shape": [1]}]
+    assert res["nodes_added"] > 0 and res["external_data"] is None
+    assert set(doc["timings"]) == {"reading the model", "checking the model and inferring shapes",
+                                   "building the backward pass", "writing the output"}
+    r = run("differentiate", src, "--xs", "nope", "--json")
+    assert r.exit_code == 2
+    doc = json.loads(r.stdout)
+    assert doc["ok"] is False and doc["exit_code"] == 2 and doc["result"] is None
+    assert doc["error"]["type"] == "GradientArgumentError" and "'nope'" in doc["error"]["message"]
+    assert r.stderr.startswith("onnxgrad: error: ")
+
+
+def test_json_for_ops():
+    r = run("ops", "--json")
+    assert r.exit_code == 0
+    doc = json.loads(r.stdout)
+    ops = {o["op_type"]: o for o in doc["result"]["operators"]}
+    assert ops["Add"]["status"] == "rule" and ops["Shape"]["status"] == "non-differentiable"
+    assert set(ops["Add"]) == {"op_type", "opsets", "differentiable_inputs", "status", "reason"}
+    assert sum(doc["result"]["counts"].values()) == len(ops)
+    _assert_one_line_error(run("ops", "--json", "--markdown", "-"), 2, "exclude each other")
+
+
+def test_verbose_and_quiet(models):
+    src = str(models / "cost_ws_bs.onnx")
+    r = run("differentiate", src, "--xs", "Ws", "-v")
+    assert r.exit_code == 0
+    phases = [line.split(":")[1].strip() for line in r.stderr.splitlines()]
+    assert phases == ["reading the model", "checking the model and inferring shapes", "building the backward pass",
+                      "writing the output", "total"]
+    assert r.stderr.splitlines()[-1].endswith(" MiB") and "peak memory" in r.stderr
+    r = run("differentiate", src, "--xs", "Ws", "-q")
+    assert r.exit_code == 0 and r.stdout == "" and r.stderr == ""
+    r = run("ops", "--quiet")
+    assert r.exit_code == 0 and r.stdout == ""
+
+
+def _on_a_terminal(args) -> str:
+    """Run ``python -m onnxgrad ARGS`` with stderr on a pseudo-terminal; return what it showed."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "onnxgrad", *args], stdout=subprocess.DEVNULL, stderr=slave)
+        os.close(slave)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert p.wait(timeout=120) == 0
+    finally:
+        os.close(master)
+    return shown.decode()
+
+
+def test_progress_on_a_terminal_only(models):
+    src = str(models / "cost_ws_bs.onnx")
+    shown = _on_a_terminal(["differentiate", src, "--xs", "Ws"])
+    for phase in ("reading the model", "building the backward pass", "writing the output"):
+        assert f"\r\x1b[Konnxgrad: {phase}... " in shown
+    assert shown.endswith("\r\x1b[K")  # the status line is erased at the end
+    assert _on_a_terminal(["differentiate", src, "--xs", "Ws", "--quiet"]) == ""
+    p = subprocess.run([sys.executable, "-m", "onnxgrad", "differentiate", src, "--xs", "Ws"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stderr == ""  # not a terminal: no progress
+
+
+# ------------------------------------------------------------------------------ help and README
+def test_ops_help_matches_its_columns():
+    from onnxgrad.coverage import render
+
+    header = render(markdown=False).splitlines()[0].split("  ")
+    columns = [c.strip() for c in header if c.strip()]
+    text = " ".join(run("ops", "--help").stdout.split())
+    assert "op type, opsets, differentiable inputs, status (rule, non-differentiable, unsupported) and reason" in text
+    assert columns == ["op type", "opsets", "differentiable inputs", "status", "reason"]
+
+
+ROOT = os.path.dirname(MODELS)
+
+
+def _readme_section(title: str) -> str:
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end >= 0 else len(text)]
+
+
+def test_readme_python_api_example_runs(tmp_path, monkeypatch):
+    """The first code block of the README's Python API section runs as written on a shipped model."""
+    section = _readme_section("Python API")
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    for name in os.listdir(MODELS):
+        if name.endswith(".onnx"):
+            shutil.copy(os.path.join(MODELS, name), tmp_path / name)
+    (tmp_path / "models").mkdir()
+    for name in os.listdir(tmp_path):
+        if name.endswith(".onnx"):
+            shutil.move(str(tmp_path / name), tmp_path / "models" / name)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102  (our own README)
+    assert "new_model" in namespace and namespace["names"]
+
+
+def test_gradient_outputs_are_ignored_by_git():
+    if shutil.which("git") is None or not os.path.isdir(os.path.join(ROOT, ".git")) and \
+            not os.path.isfile(os.path.join(ROOT, ".git")):
+        pytest.skip("not a git checkout")
+    paths = ["models/linear_regression.grad.onnx", "sub/x.grad.onnx"]
+    r = subprocess.run(["git", "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.stdout.split() == paths
