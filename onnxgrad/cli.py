@@ -32,8 +32,9 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator, Sequence
 from types import FrameType
-from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, NoReturn, TypeVar
 
 import click
 import numpy as np
@@ -95,7 +96,7 @@ class Terminated(BaseException):
 _CAUGHT_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 
-def _on_signal(signum: int, _frame: Optional[FrameType]) -> NoReturn:
+def _on_signal(signum: int, _frame: FrameType | None) -> NoReturn:
     for s in _CAUGHT_SIGNALS:  # a second signal must not cut the cleanup short
         signal.signal(s, signal.SIG_IGN)
     raise Terminated(signum)
@@ -128,13 +129,13 @@ class _Group(click.Group):
             _fail(ctx, err, f"onnxgrad: internal error: {type(err).__name__}: {_one_line(err)} (rerun with --debug)",
                   EXIT_INTERNAL)
 
-    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if not args and not ctx.resilient_parsing:  # a bare `onnxgrad`: the help, not an error
             click.echo(ctx.get_help())
             ctx.exit(0)
         return super().parse_args(ctx, args)
 
-    def make_context(self, info_name: Optional[str], args: List[str], parent: Optional[click.Context] = None,
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
                      **extra: Any) -> click.Context:
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
@@ -153,7 +154,7 @@ def _fail(ctx: click.Context, err: BaseException, line: str, code: int) -> NoRet
     raise click.exceptions.Exit(code) from None
 
 
-def _usage_exit(err: click.UsageError, ctx: Optional[click.Context]) -> NoReturn:
+def _usage_exit(err: click.UsageError, ctx: click.Context | None) -> NoReturn:
     """Usage errors, like every other error, are one line (exit 2)."""
     ctx = err.ctx or ctx
     hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
@@ -201,8 +202,8 @@ def cli() -> None:
 
 
 # ------------------------------------------------------------------------------------------ reporting
-def json_document(command: str, result: Optional[Dict[str, Any]], error: Optional[BaseException] = None,
-                  exit_code: int = 0, timings: Optional[Dict[str, float]] = None) -> str:
+def json_document(command: str, result: dict[str, Any] | None, error: BaseException | None = None,
+                  exit_code: int = 0, timings: dict[str, float] | None = None) -> str:
     """The one JSON document a command prints on stdout with ``--json``::
 
         {"onnxgrad": "0.1.0", "command": "differentiate", "ok": true, "exit_code": 0,
@@ -229,17 +230,17 @@ class Run:
     """What a command reports besides its result: progress on a terminal, phase timings with
     ``--verbose``, its JSON document with ``--json``. One per command invocation."""
 
-    def __init__(self, command: str, meta: Dict[str, Any]) -> None:
+    def __init__(self, command: str, meta: dict[str, Any]) -> None:
         self.command = command
         self.json = bool(meta.get(_JSON_KEY))
         self.quiet = bool(meta.get(_QUIET_KEY))
         self.verbose = bool(meta.get(_VERBOSE_KEY))
         self.progress = not self.quiet and _stderr_is_terminal()
-        self.timings: Dict[str, float] = {}
+        self.timings: dict[str, float] = {}
         self.started = time.perf_counter()
 
     @classmethod
-    def start(cls, command: str) -> "Run":
+    def start(cls, command: str) -> Run:
         """The Run of the current click command (its options read from the context)."""
         ctx = click.get_current_context()
         run = cls(command, ctx.meta)
@@ -269,7 +270,7 @@ class Run:
         if not (self.quiet or self.json):
             click.echo(text)
 
-    def emit(self, result: Optional[Dict[str, Any]], error: Optional[BaseException] = None,
+    def emit(self, result: dict[str, Any] | None, error: BaseException | None = None,
              exit_code: int = 0) -> None:
         """Print the JSON document (only with --json)."""
         if self.json:
@@ -330,14 +331,14 @@ def gradients(index: GraphIndex, ys: Sequence[str], xs: Sequence[str], **options
     return _gradients(index.model, index, ys, xs, **options)
 
 
-def _split(values: Sequence[str]) -> List[str]:
+def _split(values: Sequence[str]) -> list[str]:
     """Names from a repeatable option whose values may also be comma-separated lists."""
     return [part.strip() for v in values for part in v.split(",") if part.strip()]
 
 
-def _resolve_xs(values: Sequence[str], model: ModelProto, index: GraphIndex, exclude: Sequence[str] = ()) -> List[str]:
+def _resolve_xs(values: Sequence[str], model: ModelProto, index: GraphIndex, exclude: Sequence[str] = ()) -> list[str]:
     """``--xs`` entries with the groups expanded (:mod:`onnxgrad.params`), minus ``--exclude`` globs."""
-    xs: List[str] = []
+    xs: list[str] = []
     for item in _split(values):
         if item == PARAMS:
             found = select_parameters(index)
@@ -363,7 +364,7 @@ def _resolve_xs(values: Sequence[str], model: ModelProto, index: GraphIndex, exc
     return kept
 
 
-def _resolve_ys(values: Sequence[str], index: GraphIndex) -> List[str]:
+def _resolve_ys(values: Sequence[str], index: GraphIndex) -> list[str]:
     ys = _split(values)
     if ys:
         return ys
@@ -373,11 +374,11 @@ def _resolve_ys(values: Sequence[str], index: GraphIndex) -> List[str]:
     return ys
 
 
-def _parse_grad_ys(values: Sequence[str], ys: Sequence[str]) -> Optional[list]:
+def _parse_grad_ys(values: Sequence[str], ys: Sequence[str]) -> list | None:
     """``Y=NUMBER``, ``Y=@NAME`` or ``Y=FILE.npy`` entries -> the API's grad_ys list."""
     if not values:
         return None
-    chosen: Dict[str, object] = {}
+    chosen: dict[str, object] = {}
     for item in _split(values):
         y, sep, spec = item.partition("=")
         y, spec = y.strip(), spec.strip()
@@ -421,7 +422,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Left-aligned columns; every cell shown with non-printable characters escaped."""
     cells = [[printable(c) for c in row] for row in [header, *rows]]
     widths = [max(len(c) for c in col) for col in zip(*cells)]
-    fmt = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
+    fmt = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
     return "\n".join([fmt(cells[0]), fmt(["-" * w for w in widths])] + [fmt(r) for r in cells[1:]])
 
 
@@ -429,16 +430,16 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _shape_text(shape: Optional[Tuple]) -> str:
+def _shape_text(shape: tuple | None) -> str:
     if shape is None:
         return "?"
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
-def _gradient_info(result: GradientsResult, xs: Sequence[str]) -> List[Dict[str, Any]]:
+def _gradient_info(result: GradientsResult, xs: Sequence[str]) -> list[dict[str, Any]]:
     """Per x: its gradient output (None when unconnected), dtype and shape (None when unknown)."""
     outputs = {o.name: o for o in result.model.graph.output}
-    found: List[Dict[str, Any]] = []
+    found: list[dict[str, Any]] = []
     for x, name in zip(xs, result.names):
         if name is None:
             found.append({"x": x, "output": None, "dtype": None, "shape": None})
@@ -450,7 +451,7 @@ def _gradient_info(result: GradientsResult, xs: Sequence[str]) -> List[Dict[str,
     return found
 
 
-def _gradient_rows(info: Sequence[Dict[str, Any]]) -> List[List[str]]:
+def _gradient_rows(info: Sequence[dict[str, Any]]) -> list[list[str]]:
     return [[g["x"], "(unconnected: None)", "-", "-"] if g["output"] is None else
             [g["x"], g["output"], g["dtype"], _shape_text(g["shape"])] for g in info]
 
@@ -491,8 +492,8 @@ def _gradient_rows(info: Sequence[Dict[str, Any]]) -> List[List[str]]:
                    "changes nothing in the graph.")
 @_output_options
 @_debug_option
-def differentiate(model_path: str, xs_opt: Tuple[str, ...], exclude_opt: Tuple[str, ...], ys_opt: Tuple[str, ...],
-                  out: Optional[str], external_data: bool, grad_ys_opt: Tuple[str, ...], stops_opt: Tuple[str, ...],
+def differentiate(model_path: str, xs_opt: tuple[str, ...], exclude_opt: tuple[str, ...], ys_opt: tuple[str, ...],
+                  out: str | None, external_data: bool, grad_ys_opt: tuple[str, ...], stops_opt: tuple[str, ...],
                   unconnected_gradients: str, aggregation_method: str, name: str, gate_gradients: bool) -> None:
     """Append d(sum of ys)/d x for each x to MODEL and write the new model.
 
@@ -595,7 +596,7 @@ def _load_weights(model: ModelProto, model_path: str) -> None:
               help="Write the table as Markdown to PATH ('-' for stdout) instead of printing plain text.")
 @_output_options
 @_debug_option
-def ops(markdown_path: Optional[str]) -> None:
+def ops(markdown_path: str | None) -> None:
     """List the gradient registry for every default-domain ONNX op: op type, opsets,
     differentiable inputs, status (rule, non-differentiable, unsupported) and reason.
 
@@ -628,7 +629,7 @@ def ops(markdown_path: Optional[str]) -> None:
     run.say(f"wrote {printable(markdown_path)}")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point (``onnxgrad = onnxgrad.cli:main``)."""
     _catch_signals()
     cli.main(args=list(argv) if argv is not None else None, prog_name="onnxgrad")

@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 import re
 import stat
-from typing import Dict, Iterable, Iterator, List, NoReturn, Optional, Tuple
+from collections.abc import Iterable, Iterator
+from typing import NoReturn
 
 import onnx
 from onnx import ModelProto, NodeProto, TensorProto, helper
@@ -36,8 +37,8 @@ def all_tensors(model: ModelProto) -> Iterator[TensorProto]:
     """Every TensorProto of the model: initializers, sparse ones, Constant and attribute values,
     in the main graph, every subgraph and every local function (one iterative pass)."""
     A = onnx.AttributeProto
-    node_lists: List[Iterable[NodeProto]] = [f.node for f in model.functions]
-    graphs: List[onnx.GraphProto] = [model.graph]
+    node_lists: list[Iterable[NodeProto]] = [f.node for f in model.functions]
+    graphs: list[onnx.GraphProto] = [model.graph]
     while graphs or node_lists:
         if graphs:
             graph = graphs.pop()
@@ -76,9 +77,9 @@ def location(t: TensorProto) -> str:
     return next((e.value for e in t.external_data if e.key == "location"), "")
 
 
-def external_files(model: ModelProto) -> List[str]:
+def external_files(model: ModelProto) -> list[str]:
     """The distinct external-data locations the model references, in first-use order."""
-    seen: Dict[str, None] = {}
+    seen: dict[str, None] = {}
     for t in external_tensors(model):
         for e in t.external_data:
             if e.key == "location":
@@ -86,7 +87,7 @@ def external_files(model: ModelProto) -> List[str]:
     return list(seen)
 
 
-def expected_bytes(t: TensorProto) -> Optional[int]:
+def expected_bytes(t: TensorProto) -> int | None:
     """How many bytes ``t``'s dims and dtype take, or None for types without a fixed size."""
     numel = 1
     for d in t.dims:
@@ -101,7 +102,7 @@ def expected_bytes(t: TensorProto) -> Optional[int]:
         return None  # an unknown dtype: the checker reports it
 
 
-def check_external_data(model: ModelProto, folder: Optional[str], what: str) -> None:
+def check_external_data(model: ModelProto, folder: str | None, what: str) -> None:
     """Refuse external-data metadata that is malformed, contradictory or leads out of ``folder``.
 
     Nothing is opened or read: a hostile model must not make onnxgrad (or a runtime later) read
@@ -114,7 +115,7 @@ def check_external_data(model: ModelProto, folder: Optional[str], what: str) -> 
         ModelReadError: a referenced file is missing or not a regular file.
     """
     real_folder = os.path.realpath(folder) if folder is not None else None
-    sizes: Dict[str, int] = {}
+    sizes: dict[str, int] = {}
     for t in external_tensors(model):
         loc, offset, length = _metadata(t, what)
         _check_location(t, loc, real_folder, what)
@@ -139,9 +140,9 @@ def check_external_data(model: ModelProto, folder: Optional[str], what: str) -> 
                              f"{list(t.dims)} of {_dtype_name(t.data_type)} take {need} bytes")
 
 
-def _metadata(t: TensorProto, what: str) -> Tuple[str, Optional[int], Optional[int]]:
+def _metadata(t: TensorProto, what: str) -> tuple[str, int | None, int | None]:
     """(location, offset, length) of ``t``, each key given at most once, numbers well-formed."""
-    seen: Dict[str, str] = {}
+    seen: dict[str, str] = {}
     for e in t.external_data:
         key = e.key
         if key in seen:
@@ -149,7 +150,7 @@ def _metadata(t: TensorProto, what: str) -> Tuple[str, Optional[int], Optional[i
                              "readers disagree about which one counts")
         seen[key] = e.value
     loc = seen.get("location", "")
-    numbers: List[Optional[int]] = []
+    numbers: list[int | None] = []
     for key in ("offset", "length"):
         text = seen.get(key)
         if text is None:
@@ -161,7 +162,7 @@ def _metadata(t: TensorProto, what: str) -> Tuple[str, Optional[int], Optional[i
     return loc, numbers[0], numbers[1]
 
 
-def _check_location(t: TensorProto, loc: str, real_folder: Optional[str], what: str) -> None:
+def _check_location(t: TensorProto, loc: str, real_folder: str | None, what: str) -> None:
     bad = ""
     if not isinstance(loc, str):
         bad = "has a location that is not UTF-8 text"

@@ -32,9 +32,9 @@ import os
 import shutil
 import stat
 import tempfile
-from typing import List, Optional, Tuple, Union
 
 from onnx import ModelProto, TensorProto
+from typing_extensions import Self
 
 from .errors import OutputWriteError
 from .external_data import check_external_data, external_files
@@ -47,7 +47,7 @@ PROTOBUF_LIMIT = 2**31 - 1
 EXTERNAL_THRESHOLD = 1024
 
 
-def save(model: ModelProto, path: str, external_data: Union[bool, str] = False, source: Optional[str] = None) -> None:
+def save(model: ModelProto, path: str, external_data: bool | str = False, source: str | None = None) -> None:
     """Write ``model`` to ``path`` atomically, the way ``onnxgrad differentiate`` does.
 
     Args:
@@ -73,15 +73,15 @@ def save(model: ModelProto, path: str, external_data: Union[bool, str] = False, 
     _save(model, path, external_data, source, keep_model=True)
 
 
-def write_model(model: ModelProto, path: str, source: Optional[str] = None,
-                external_data: Union[bool, str] = False) -> None:
+def write_model(model: ModelProto, path: str, source: str | None = None,
+                external_data: bool | str = False) -> None:
     """:func:`save` for a model the caller hands over: large tensors moved to ``external_data``
     are not restored in ``model`` afterwards (the command line's private copy, which may be
     close to the machine's memory, is never copied)."""
     _save(model, path, external_data, source, keep_model=False)
 
 
-def output_path(path: str, source: Optional[str] = None) -> str:
+def output_path(path: str, source: str | None = None) -> str:
     """The file a write to ``path`` replaces: ``path`` itself, or the regular file a symlink at
     ``path`` points to. Refuses what must not be replaced or cannot be written.
 
@@ -120,16 +120,16 @@ def write_file(path: str, data: bytes) -> None:
         raise OutputWriteError(f"cannot write {path}: {e.strerror or e}") from None
 
 
-def _save(model: ModelProto, path: str, external_data: Union[bool, str], source: Optional[str],
+def _save(model: ModelProto, path: str, external_data: bool | str, source: str | None,
           keep_model: bool) -> None:
     out = output_path(path, source)
     folder = os.path.dirname(out)
     source_folder = os.path.dirname(os.path.abspath(source)) if source is not None else None
     check_external_data(model, source_folder, "the gradient model")
     data_location = _data_location(external_data, out, model)
-    created: List[str] = []
-    moved: List[Tuple[TensorProto, TensorProto]] = []
-    data_file: Optional[_NewFile] = None
+    created: list[str] = []
+    moved: list[tuple[TensorProto, TensorProto]] = []
+    data_file: _NewFile | None = None
     try:
         created += _place_external_data(model, folder, source_folder, path)
         if data_location is not None:
@@ -142,7 +142,7 @@ def _save(model: ModelProto, path: str, external_data: Union[bool, str], source:
                     "even with its large tensors stored externally")
             raise OutputWriteError(
                 f"cannot write {path}: the model is {size / 2**30:.1f} GiB, over protobuf's 2 GiB limit; {hint}")
-        if data_file is not None:
+        if data_file is not None and data_location is not None:
             data_file.commit(os.path.join(folder, data_location), replace=True)
             created.append(os.path.join(folder, data_location))
         with _NewFile(folder, path) as f:
@@ -162,7 +162,7 @@ def _save(model: ModelProto, path: str, external_data: Union[bool, str], source:
             _restore(moved)
 
 
-def _data_location(external_data: Union[bool, str], out: str, model: ModelProto) -> Optional[str]:
+def _data_location(external_data: bool | str, out: str, model: ModelProto) -> str | None:
     """The relative file name for the model's own large tensors, or None to keep them in-file."""
     if external_data is False or external_data is None:
         return None
@@ -178,12 +178,12 @@ def _data_location(external_data: Union[bool, str], out: str, model: ModelProto)
     return name
 
 
-def _externalize(model: ModelProto, f: "_NewFile", location: str, path: str) -> List[Tuple[TensorProto, TensorProto]]:
+def _externalize(model: ModelProto, f: _NewFile, location: str, path: str) -> list[tuple[TensorProto, TensorProto]]:
     """Move the raw data of every large in-file tensor of the main graph into ``f``."""
     graph = model.graph
     tensors = list(graph.initializer) + [a.t for n in graph.node if n.op_type == "Constant"
                                          for a in n.attribute if a.name == "value" and a.HasField("t")]
-    moved: List[Tuple[TensorProto, TensorProto]] = []
+    moved: list[tuple[TensorProto, TensorProto]] = []
     offset = 0
     for t in tensors:
         if t.data_location == TensorProto.EXTERNAL or len(t.raw_data) < EXTERNAL_THRESHOLD:
@@ -201,7 +201,7 @@ def _externalize(model: ModelProto, f: "_NewFile", location: str, path: str) -> 
     return moved
 
 
-def _restore(moved: List[Tuple[TensorProto, TensorProto]]) -> None:
+def _restore(moved: list[tuple[TensorProto, TensorProto]]) -> None:
     for t, original in moved:
         t.CopyFrom(original)
 
@@ -216,7 +216,7 @@ class _NewFile:
     def __init__(self, folder: str, path: str) -> None:
         self.folder = folder
         self.path = path
-        self.tmp: Optional[str] = None  # the fallback's temporary name
+        self.tmp: str | None = None  # the fallback's temporary name
         self.fd = -1
         self.dir_fd = -1
         flag = getattr(os, "O_TMPFILE", 0)
@@ -238,7 +238,7 @@ class _NewFile:
             self.close()
             raise
 
-    def __enter__(self) -> "_NewFile":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -300,12 +300,12 @@ class _FdWriter:
         return len(data)
 
 
-def _place_external_data(model: ModelProto, folder: str, source_folder: Optional[str], path: str) -> List[str]:
+def _place_external_data(model: ModelProto, folder: str, source_folder: str | None, path: str) -> list[str]:
     """Make every external file the model references reachable from ``folder``; return new paths.
 
     On failure the copies made so far are removed before the error propagates.
     """
-    created: List[str] = []
+    created: list[str] = []
     same = source_folder is None or os.path.realpath(source_folder) == os.path.realpath(folder)
     try:
         for loc in external_files(model):

@@ -27,7 +27,7 @@ shell-style globs (``fnmatch``, case-sensitive), matched against tensor names.
 from __future__ import annotations
 
 import fnmatch
-from typing import Dict, FrozenSet, List, Optional, Sequence, Union
+from collections.abc import Sequence
 
 from onnx import AttributeProto, NodeProto
 
@@ -36,12 +36,12 @@ from .graph import FLOAT_TYPES, GraphIndex, ModelLike, load_model, parse_names
 
 #: Inputs that depend on a rule-differentiable op's output but that training never updates by
 #: gradient, by (op type, default domain): input positions.
-RUNNING_STATISTICS: Dict[str, FrozenSet[int]] = {"BatchNormalization": frozenset({3, 4})}
+RUNNING_STATISTICS: dict[str, frozenset[int]] = {"BatchNormalization": frozenset({3, 4})}
 
 _CONSTANT_DOMAINS = ("", "ai.onnx")
 
 
-def parameters(model: ModelLike, exclude: Union[str, Sequence[str], None] = None) -> List[str]:
+def parameters(model: ModelLike, exclude: str | Sequence[str] | None = None) -> list[str]:
     """The names of ``model``'s trainable parameters, in initializer then node order.
 
     What ``onnxgrad differentiate --xs @params`` selects: float initializers and float outputs of
@@ -59,7 +59,7 @@ def parameters(model: ModelLike, exclude: Union[str, Sequence[str], None] = None
     return select_parameters(GraphIndex(load_model(model)), exclude)
 
 
-def data_inputs(model: ModelLike, exclude: Union[str, Sequence[str], None] = None) -> List[str]:
+def data_inputs(model: ModelLike, exclude: str | Sequence[str] | None = None) -> list[str]:
     """The float graph inputs that are not initializers (``--xs @inputs``), minus ``exclude`` globs.
 
     >>> import onnxgrad
@@ -69,7 +69,7 @@ def data_inputs(model: ModelLike, exclude: Union[str, Sequence[str], None] = Non
     return select_data_inputs(GraphIndex(load_model(model)), exclude)
 
 
-def select_parameters(index: GraphIndex, exclude: Union[str, Sequence[str], None] = None) -> List[str]:
+def select_parameters(index: GraphIndex, exclude: str | Sequence[str] | None = None) -> list[str]:
     """:func:`parameters` of an indexed model."""
     found = [t.name for t in index.graph.initializer if t.data_type in FLOAT_TYPES]
     for node in index.nodes:
@@ -79,14 +79,14 @@ def select_parameters(index: GraphIndex, exclude: Union[str, Sequence[str], None
     return [name for name in without(found, exclude) if _feeds_trainable_position(index, name)]
 
 
-def select_data_inputs(index: GraphIndex, exclude: Union[str, Sequence[str], None] = None) -> List[str]:
+def select_data_inputs(index: GraphIndex, exclude: str | Sequence[str] | None = None) -> list[str]:
     """:func:`data_inputs` of an indexed model."""
     found = [name for name in index.graph_inputs
              if name not in index.initializers and index.tensor_info(name).is_float]
     return without(found, exclude)
 
 
-def without(names: Sequence[str], exclude: Union[str, Sequence[str], None]) -> List[str]:
+def without(names: Sequence[str], exclude: str | Sequence[str] | None) -> list[str]:
     """``names`` minus those matching one of the ``exclude`` globs, order kept."""
     globs = parse_names(exclude, "exclude")
     return [n for n in names if not any(fnmatch.fnmatchcase(n, g) for g in globs)]
@@ -105,11 +105,13 @@ def _float_constant(node: NodeProto) -> bool:
 def _not_a_literal(index: GraphIndex, name: str) -> bool:
     """Whether a constant may have more than one element (its shape unknown counts as may)."""
     shape = index.tensor_info(name).shape
-    if shape is None or any(not isinstance(d, int) for d in shape):
+    if shape is None:
         return True
     numel = 1
     for d in shape:
-        numel *= d  # type: ignore[operator]
+        if not isinstance(d, int):
+            return True
+        numel *= d
     return numel > 1
 
 
@@ -126,7 +128,7 @@ def _feeds_trainable_position(index: GraphIndex, name: str) -> bool:
     return False
 
 
-def _trainable(rule: Optional[registry.GradientRule], node: NodeProto, position: int) -> bool:
+def _trainable(rule: registry.GradientRule | None, node: NodeProto, position: int) -> bool:
     if rule is None or rule.status == registry.UNSUPPORTED:
         return True
     if rule.status == registry.NON_DIFFERENTIABLE:

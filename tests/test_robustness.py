@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -66,12 +66,12 @@ class Bad:
     id: str
     make: Callable[[str], str]
     error: type
-    fragments: List[str]
+    fragments: list[str]
     xs: str = "W"
     ys: str = "y"
-    extra: List[str] = field(default_factory=list)  # additional CLI options
+    extra: list[str] = field(default_factory=list)  # additional CLI options
     api_kwargs: dict = field(default_factory=dict)
-    cli_code: Optional[int] = None  # when click rejects the argument itself (usage, exit 2)
+    cli_code: int | None = None  # when click rejects the argument itself (usage, exit 2)
 
 
 def _symlink_out(folder: str) -> str:
@@ -167,12 +167,12 @@ BAD_INPUTS = [
 ]
 
 
-def _cli(args: List[str]):
+def _cli(args: list[str]):
     runner = CliRunner(mix_stderr=False) if "mix_stderr" in CliRunner.__init__.__code__.co_varnames else CliRunner()
     return runner.invoke(cli, args, catch_exceptions=False)
 
 
-def _assert_one_line(stderr: str, code: int, exit_code: int, fragments: List[str]) -> None:
+def _assert_one_line(stderr: str, code: int, exit_code: int, fragments: list[str]) -> None:
     assert exit_code == code, stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
@@ -181,7 +181,7 @@ def _assert_one_line(stderr: str, code: int, exit_code: int, fragments: List[str
         assert f in lines[0], (f, lines[0])
 
 
-def _listing(folder) -> List[str]:
+def _listing(folder) -> list[str]:
     return sorted(os.listdir(folder))
 
 
@@ -250,12 +250,15 @@ def test_output_folder_missing_or_unwritable(tmp_path):
 
 def test_input_is_never_overwritten(tmp_path):
     path = _write(tmp_path / "m.onnx", good())
-    before = open(path, "rb").read()
+    with open(path, "rb") as f:
+        before = f.read()
     with pytest.raises(errors.OutputWriteError, match="refusing to overwrite the input"):
         modelio.write_model(onnxgrad.gradients(path, "y", "W").model, path, source=path)
     r = _cli(["differentiate", path, "--xs", "W", "-o", path])
     assert r.exit_code != 0 and len(r.stderr.strip().splitlines()) == 1
-    assert open(path, "rb").read() == before and _listing(tmp_path) == ["m.onnx"]
+    with open(path, "rb") as f:
+        assert f.read() == before
+    assert _listing(tmp_path) == ["m.onnx"]
 
 
 @pytest.mark.parametrize("bad", [b for b in BAD_INPUTS if b.id in
@@ -266,7 +269,8 @@ def test_bad_input_real_process(bad: Bad, tmp_path):
     path = bad.make(str(tmp_path))
     before = _listing(tmp_path)
     r = subprocess.run([sys.executable, "-m", "onnxgrad", "differentiate", path, "--xs", bad.xs, "--ys", bad.ys,
-                        "-o", str(tmp_path / "g.onnx")], capture_output=True, text=True, timeout=120, cwd=ROOT)
+                        "-o", str(tmp_path / "g.onnx")], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                       check=False)
     _assert_one_line(r.stderr, bad.error.exit_code, r.returncode, bad.fragments)
     assert r.stdout == "" and _listing(tmp_path) == before
 
@@ -427,9 +431,9 @@ main(sys.argv[4:])
 """
 
 
-def _signalled_run(mode: str, sig: str, nth: int, args: List[str]):
+def _signalled_run(mode: str, sig: str, nth: int, args: list[str]):
     return subprocess.run([sys.executable, "-c", _SIGNAL_SCRIPT, mode, sig, str(nth)] + args,
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+                          capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
 
 
 @pytest.mark.parametrize("mode", ["tmpfile", "fallback"])
