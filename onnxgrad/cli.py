@@ -531,12 +531,12 @@ def differentiate(model_path: str, xs_opt: tuple[str, ...], exclude_opt: tuple[s
     added = len(result.model.graph.node) - forward_nodes
     info = _gradient_info(result, xs)
     with run.phase("writing the output"):
-        write_model(result.model, out, source=model_path, external_data=external_data)
+        data_file = write_model(result.model, out, source=model_path, external_data=external_data)
     run.say(_table(["x", "gradient output", "dtype", "shape"], _gradient_rows(info)))
     run.say(f"wrote {printable(out)} ({_count(added, 'node')} added for {_count(len(ys), 'y')} and "
             f"{_count(len(xs), 'x')}, {run.elapsed:.2f} s)")
     run.emit({"model": model_path, "output": out,
-              "external_data": f"{os.path.basename(out)}.data" if external_data else None,
+              "external_data": data_file,
               "ys": ys, "xs": xs, "gradients": info, "nodes_added": added, "seconds": round(run.elapsed, 6)})
     run.finish()
 

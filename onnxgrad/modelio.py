@@ -47,7 +47,7 @@ PROTOBUF_LIMIT = 2**31 - 1
 EXTERNAL_THRESHOLD = 1024
 
 
-def save(model: ModelProto, path: str, external_data: bool | str = False, source: str | None = None) -> None:
+def save(model: ModelProto, path: str, external_data: bool | str = False, source: str | None = None) -> str | None:
     """Write ``model`` to ``path`` atomically, the way ``onnxgrad differentiate`` does.
 
     Args:
@@ -62,6 +62,10 @@ def save(model: ModelProto, path: str, external_data: bool | str = False, source
         source: the path of the model file ``model`` was derived from. It locates existing
             external data when the output goes to another folder, and is never overwritten.
 
+    Returns:
+        The name of the external data file written beside the output, or None (nothing was large
+        enough to move, or ``external_data`` is False).
+
     On any failure nothing is left behind: no output, no temporary file, no copy of external data.
 
     Raises:
@@ -70,15 +74,15 @@ def save(model: ModelProto, path: str, external_data: bool | str = False, source
         InvalidModelError, ModelReadError: the model's external data references are unsafe,
             contradictory or missing.
     """
-    _save(model, path, external_data, source, keep_model=True)
+    return _save(model, path, external_data, source, keep_model=True)
 
 
 def write_model(model: ModelProto, path: str, source: str | None = None,
-                external_data: bool | str = False) -> None:
+                external_data: bool | str = False) -> str | None:
     """:func:`save` for a model the caller hands over: large tensors moved to ``external_data``
     are not restored in ``model`` afterwards (the command line's private copy, which may be
     close to the machine's memory, is never copied)."""
-    _save(model, path, external_data, source, keep_model=False)
+    return _save(model, path, external_data, source, keep_model=False)
 
 
 def output_path(path: str, source: str | None = None) -> str:
@@ -121,7 +125,7 @@ def write_file(path: str, data: bytes) -> None:
 
 
 def _save(model: ModelProto, path: str, external_data: bool | str, source: str | None,
-          keep_model: bool) -> None:
+          keep_model: bool) -> str | None:
     out = output_path(path, source)
     folder = os.path.dirname(out)
     source_folder = os.path.dirname(os.path.abspath(source)) if source is not None else None
@@ -134,7 +138,7 @@ def _save(model: ModelProto, path: str, external_data: bool | str, source: str |
         created += _place_external_data(model, folder, source_folder, path)
         if data_location is not None:
             data_file = _NewFile(folder, path)
-            moved = _externalize(model, data_file, data_location, path)
+            moved = _externalize(model, data_file, data_location)
         size = model.ByteSize()
         if size > PROTOBUF_LIMIT:
             hint = ("store its large tensors as external data (--external-data on the command line, "
@@ -142,6 +146,8 @@ def _save(model: ModelProto, path: str, external_data: bool | str, source: str |
                     "even with its large tensors stored externally")
             raise OutputWriteError(
                 f"cannot write {path}: the model is {size / 2**30:.1f} GiB, over protobuf's 2 GiB limit; {hint}")
+        if not moved:
+            data_location = None  # nothing reached the threshold: no empty file beside the output
         if data_file is not None and data_location is not None:
             data_file.commit(os.path.join(folder, data_location), replace=True)
             created.append(os.path.join(folder, data_location))
@@ -149,6 +155,8 @@ def _save(model: ModelProto, path: str, external_data: bool | str, source: str |
             f.write(model.SerializeToString())
             f.commit(out, replace=True)
         created = []
+    except OutputWriteError:  # an OSError too: already worded
+        raise
     except OSError as e:
         raise OutputWriteError(
             f"cannot write {path}: {e.strerror or e}; check the folder's permissions and free space"
@@ -160,6 +168,7 @@ def _save(model: ModelProto, path: str, external_data: bool | str, source: str |
             _remove_quietly(p)
         if keep_model:
             _restore(moved)
+    return data_location
 
 
 def _data_location(external_data: bool | str, out: str, model: ModelProto) -> str | None:
@@ -178,7 +187,7 @@ def _data_location(external_data: bool | str, out: str, model: ModelProto) -> st
     return name
 
 
-def _externalize(model: ModelProto, f: _NewFile, location: str, path: str) -> list[tuple[TensorProto, TensorProto]]:
+def _externalize(model: ModelProto, f: _NewFile, location: str) -> list[tuple[TensorProto, TensorProto]]:
     """Move the raw data of every large in-file tensor of the main graph into ``f``."""
     graph = model.graph
     tensors = list(graph.initializer) + [a.t for n in graph.node if n.op_type == "Constant"
@@ -253,7 +262,8 @@ class _NewFile:
         """Fill the file with ``src``'s bytes and permission bits."""
         with open(src, "rb") as f:
             shutil.copyfileobj(f, _FdWriter(self), 1 << 20)
-        os.fchmod(self.fd, stat.S_IMODE(os.stat(src).st_mode))
+        # the permission bits only: a set-user-ID bit copied by root would hand out root's rights
+        os.fchmod(self.fd, stat.S_IMODE(os.stat(src).st_mode) & 0o777)
 
     def commit(self, target: str, replace: bool) -> None:
         """Make the complete file appear at ``target``; ``replace=False`` raises FileExistsError

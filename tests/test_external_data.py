@@ -113,8 +113,9 @@ def test_output_elsewhere_without_its_weights_is_refused(tmp_path):
     other = tmp_path / "out"
     other.mkdir()
     result = onnxgrad.gradients(src, "loss", "W1")
-    with pytest.raises(errors.OutputWriteError, match="'weights.bin' is not in"):
+    with pytest.raises(errors.OutputWriteError, match="'weights.bin' is not in") as info:
         write_model(result.model, str(other / "g.onnx"))
+    assert str(info.value).count("cannot write") == 1  # OutputWriteError is an OSError: never wrapped twice
     (other / "weights.bin").write_bytes(b"someone else's file")
     with pytest.raises(errors.OutputWriteError, match="already exists and is not the input's external data"):
         write_model(result.model, str(other / "g.onnx"), source=src)
@@ -304,15 +305,16 @@ def test_good_external_metadata_with_offset_and_length(tmp_path):
     np.testing.assert_allclose(gw, [1.0, 2.0, 3.0])  # d(sum x * W)/dW = x, whatever W holds
 
 
-@pytest.mark.parametrize("mode", [0o600, 0o640, 0o444])
-def test_copied_weights_keep_their_permission_bits(mode, tmp_path):
+@pytest.mark.parametrize("mode,kept", [(0o600, 0o600), (0o640, 0o640), (0o444, 0o444), (0o4755, 0o755)])
+def test_copied_weights_keep_their_permission_bits(mode, kept, tmp_path):
+    """A 600 file used to become 644; a set-user-ID bit is never copied (a root-owned setuid copy)."""
     (tmp_path / "in").mkdir()
     (tmp_path / "out").mkdir()
     src = save_external(mlp(), tmp_path / "in")
     os.chmod(tmp_path / "in" / "weights.bin", mode)
     r = _cli(["differentiate", src, "--xs", "W1", "-o", str(tmp_path / "out" / "g.onnx")])
     assert r.exit_code == 0, r.stderr
-    assert os.stat(tmp_path / "out" / "weights.bin").st_mode & 0o7777 == mode
+    assert os.stat(tmp_path / "out" / "weights.bin").st_mode & 0o7777 == kept
 
 
 # ------------------------------------------------------------------------- saving as external data
@@ -320,7 +322,7 @@ def test_save_with_external_data_keeps_the_callers_model(tmp_path):
     result = onnxgrad.gradients(mlp(), "loss", ["W1", "b1", "W2"])
     before = result.model.SerializeToString()
     out = tmp_path / "g.onnx"
-    onnxgrad.save(result.model, str(out), external_data=True)
+    assert onnxgrad.save(result.model, str(out), external_data=True) == "g.onnx.data"
     assert result.model.SerializeToString() == before
     assert sorted(os.listdir(tmp_path)) == ["g.onnx", "g.onnx.data"]
     written = onnx.load(str(out), load_external_data=False)
@@ -335,6 +337,14 @@ def test_save_with_external_data_keeps_the_callers_model(tmp_path):
         with pytest.raises(errors.OutputWriteError, match="external data file"):
             onnxgrad.save(result.model, str(tmp_path / "i.onnx"), external_data=bad)
     assert sorted(os.listdir(tmp_path)) == ["g.onnx", "g.onnx.data", "h.bin", "h.onnx"]
+
+
+def test_external_data_file_only_when_something_is_large(tmp_path):
+    small = _external_model("w.bin")
+    small.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.ones(3, np.float32), "W"))
+    assert onnxgrad.save(onnxgrad.gradients(small, "y", "W").model, str(tmp_path / "g.onnx"),
+                         external_data=True) is None
+    assert os.listdir(tmp_path) == ["g.onnx"]
 
 
 def test_external_data_name_must_not_be_the_inputs_weights(tmp_path):
