@@ -32,7 +32,7 @@ FLOAT = TensorProto.FLOAT
 def _runner() -> CliRunner:
     # click < 8.2 mixes stderr into stdout unless told not to
     if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters:
-        return CliRunner(mix_stderr=False)
+        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
     return CliRunner()
 
 
@@ -537,7 +537,7 @@ def params_model(path) -> str:
         helper.make_node("ConstantOfShape", ["shape"], ["zoo.w"],
                          value=numpy_helper.from_array(f32(0.02), "value")),
         helper.make_node("Constant", [], ["const.b"], value=numpy_helper.from_array(f32(0.5, -0.5), "value")),
-        helper.make_node("Constant", [], ["half"], value=numpy_helper.from_array(np.float32(0.5), "value")),
+        helper.make_node("Constant", [], ["half"], value=numpy_helper.from_array(np.array(0.5, np.float32), "value")),
         helper.make_node("Conv", ["x", "conv.w"], ["c"]),
         helper.make_node("BatchNormalization", ["c", "bn.scale", "bn.bias", "bn.mean", "bn.var"], ["bn"]),
         helper.make_node("Conv", ["bn", "zoo.w"], ["c2"]),
@@ -592,7 +592,7 @@ def test_number_seed_stays_a_scalar(tmp_path):
     graph = helper.make_graph([helper.make_node("Mul", ["x", "w"], ["y"])], "big",
                               [helper.make_tensor_value_info("x", FLOAT, [512, 512])],
                               [helper.make_tensor_value_info("y", FLOAT, [512, 512])],
-                              [numpy_helper.from_array(np.float32(3.0).reshape(()), "w")])
+                              [numpy_helper.from_array(np.array(3.0, np.float32), "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     src = _save(model, tmp_path / "b.onnx")
     r = run("differentiate", src, "--xs", "w,x", "--grad-ys", "y=2.5")

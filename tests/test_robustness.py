@@ -65,7 +65,7 @@ def _write(path, data) -> str:
 class Bad:
     id: str
     make: Callable[[str], str]
-    error: type
+    error: type[errors.OnnxGradError]
     fragments: list[str]
     xs: str = "W"
     ys: str = "y"
@@ -168,7 +168,7 @@ BAD_INPUTS = [
 
 
 def _cli(args: list[str]):
-    runner = CliRunner(mix_stderr=False) if "mix_stderr" in CliRunner.__init__.__code__.co_varnames else CliRunner()
+    runner = CliRunner(mix_stderr=False) if "mix_stderr" in CliRunner.__init__.__code__.co_varnames else CliRunner()  # type: ignore[call-arg]
     return runner.invoke(cli, args, catch_exceptions=False)
 
 
