@@ -393,6 +393,8 @@ def _parse_grad_ys(values: Sequence[str], ys: Sequence[str]) -> list | None:
                 raise GradientArgumentError(f"--grad-ys {item!r}: a tensor name must follow '@'")
             chosen[y] = spec[1:]
         elif spec.endswith(".npy"):
+            if os.path.exists(spec) and not os.path.isfile(spec):  # a FIFO or device would block or never end
+                raise GradientArgumentError(f"--grad-ys {item!r}: {spec} is not a regular file")
             try:
                 chosen[y] = np.load(spec, allow_pickle=False)
             except (OSError, ValueError) as e:

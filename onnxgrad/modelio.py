@@ -17,7 +17,9 @@ model's own large tensors (the new constants of a gradient model, say) in a file
 is how a model above protobuf's 2 GB limit is written.
 
 Every file is first written under no name at all (Linux ``O_TMPFILE``) and linked into place only
-when complete, so an interrupted run leaves nothing, even after ``SIGKILL``. Where ``O_TMPFILE``
+when complete, so an interrupted run leaves nothing, even after ``SIGKILL`` (an existing output is
+replaced by linking under a hidden name and renaming: only a ``SIGKILL`` in that instant leaves
+the hidden link). Where ``O_TMPFILE``
 is missing, a hidden temporary file is used and removed on any error or exception (the command
 line turns ``SIGTERM`` and ``SIGHUP`` into one). An existing output is replaced atomically;
 an existing path that is not a regular file (``/dev/null``, a FIFO) is refused, and a symlink to

@@ -383,6 +383,13 @@ def test_non_regular_output_targets_are_refused(kind, tmp_path):
     assert _listing(tmp_path) == before
     with pytest.raises(errors.OutputWriteError, match="not a regular file"):
         modelio.save(good(), target)
+    r = _cli(["ops", "--markdown", target])
+    _assert_one_line(r.stderr, 6, r.exit_code, ["not a regular file"])
+    if "fifo" in kind:  # reading a FIFO as a seed would block forever
+        os.rename(special, f"{special}.npy")
+        r = _cli(["differentiate", src, "--xs", "W", "--grad-ys", f"y={special}.npy", "-o", str(tmp_path / "g.onnx")])
+        _assert_one_line(r.stderr, 2, r.exit_code, ["not a regular file"])
+        os.rename(f"{special}.npy", special)
 
 
 def test_real_dev_null_and_dev_full_are_refused_before_any_work():
