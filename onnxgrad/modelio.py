@@ -134,13 +134,14 @@ def _save(model: ModelProto, path: str, external_data: bool | str, source: str |
     check_external_data(model, source_folder, "the gradient model")
     data_location = _data_location(external_data, out, model)
     created: list[str] = []
-    moved: list[tuple[TensorProto, TensorProto]] = []
+    moved = 0
+    originals: list[tuple[TensorProto, TensorProto]] = []
     data_file: _NewFile | None = None
     try:
         created += _place_external_data(model, folder, source_folder, path)
         if data_location is not None:
             data_file = _NewFile(folder, path)
-            moved = _externalize(model, data_file, data_location)
+            moved, originals = _externalize(model, data_file, data_location, keep=keep_model)
         size = model.ByteSize()
         if size > PROTOBUF_LIMIT:
             hint = ("store its large tensors as external data (--external-data on the command line, "
@@ -168,8 +169,8 @@ def _save(model: ModelProto, path: str, external_data: bool | str, source: str |
             data_file.close()
         for p in created:
             _remove_quietly(p)
-        if keep_model:
-            _restore(moved)
+        for t, original in originals:
+            t.CopyFrom(original)
     return data_location
 
 
@@ -189,32 +190,32 @@ def _data_location(external_data: bool | str, out: str, model: ModelProto) -> st
     return name
 
 
-def _externalize(model: ModelProto, f: _NewFile, location: str) -> list[tuple[TensorProto, TensorProto]]:
-    """Move the raw data of every large in-file tensor of the main graph into ``f``."""
+def _externalize(model: ModelProto, f: _NewFile, location: str,
+                 keep: bool) -> tuple[int, list[tuple[TensorProto, TensorProto]]]:
+    """Move the raw data of every large in-file tensor of the main graph into ``f``: how many
+    tensors moved and, with ``keep``, (tensor, copy of its original) pairs to restore them."""
     graph = model.graph
     tensors = list(graph.initializer) + [a.t for n in graph.node if n.op_type == "Constant"
                                          for a in n.attribute if a.name == "value" and a.HasField("t")]
-    moved: list[tuple[TensorProto, TensorProto]] = []
+    originals: list[tuple[TensorProto, TensorProto]] = []
+    moved = 0
     offset = 0
     for t in tensors:
         if t.data_location == TensorProto.EXTERNAL or len(t.raw_data) < EXTERNAL_THRESHOLD:
             continue
-        original = TensorProto()
-        original.CopyFrom(t)
+        if keep:
+            original = TensorProto()
+            original.CopyFrom(t)
+            originals.append((t, original))
         raw = t.raw_data
         f.write(raw)
-        moved.append((t, original))
+        moved += 1
         t.ClearField("raw_data")
         t.data_location = TensorProto.EXTERNAL
         for k, v in (("location", location), ("offset", str(offset)), ("length", str(len(raw)))):
             t.external_data.add(key=k, value=v)
         offset += len(raw)
-    return moved
-
-
-def _restore(moved: list[tuple[TensorProto, TensorProto]]) -> None:
-    for t, original in moved:
-        t.CopyFrom(original)
+    return moved, originals
 
 
 class _NewFile:

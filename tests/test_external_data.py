@@ -10,6 +10,7 @@ stays cheap) goes through the command line with a peak memory far below the weig
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -378,8 +379,9 @@ def test_output_above_the_protobuf_limit_needs_external_data(tmp_path, monkeypat
     r = _cli(args)
     assert r.exit_code == 6 and "over protobuf's 2 GiB limit" in r.stderr and "--external-data" in r.stderr
     assert sorted(os.listdir(tmp_path)) == ["m.onnx", "seed.npy"]
-    r = _cli(args + ["--external-data"])
+    r = _cli(args + ["--external-data", "--json"])
     assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["result"]["external_data"] == "g.onnx.data"
     assert sorted(os.listdir(tmp_path)) == ["g.onnx", "g.onnx.data", "m.onnx", "seed.npy"]
     assert os.path.getsize(tmp_path / "g.onnx") < 8 * 1024
     x = np.random.default_rng(1).standard_normal((64, 64)).astype(np.float32)
