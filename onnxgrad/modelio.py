@@ -266,7 +266,11 @@ class _NewFile:
         with open(src, "rb") as f:
             shutil.copyfileobj(f, _FdWriter(self), 1 << 20)
         # the permission bits only: a set-user-ID bit copied by root would hand out root's rights
-        os.fchmod(self.fd, stat.S_IMODE(os.stat(src).st_mode) & 0o777)
+        mode = stat.S_IMODE(os.stat(src).st_mode) & 0o777
+        if hasattr(os, "fchmod"):
+            os.fchmod(self.fd, mode)
+        else:  # Windows before Python 3.13, where there is no O_TMPFILE either: the file has a name
+            os.chmod(self.tmp, mode)  # type: ignore[arg-type]
 
     def commit(self, target: str, replace: bool) -> None:
         """Make the complete file appear at ``target``; ``replace=False`` raises FileExistsError
