@@ -208,7 +208,8 @@ def _call_rule(g: Emitter, index: GraphIndex, op_id: int, out_grads: List[Option
     g.scope = f"{g.prefix}/{_safe(node.name or node.output[0])}_grad"
     dys = [dg if dg is not None or not (o and g.is_float(o)) else g.zeros_like(o) for o, dg in zip(op.outputs, out_grads)]
     result = list(entry.fn(g, op, *dys))  # type: ignore[misc]
-    n_in = len(op.inputs)
+    # a node with subgraphs also gives a gradient to each enclosing-scope value they read (after its inputs)
+    n_in = len(index.node_inputs[op_id])
     # A rule may be written for the full signature: trailing entries for omitted optional
     # inputs must then be None.
     if len(result) < n_in or any(r is not None for r in result[n_in:]):

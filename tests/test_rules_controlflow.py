@@ -1,0 +1,179 @@
+"""Numeric tests of If, Loop and Scan (onnxgrad/rules/controlflow.py, onnxgrad/subgraph.py).
+
+Subgraphs are typed, so every case is built once per dtype. Values the subgraphs read from the
+enclosing scope are graph inputs of the test model (``Case.scope``) and get gradients too.
+"""
+
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
+import pytest
+from onnx import GraphProto, TensorProto, helper
+
+from rulecheck import Case, check_case, rand
+
+DT = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE}
+I64, BOOL = TensorProto.INT64, TensorProto.BOOL
+
+
+def node(op: str, ins: Sequence[str], outs: Sequence[str], **attrs: Any):
+    return helper.make_node(op, list(ins), list(outs), **attrs)
+
+
+def graph(name: str, nodes: list, inputs: list, outputs: list) -> GraphProto:
+    """A subgraph; ``inputs``/``outputs`` are (name, elem_type, shape) triples."""
+    return helper.make_graph(nodes, name, [helper.make_tensor_value_info(*i) for i in inputs],
+                             [helper.make_tensor_value_info(*o) for o in outputs])
+
+
+def i64(*v: int) -> np.ndarray:
+    return np.array(v, dtype=np.int64)
+
+
+# ---------------------------------------------------------------- If
+def if_cases(d: str) -> List[Case]:
+    t = DT[d]
+    then = graph("then", [node("Mul", ["x", "w"], ["t0"]), node("Sin", ["t0"], ["t1"])], [], [("t1", t, [2, 3])])
+    other = graph("else", [node("Exp", ["x"], ["e0"]), node("Add", ["e0", "b"], ["e1"])], [], [("e1", t, [2, 3])])
+    two_then = graph("then2", [node("Mul", ["x", "x"], ["p"]), node("Tanh", ["w"], ["q"])], [],
+                     [("p", t, [2, 3]), ("q", t, [2, 3])])
+    two_else = graph("else2", [node("Neg", ["w"], ["r"]), node("Cos", ["x"], ["s"])], [],
+                     [("r", t, [2, 3]), ("s", t, [2, 3])])
+    inner_then = graph("inner_then", [node("Mul", ["x", "t0"], ["u"])], [], [("u", t, [2, 3])])
+    inner_else = graph("inner_else", [node("Sigmoid", ["w"], ["v"])], [], [("v", t, [2, 3])])
+    nested = graph("nested", [node("Sin", ["w"], ["t0"]),
+                              node("If", ["c2"], ["n0"], then_branch=inner_then, else_branch=inner_else),
+                              node("Mul", ["n0", "b"], ["n1"])], [], [("n1", t, [2, 3])])
+    scope = [("x", rand(2, 3)), ("w", rand(2, 3, seed=1)), ("b", rand(2, 3, seed=2))]
+    cases = []
+    for c in (True, False):
+        cases.append(Case(f"If/{c}", "If", [("c", np.array(c))], {"then_branch": then, "else_branch": other},
+                          opset=13, scope=scope, dtypes=(d,)))
+        cases.append(Case(f"If/two-outputs-{c}", "If", [("c", np.array(c))],
+                          {"then_branch": two_then, "else_branch": two_else}, opset=18, n_outputs=2,
+                          scope=scope[:2], dtypes=(d,)))
+        for c2 in (True, False):
+            cases.append(Case(f"If/nested-{c}-{c2}", "If", [("c", np.array(c))],
+                              {"then_branch": nested, "else_branch": other}, opset=16, dtypes=(d,),
+                              scope=[*scope, ("c2", np.array(c2))]))
+    cases.append(Case("If/one-output-used", "If", [("c", np.array(True))],
+                      {"then_branch": two_then, "else_branch": two_else}, n_outputs=2, outputs_used=[1],
+                      scope=scope[:2], dtypes=(d,)))
+    return cases
+
+
+# ---------------------------------------------------------------- Loop
+def loop_cases(d: str) -> List[Case]:
+    t = DT[d]
+    common = [("i", I64, []), ("cin", BOOL, [])]
+    # for-loop: v <- tanh(v * w + x), scan output sum(v * v, axis 1); w, x read from the enclosing scope
+    body = graph("body", [node("Mul", ["v", "w"], ["a"]), node("Add", ["a", "x"], ["b"]), node("Tanh", ["b"], ["vo"]),
+                          node("Mul", ["vo", "vo"], ["sq"]), node("ReduceSum", ["sq", "ax"], ["so"], keepdims=0),
+                          node("Identity", ["cin"], ["co"])],
+                 common + [("v", t, [2, 3])], [("co", BOOL, []), ("vo", t, [2, 3]), ("so", t, [2])])
+    # while-loop (no trip count): runs while sum(v) < 6; v grows by exp(w) each step, times 1 + iter/4
+    growth = graph("while", [node("Exp", ["w"], ["e"]), node("Cast", ["i"], ["fi"], to=t),
+                             node("Mul", ["fi", "quarter"], ["q"]), node("Add", ["q", "one"], ["f"]),
+                             node("Mul", ["e", "f"], ["step"]), node("Add", ["v", "step"], ["vo"]),
+                             node("ReduceSum", ["vo"], ["tot"], keepdims=0), node("Less", ["tot", "limit"], ["co"])],
+                   common + [("v", t, [3])], [("co", BOOL, []), ("vo", t, [3])])
+    consts = [("quarter", np.array(0.25)), ("one", np.array(1.0)), ("limit", np.array(6.0))]
+    # trip count 10 but the condition ends it after 3 iterations; an int counter is carried too
+    early = graph("early", [node("Mul", ["v", "w"], ["vo"]), node("Add", ["k", "one_i"], ["ko"]),
+                            node("Less", ["i", "two_i"], ["co"]), node("Sin", ["vo"], ["so"])],
+                  common + [("v", t, [2]), ("k", I64, [1])], [("co", BOOL, []), ("vo", t, [2]), ("ko", I64, [1]),
+                                                             ("so", t, [2])])
+    # nested loop: the inner loop multiplies by w twice; the outer adds x
+    inner = graph("inner", [node("Mul", ["u", "w"], ["uo"]), node("Identity", ["cj"], ["cjo"])],
+                  [("j", I64, []), ("cj", BOOL, []), ("u", t, [2])], [("cjo", BOOL, []), ("uo", t, [2])])
+    outer = graph("outer", [node("Loop", ["two_i", "cin", "v"], ["vi"], body=inner), node("Add", ["vi", "x"], ["vs"]),
+                            node("Sin", ["vs"], ["vo"]), node("Identity", ["cin"], ["co"])],
+                  common + [("v", t, [2])], [("co", BOOL, []), ("vo", t, [2])])
+    # an If inside the loop body, on the parity of the iteration
+    branchy = graph("branchy", [node("Mod", ["i", "two_i"], ["m"]), node("Equal", ["m", "zero_i"], ["even"]),
+                                node("If", ["even"], ["vo"],
+                                     then_branch=graph("even", [node("Mul", ["v", "w"], ["ev"])], [], [("ev", t, [2])]),
+                                     else_branch=graph("odd", [node("Sin", ["v"], ["od"])], [], [("od", t, [2])])),
+                                node("Identity", ["cin"], ["co"])],
+                    common + [("v", t, [2])], [("co", BOOL, []), ("vo", t, [2])])
+    ints = [("one_i", i64(1).reshape(())), ("two_i", i64(2).reshape(())), ("zero_i", i64(0).reshape(()))]
+    w2, x2, ax = ("w", rand(2, 3, seed=1) * 0.8), ("x", rand(2, 3, seed=2)), ("ax", i64(1))
+    true = np.array(True)
+    return [
+        # onnx.reference runs no iteration when a Loop's condition input is omitted
+        Case("Loop/for", "Loop", [("M", i64(3).reshape(())), ("cond", None), ("v0", rand(2, 3))], {"body": body},
+             opset=13, n_outputs=2, constant=["M", "ax"], scope=[w2, x2, ax], dtypes=(d,), reference=False),
+        Case("Loop/for-cond-input", "Loop", [("M", i64(4).reshape(())), ("cond", true), ("v0", rand(2, 3))],
+             {"body": body}, opset=16, n_outputs=2, scope=[w2, x2, ax], constant=["ax"], dtypes=(d,)),
+        # a dynamic trip count: M is a graph input
+        Case("Loop/dynamic-trips", "Loop", [("M", i64(5).reshape(())), ("cond", true), ("v0", rand(2, 3))],
+             {"body": body}, opset=13, n_outputs=2, scope=[w2, x2, ax], constant=["ax"], dtypes=(d,)),
+        # onnx.reference cannot stack the scan outputs of zero iterations (np.vstack of nothing)
+        Case("Loop/zero-trips", "Loop", [("M", i64(0).reshape(())), ("cond", true), ("v0", rand(2, 3))],
+             {"body": body}, opset=13, n_outputs=2, outputs_used=[0], scope=[w2, x2, ax], constant=["ax"],
+             dtypes=(d,), reference=False),
+        Case("Loop/while", "Loop", [("M", None), ("cond", np.array(True)), ("v0", rand(3, seed=4))], {"body": growth},
+             opset=13, scope=[("w", rand(3, seed=5, low=-0.5, high=0.2)), *consts], constant=[c for c, _ in consts],
+             dtypes=(d,)),
+        Case("Loop/early-exit", "Loop", [("M", i64(10).reshape(())), ("cond", true), ("v0", rand(2)),
+                                         ("k0", i64(0))], {"body": early}, opset=13, n_outputs=3,
+             scope=[("w", rand(2, seed=3)), *ints[:2]], constant=["one_i", "two_i"], dtypes=(d,)),
+        Case("Loop/nested", "Loop", [("M", i64(3).reshape(())), ("cond", true), ("v0", rand(2))], {"body": outer},
+             opset=13, scope=[("w", rand(2, seed=3)), ("x", rand(2, seed=6)), ints[1]], constant=["two_i"],
+             dtypes=(d,)),
+        Case("Loop/if-inside", "Loop", [("M", i64(4).reshape(())), ("cond", true), ("v0", rand(2))], {"body": branchy},
+             opset=13, scope=[("w", rand(2, seed=3)), ints[1], ints[2]], constant=["two_i", "zero_i"], dtypes=(d,)),
+    ]
+
+
+# ---------------------------------------------------------------- Scan
+def scan_cases(d: str) -> List[Case]:
+    t = DT[d]
+    # s <- s * w + x_t ; y_t = sin(s)
+    rnn = graph("rnn", [node("Mul", ["s", "w"], ["a"]), node("Add", ["a", "xt"], ["so"]), node("Sin", ["so"], ["yt"])],
+                [("s", t, [3]), ("xt", t, [3])], [("so", t, [3]), ("yt", t, [3])])
+    # no state: y_t = x_t * z_t + w (two scan inputs)
+    stateless = graph("stateless", [node("Mul", ["xt", "zt"], ["p"]), node("Add", ["p", "w"], ["yt"])],
+                      [("xt", t, [3]), ("zt", t, [3])], [("yt", t, [3])])
+    # a matrix state times each column of x (scan axis 1), outputs stacked along axis 1 in reverse
+    mat = graph("mat", [node("MatMul", ["m", "w"], ["mw"]), node("Mul", ["mw", "xt"], ["mo"]),
+                        node("ReduceSum", ["mo"], ["yt"], keepdims=0)],
+                [("m", t, [2, 2]), ("xt", t, [2, 1])], [("mo", t, [2, 2]), ("yt", t, [])])
+    # onnx.reference implements Scan only for axes 0 and forward directions: the other cases run in
+    # onnxruntime alone
+    ref = {"reference": False}
+    return [
+        Case("Scan/state", "Scan", [("s0", rand(3)), ("x", rand(4, 3, seed=1))], {"body": rnn, "num_scan_inputs": 1},
+             opset=16, n_outputs=2, scope=[("w", rand(3, seed=2))], dtypes=(d,)),
+        Case("Scan/reverse-input", "Scan", [("s0", rand(3)), ("x", rand(4, 3, seed=1))],
+             {"body": rnn, "num_scan_inputs": 1, "scan_input_directions": [1], "scan_output_directions": [1]},
+             opset=11, n_outputs=2, scope=[("w", rand(3, seed=2))], dtypes=(d,), **ref),
+        Case("Scan/axes", "Scan", [("s0", rand(3)), ("x", rand(3, 5, seed=1))],
+             {"body": rnn, "num_scan_inputs": 1, "scan_input_axes": [-1], "scan_output_axes": [1]},
+             opset=11, n_outputs=2, scope=[("w", rand(3, seed=2))], dtypes=(d,), **ref),
+        Case("Scan/stateless-two-inputs", "Scan", [("x", rand(4, 3, seed=1)), ("z", rand(3, 4, seed=3))],
+             {"body": stateless, "num_scan_inputs": 2, "scan_input_axes": [0, 1], "scan_input_directions": [0, 1]},
+             opset=9, scope=[("w", rand(3, seed=2))], dtypes=(d,), **ref),
+        Case("Scan/matrix-state", "Scan", [("m0", rand(2, 2)), ("x", rand(2, 3, 1, seed=1))],
+             {"body": mat, "num_scan_inputs": 1, "scan_input_axes": [1], "scan_output_directions": [1]},
+             opset=13, n_outputs=2, scope=[("w", rand(2, 2, seed=2))], dtypes=(d,), **ref),
+    ]
+
+
+def _params(build) -> list:
+    return [pytest.param(c, d, id=f"{c.id}-{d}") for d in ("float32", "float64") for c in build(d)]
+
+
+@pytest.mark.parametrize("case,dtype", _params(if_cases))
+def test_if(case: Case, dtype: str) -> None:
+    check_case(case, dtype)
+
+
+@pytest.mark.parametrize("case,dtype", _params(loop_cases))
+def test_loop(case: Case, dtype: str) -> None:
+    check_case(case, dtype)
+
+
+@pytest.mark.parametrize("case,dtype", _params(scan_cases))
+def test_scan(case: Case, dtype: str) -> None:
+    check_case(case, dtype)
