@@ -101,6 +101,8 @@ def _guess(node: NodeProto, index: int, info: Dict[str, TensorInfo], shape_sourc
             return TensorInfo(_elem(info, ins[0]), tuple(None for _ in src))
         axis = attrs.get("axis", 0) % len(src)
         return TensorInfo(_elem(info, ins[0]), tuple(None if a == axis else d for a, d in enumerate(src)))
+    if op == "Loop" and index < len(ins) - 2:
+        return _loop_carried(node, index, info)
     if index != 0:
         return None
     if op == "Transpose" and src is not None:
@@ -144,4 +146,19 @@ def _guess(node: NodeProto, index: int, info: Dict[str, TensorInfo], shape_sourc
         if src is None:
             return None
         return TensorInfo(_elem(info, ins[0]), tuple(None for _ in src))
+    return None
+
+
+def _loop_carried(node: NodeProto, k: int, info: Dict[str, TensorInfo]) -> Optional[TensorInfo]:
+    """Final value of loop-carried value ``k``: onnx keeps only its element type, but where the body
+    declares the carried value's shape its rank holds at every iteration (dims that match the
+    initial value's are kept)."""
+    body = next(a.g for a in node.attribute if a.name == "body")
+    start = _shape(info, node.input[2 + k])
+    for vi in (body.output[1 + k], body.input[2 + k]):
+        tt = vi.type.tensor_type
+        if start is not None and tt.HasField("shape") and len(tt.shape.dim) == len(start):
+            declared = [d.dim_value if d.HasField("dim_value") else d.dim_param or None for d in tt.shape.dim]
+            dims = tuple(d if d == e else None for d, e in zip(start, declared))
+            return TensorInfo(_elem(info, node.input[2 + k]), dims)
     return None

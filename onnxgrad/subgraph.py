@@ -122,7 +122,8 @@ class Body:
         kept = _needed(nodes, out_names)
         needed_inits = {n for node in kept for n in node.input} | set(outputs)
         graph = helper.make_graph(
-            kept, g.prefix.replace("/", "_"), [value_info(n, i) for n, i in (self.inputs if inputs is None else inputs)],
+            kept, g.prefix.replace("/", "_"),
+            [value_info(n, i) for n, i in (self.inputs if inputs is None else inputs)],
             [value_info(o, g.info(name)) for o, name in zip(out_names, outputs)],
             [t for t in self.forward.initializer if t.name in needed_inits])
         self.outer.reserve(g.names_in_use())
@@ -258,7 +259,9 @@ def reverse_loop(g: Emitter, body: GraphProto, steps: str, *, stepped: Sequence[
     outs += [g.fresh(f"{_safe(s.name)}_grads") for s, d in zip(wrt_stepped, stepped_grads) if d is not None]
     order = g.fresh("steps_reversed") if need_order else None
     zeros = [g.zeros_like(wrt_reads[k]) for k in live]
-    g.add_node("Loop", [steps, g.const(np.array(True), dtype=TensorProto.BOOL), *[c.final_grad for c in carried], *zeros], outs + ([order] if order else []),
+    # the condition is given although always true: onnx.reference runs no iteration without it
+    go = g.const(np.array(True), dtype=TensorProto.BOOL)
+    g.add_node("Loop", [steps, go, *[c.final_grad for c in carried], *zeros], outs + ([order] if order else []),
                g.fresh("Loop"), {"body": graph})
     for o, (_, info) in zip(outs, carried_infos):
         g.set_info(o, info.elem_type, info.shape)

@@ -7,10 +7,12 @@ enclosing scope are graph inputs of the test model (``Case.scope``) and get grad
 from typing import Any, Dict, List, Sequence
 
 import numpy as np
+import onnx
 import pytest
-from onnx import GraphProto, TensorProto, helper
+from onnx import GraphProto, TensorProto, helper, numpy_helper
+from rulecheck import Case, check_case, compare_with_reference, feeds_for, rand
 
-from rulecheck import Case, check_case, rand
+from onnxgrad.checking import check_gradients
 
 DT = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE}
 I64, BOOL = TensorProto.INT64, TensorProto.BOOL
@@ -177,3 +179,86 @@ def test_loop(case: Case, dtype: str) -> None:
 @pytest.mark.parametrize("case,dtype", _params(scan_cases))
 def test_scan(case: Case, dtype: str) -> None:
     check_case(case, dtype)
+
+
+# ---------------------------------------------------------------- end to end: TensorFlow-style exports
+D = TensorProto.DOUBLE
+INT64_MAX = np.iinfo(np.int64).max
+
+
+def _model(nodes: list, inputs: list, outputs: list, inits: Sequence = (), opset: int = 13):
+    g = helper.make_graph(nodes, "tf_export", [helper.make_tensor_value_info(*i) for i in inputs],
+                          [helper.make_tensor_value_info(*o) for o in outputs],
+                          [numpy_helper.from_array(np.asarray(v), n) for n, v in inits])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def _check_model(model, xs: List[str], ys: List[str], feeds: Dict[str, np.ndarray]) -> None:
+    """float64 central differences in onnxruntime, ONNX's full check, and onnx.reference agreeing."""
+    report = check_gradients(model, xs, ys, feeds=feeds)
+    onnx.checker.check_model(report.gradient_model, full_check=True)
+    assert len(report.checks) == len(xs)
+    bad = [c for c in report.checks if not c.ok]
+    assert not bad, [(c.name, c.analytic, c.numeric, c.jacobian_ratio) for c in bad]
+    compare_with_reference(report.gradient_model, feeds_for(report.gradient_model, feeds))
+
+
+def test_tf_while_loop() -> None:
+    """``tf.while_loop(lambda i, v: i < n, lambda i, v: (i + 1, v + sin(v) * w), (0, x))`` as tf2onnx
+    exports it: a Loop with the maximal trip count whose condition, computed in the body, ends it
+    after ``n`` iterations (n fed at run time)."""
+    body = graph("while_body", [
+        node("Add", ["i", "one"], ["i1"]), node("Sin", ["v"], ["s"]), node("Mul", ["s", "w"], ["sw"]),
+        node("Add", ["v", "sw"], ["v1"]), node("Less", ["i1", "n"], ["c1"])],
+        [("it", I64, []), ("c", BOOL, []), ("i", I64, []), ("v", D, [3])],
+        [("c1", BOOL, []), ("i1", I64, []), ("v1", D, [3])])
+    model = _model([node("Less", ["zero", "n"], ["c0"]),
+                    node("Loop", ["max", "c0", "zero", "x"], ["i_final", "v_final"], body=body),
+                    node("ReduceSum", ["v_final"], ["loss"], keepdims=0)],
+                   [("x", D, [3]), ("w", D, [3]), ("n", I64, [])], [("loss", D, [])],
+                   [("max", np.int64(INT64_MAX)), ("zero", np.int64(0)), ("one", np.int64(1))])
+    _check_model(model, ["x", "w"], ["loss"], {"x": rand(3), "w": rand(3, seed=1), "n": np.array(4, np.int64)})
+
+
+def test_tf_scan() -> None:
+    """``tf.scan(lambda a, e: a * w + e, elems, initializer=a0)`` as tf2onnx exports it: a Loop over
+    the rows of ``elems`` (read from the enclosing scope with Gather) with the accumulator carried
+    and every step's value as a scan output."""
+    body = graph("scan_body", [
+        node("Gather", ["elems", "it"], ["e"], axis=0), node("Mul", ["a", "w"], ["aw"]),
+        node("Add", ["aw", "e"], ["a1"]),
+        node("Identity", ["c"], ["c1"]), node("Identity", ["a1"], ["a_out"])],
+        [("it", I64, []), ("c", BOOL, []), ("a", D, [3])], [("c1", BOOL, []), ("a1", D, [3]), ("a_out", D, [3])])
+    model = _model([node("Shape", ["elems"], ["shape"]), node("Gather", ["shape", "zero"], ["steps"], axis=0),
+                    node("Loop", ["steps", "true", "a0"], ["a_final", "stacked"], body=body),
+                    node("Tanh", ["stacked"], ["y"])],
+                   [("elems", D, ["T", 3]), ("a0", D, [3]), ("w", D, [3])], [("y", D, ["T", 3])],
+                   [("zero", np.int64(0)), ("true", np.array(True))])
+    _check_model(model, ["elems", "a0", "w"], ["y"], {"elems": rand(5, 3), "a0": rand(3, seed=1),
+                                                     "w": rand(3, seed=2)})
+
+
+def test_tf_map_fn() -> None:
+    """``tf.map_fn(lambda e: tanh(e @ w), elems)``: a Loop with no carried value, one scan output."""
+    body = graph("map_body", [node("Gather", ["elems", "it"], ["e"], axis=0), node("MatMul", ["e", "w"], ["ew"]),
+                              node("Tanh", ["ew"], ["t"]), node("Identity", ["c"], ["c1"])],
+                 [("it", I64, []), ("c", BOOL, [])], [("c1", BOOL, []), ("t", D, [2])])
+    model = _model([node("Shape", ["elems"], ["shape"]), node("Gather", ["shape", "zero"], ["steps"], axis=0),
+                    node("Loop", ["steps", "true"], ["mapped"], body=body)],
+                   [("elems", D, [4, 3]), ("w", D, [3, 2])], [("mapped", D, [4, 2])],
+                   [("zero", np.int64(0)), ("true", np.array(True))])
+    _check_model(model, ["elems", "w"], ["mapped"], {"elems": rand(4, 3), "w": rand(3, 2, seed=1)})
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_tf_cond(sign: float) -> None:
+    """``tf.cond(reduce_sum(x) > 0, lambda: x * w, lambda: exp(x) - b)`` as tf2onnx exports it."""
+    then = graph("true_fn", [node("Mul", ["x", "w"], ["t"])], [], [("t", D, [3])])
+    other = graph("false_fn", [node("Exp", ["x"], ["e"]), node("Sub", ["e", "b"], ["f"])], [], [("f", D, [3])])
+    model = _model([node("ReduceSum", ["x"], ["s"], keepdims=0), node("Greater", ["s", "zero"], ["p"]),
+                    node("If", ["p"], ["r"], then_branch=then, else_branch=other), node("Mul", ["r", "r"], ["y"])],
+                   [("x", D, [3]), ("w", D, [3]), ("b", D, [3])], [("y", D, [3])], [("zero", np.float64(0.0))])
+    x = np.abs(rand(3)) * sign
+    _check_model(model, ["x", "w", "b"], ["y"], {"x": x, "w": rand(3, seed=1), "b": rand(3, seed=2)})
