@@ -187,6 +187,11 @@ def _rule_entry(index: GraphIndex, op_id: int) -> registry.GradientRule:
     entry = registry.lookup(node.op_type, node.domain, index.opset if node.domain in ("", "ai.onnx") else 1)
     if entry is not None and entry.status != registry.UNSUPPORTED:
         return entry
+    from .functions import body_rule  # functions.py builds on this module
+
+    through_body = body_rule(index, node)  # a local or schema function: differentiated through its body
+    if through_body is not None:
+        return through_body
     where = f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
     why = f" ({entry.reason})" if entry is not None and entry.reason else ""
     raise NoGradientError(

@@ -130,6 +130,14 @@ class Body:
         return graph
 
 
+    def inline(self) -> None:
+        """Append the replayed forward nodes and the backward pass to the enclosing emitter's graph
+        instead (a function body needs no subgraph of its own)."""
+        for node in list(self.forward.node) + self.g.nodes:
+            self.outer.add_proto(node)
+        self.outer.reserve(self.g.names_in_use())
+
+
 def _needed(nodes: Sequence[NodeProto], outputs: Iterable[str]) -> List[NodeProto]:
     """The nodes ``outputs`` depend on, in their order (one backward sweep)."""
     needed = set(outputs)
