@@ -79,6 +79,7 @@ class Body:
         self.outer = outer
         self.forward = forward
         self.inputs = list(inputs)
+        self.defined = list(defined)
         declared = {name for name, _ in self.inputs} | {name for name, _ in defined}
         sources = self.inputs + list(defined)
         for name in dict.fromkeys(reads):
@@ -121,11 +122,15 @@ class Body:
         nodes = g.nodes[:split] + list(self.forward.node) + g.nodes[split:]
         kept = _needed(nodes, out_names)
         needed_inits = {n for node in kept for n in node.input} | set(outputs)
+        produced = {n for node in kept for n in node.output}
         graph = helper.make_graph(
             kept, g.prefix.replace("/", "_"),
             [value_info(n, i) for n, i in (self.inputs if inputs is None else inputs)],
             [value_info(o, g.info(name)) for o, name in zip(out_names, outputs)],
-            [t for t in self.forward.initializer if t.name in needed_inits])
+            [t for t in self.forward.initializer if t.name in needed_inits],
+            # what the prologue defines keeps its type where onnx cannot infer it (a Reshape to an
+            # enclosing-scope shape): a later differentiation of this graph needs the ranks
+            value_info=[value_info(n, i) for n, i in self.defined if n in produced])
         self.outer.reserve(g.names_in_use())
         return graph
 

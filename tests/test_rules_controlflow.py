@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import GraphProto, TensorProto, helper, numpy_helper
-from rulecheck import Case, check_case, compare_with_reference, feeds_for, rand
+from rulecheck import Case, check_case, check_second_order, compare_with_reference, feeds_for, rand
 
 from onnxgrad.checking import check_gradients
 
@@ -179,6 +179,13 @@ def test_loop(case: Case, dtype: str) -> None:
 @pytest.mark.parametrize("case,dtype", _params(scan_cases))
 def test_scan(case: Case, dtype: str) -> None:
     check_case(case, dtype)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for build in (if_cases, loop_cases, scan_cases)
+                                  for c in build("float64")])
+def test_second_order(case: Case) -> None:
+    """The backward If/Loop/Scan are differentiable again (Hessian-vector products)."""
+    check_second_order(case, "float64")
 
 
 # ---------------------------------------------------------------- end to end: TensorFlow-style exports
