@@ -159,7 +159,8 @@ def _loop_carried(node: NodeProto, k: int, info: Dict[str, TensorInfo]) -> Optio
     for vi in (body.output[1 + k], body.input[2 + k]):
         tt = vi.type.tensor_type
         if tt.HasField("shape"):
-            declared.append(tuple(d.dim_value if d.HasField("dim_value") else d.dim_param or None for d in tt.shape.dim))
+            declared.append(tuple(d.dim_value if d.HasField("dim_value") else d.dim_param or None
+                                  for d in tt.shape.dim))
     if start is not None:
         declared = [d for d in declared if len(d) == len(start)][:1] + [start]
     if len(declared) < 2 or len(declared[0]) != len(declared[1]):
