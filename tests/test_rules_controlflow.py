@@ -12,6 +12,7 @@ import pytest
 from onnx import GraphProto, TensorProto, helper, numpy_helper
 from rulecheck import Case, check_case, check_second_order, compare_with_reference, feeds_for, rand
 
+import onnxgrad
 from onnxgrad.checking import check_gradients
 
 DT = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE}
@@ -98,6 +99,20 @@ def loop_cases(d: str) -> List[Case]:
                                      else_branch=graph("odd", [node("Sin", ["v"], ["od"])], [], [("od", t, [2])])),
                                 node("Identity", ["cin"], ["co"])],
                     common + [("v", t, [2])], [("co", BOOL, []), ("vo", t, [2])])
+    # a carried value passed through unchanged (body output = body input), and the loop's own input
+    # v0 read again inside the body (a gradient both as carried initial value and as an outer read)
+    passthrough = graph("passthrough", [node("Mul", ["b", "a"], ["ba"]), node("Add", ["ba", "v0"], ["bo"]),
+                                        node("Sin", ["bo"], ["so"]), node("Identity", ["cin"], ["co"])],
+                        common + [("a", t, [2]), ("b", t, [2])], [("co", BOOL, []), ("a", t, [2]), ("bo", t, [2]),
+                                                                 ("so", t, [2])])
+    # a Scan inside the loop body: v <- v + cumulative sum over the rows of x * v
+    scan_body = graph("scan_body", [node("Mul", ["xt", "vv"], ["p"]), node("Add", ["acc", "p"], ["acc_o"])],
+                      [("acc", t, [2]), ("xt", t, [2])], [("acc_o", t, [2])])
+    with_scan = graph("with_scan", [node("Identity", ["v"], ["vv"]),
+                                    node("Scan", ["v", "x"], ["total"], body=scan_body, num_scan_inputs=1),
+                                    node("Tanh", ["total"], ["vo"]),
+                                    node("Identity", ["cin"], ["co"])],
+                      common + [("v", t, [2])], [("co", BOOL, []), ("vo", t, [2])])
     ints = [("one_i", i64(1).reshape(())), ("two_i", i64(2).reshape(())), ("zero_i", i64(0).reshape(()))]
     w2, x2, ax = ("w", rand(2, 3, seed=1) * 0.8), ("x", rand(2, 3, seed=2)), ("ax", i64(1))
     true = np.array(True)
@@ -123,6 +138,11 @@ def loop_cases(d: str) -> List[Case]:
         Case("Loop/nested", "Loop", [("M", i64(3).reshape(())), ("cond", true), ("v0", rand(2))], {"body": outer},
              opset=13, scope=[("w", rand(2, seed=3)), ("x", rand(2, seed=6)), ints[1]], constant=["two_i"],
              dtypes=(d,)),
+        Case("Loop/passthrough-and-input-read", "Loop", [("M", i64(3).reshape(())), ("cond", true), ("v0", rand(2)),
+                                                         ("b0", rand(2, seed=1))], {"body": passthrough}, opset=13,
+             n_outputs=3, dtypes=(d,)),
+        Case("Loop/scan-inside", "Loop", [("M", i64(2).reshape(())), ("cond", true), ("v0", rand(2))],
+             {"body": with_scan}, opset=16, scope=[("x", rand(3, 2, seed=7))], dtypes=(d,)),
         Case("Loop/if-inside", "Loop", [("M", i64(4).reshape(())), ("cond", true), ("v0", rand(2))], {"body": branchy},
              opset=13, scope=[("w", rand(2, seed=3)), ints[1], ints[2]], constant=["two_i", "zero_i"], dtypes=(d,)),
     ]
@@ -269,3 +289,22 @@ def test_tf_cond(sign: float) -> None:
                    [("x", D, [3]), ("w", D, [3]), ("b", D, [3])], [("y", D, [3])], [("zero", np.float64(0.0))])
     x = np.abs(rand(3)) * sign
     _check_model(model, ["x", "w", "b"], ["y"], {"x": x, "w": rand(3, seed=1), "b": rand(3, seed=2)})
+
+
+def test_loop_carried_sequence_is_refused_clearly() -> None:
+    """A sequence carried by a Loop cannot be recorded per iteration: a ValueError naming it."""
+    def seq(name: str) -> onnx.ValueInfoProto:
+        return helper.make_value_info(name, helper.make_sequence_type_proto(helper.make_tensor_type_proto(D, [2])))
+
+    seq_t = seq("s")
+    body = helper.make_graph(
+        [node("Mul", ["v", "v"], ["vo"]), node("SequenceInsert", ["s", "vo"], ["so"]), node("Identity", ["c"], ["co"])],
+        "seq_body", [helper.make_tensor_value_info("i", I64, []), helper.make_tensor_value_info("c", BOOL, []),
+                     helper.make_tensor_value_info("v", D, [2]), seq_t],
+        [helper.make_tensor_value_info("co", BOOL, []), helper.make_tensor_value_info("vo", D, [2]),
+         seq("so")])
+    model = _model([node("SequenceEmpty", [], ["s0"], dtype=D),
+                    node("Loop", ["three", "true", "x", "s0"], ["y", "seq"], body=body)],
+                   [("x", D, [2])], [("y", D, [2])], [("three", np.int64(3)), ("true", np.array(True))], opset=13)
+    with pytest.raises(ValueError, match="'s' is not a tensor"):
+        onnxgrad.gradients(model, "y", "x")
