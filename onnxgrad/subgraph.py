@@ -166,8 +166,11 @@ class Stepped:
     outer: str
     axis: int = 0
     reverse: bool = False
-    #: records flattened to 1-D (see :func:`flat`): the slice takes the shape and type of ``like``
-    like: Optional[str] = None
+    #: for records flattened to 1-D (see :func:`flat`): the slice's shape, an enclosing tensor holding
+    #: one shape for every step (1-D) or one per step (2-D, indexed like the records)
+    shape: Optional[str] = None
+    #: the slice's type, when ``outer`` holds flattened records
+    info: Optional[TensorInfo] = None
 
 
 @dataclass(frozen=True)
@@ -216,8 +219,7 @@ def reverse_loop(g: Emitter, body: GraphProto, steps: str, *, stepped: Sequence[
     one = g.scalar_int(1)
     last = g.Sub(steps, one)
     g.set_info(last, TensorProto.INT64, ())
-    stepped_infos = [(s.name, g.info(s.like) if s.like else without_axis(g.info(s.outer), s.axis)) for s in stepped]
-    shapes = {s.like: g.shape_of(s.like) for s in stepped if s.like}
+    stepped_infos = [(s.name, s.info or without_axis(g.info(s.outer), s.axis)) for s in stepped]
     body_inputs = {i.name: i for i in body.input}
     defined = stepped_infos + [(n, TensorInfo(TensorProto.BOOL, ())) for n in true_inputs if n]
     if step_index:
@@ -233,14 +235,17 @@ def reverse_loop(g: Emitter, body: GraphProto, steps: str, *, stepped: Sequence[
     formal += [(acc, info) for acc, info in zip(accs, read_infos)]
     seeded_outer = [s.outer for s in seeded]
     b = Body(g, body, formal, defined,
-             list(reads) + [last] + [s.outer for s in stepped] + seeded_outer + list(shapes.values()), "loop_body")
+             list(reads) + [last] + [s.outer for s in stepped] + seeded_outer + [s.shape for s in stepped if s.shape],
+             "loop_body")
     inner = b.g
     # prologue: step i and the values of step i
     i = inner.Sub(last, j)
     for s in stepped:
-        if s.like:
-            record = inner.Gather(s.outer, j if s.reverse else i, axis=s.axis)
-            inner.add_node("Reshape", [record, shapes[s.like]], [s.name], inner.fresh("Reshape"), {})
+        if s.shape:
+            t = j if s.reverse else i
+            record = inner.Gather(s.outer, t, axis=s.axis)
+            shape = s.shape if inner.rank(s.shape) == 1 else inner.Gather(s.shape, t, axis=0)
+            inner.add_node("Reshape", [record, shape], [s.name], inner.fresh("Reshape"), {})
         else:
             inner.add_node("Gather", [s.outer, j if s.reverse else i], [s.name], inner.fresh("Gather"),
                            {"axis": s.axis})

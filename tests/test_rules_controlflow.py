@@ -113,6 +113,10 @@ def loop_cases(d: str) -> List[Case]:
                                     node("Tanh", ["total"], ["vo"]),
                                     node("Identity", ["cin"], ["co"])],
                       common + [("v", t, [2])], [("co", BOOL, []), ("vo", t, [2])])
+    # the carried value changes shape every iteration ([2, 3] -> [3, 2] -> ...), its size does not
+    turning = graph("turning", [node("Sin", ["v"], ["s"]), node("Transpose", ["s"], ["st"]), node("Mul", ["st", "st"], ["q"]),
+                                node("Add", ["st", "q"], ["vo"]), node("Identity", ["cin"], ["co"])],
+                    common + [("v", t, None)], [("co", BOOL, []), ("vo", t, None)])
     ints = [("one_i", i64(1).reshape(())), ("two_i", i64(2).reshape(())), ("zero_i", i64(0).reshape(()))]
     w2, x2, ax = ("w", rand(2, 3, seed=1) * 0.8), ("x", rand(2, 3, seed=2)), ("ax", i64(1))
     true = np.array(True)
@@ -143,6 +147,8 @@ def loop_cases(d: str) -> List[Case]:
              n_outputs=3, dtypes=(d,)),
         Case("Loop/scan-inside", "Loop", [("M", i64(2).reshape(())), ("cond", true), ("v0", rand(2))],
              {"body": with_scan}, opset=16, scope=[("x", rand(3, 2, seed=7))], dtypes=(d,)),
+        Case("Loop/shape-changing", "Loop", [("M", i64(3).reshape(())), ("cond", true), ("v0", rand(2, 3))],
+             {"body": turning}, opset=13, dtypes=(d,)),
         Case("Loop/if-inside", "Loop", [("M", i64(4).reshape(())), ("cond", true), ("v0", rand(2))], {"body": branchy},
              opset=13, scope=[("w", rand(2, seed=3)), ints[1], ints[2]], constant=["two_i", "zero_i"], dtypes=(d,)),
     ]

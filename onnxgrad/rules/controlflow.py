@@ -121,11 +121,31 @@ def loop_grad(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]:
     body_out = [o.name for o in body.output]
     v_in, v_out, scan_out = body_in[2:], body_out[1:1 + n_carried], body_out[1 + n_carried:]
     _tensor_inputs(body, v_in, "loop-carried")
-    infos = []
-    for k, name in enumerate(v_in):  # each iteration's carried values have the initial value's type
-        outer, inner = g.info(op.inputs[2 + k]), declared(body.input[2 + k])
-        infos.append(outer if outer.shape is not None or inner is None else inner)
-    stacks = _record(g, op.node, body, [(body_in[0], TensorInfo(TensorProto.INT64, ()))] + list(zip(v_in, infos)))
+    # A carried value keeps its shape when the body declares the initial value's static shape;
+    # otherwise each iteration's shape is recorded too (records are flattened, see _record)
+    recorded = GraphProto()
+    recorded.CopyFrom(body)
+    infos, shapes, shape_records = [], [], []
+    for k, name in enumerate(v_in):
+        start, inner = g.info(op.inputs[2 + k]), declared(body.input[2 + k])
+        fixed = inner is not None and inner.shape == start.shape and g.static_shape(op.inputs[2 + k]) is not None
+        rank = start.shape if start.shape is not None else inner.shape if inner is not None else None
+        dims = None if rank is None else tuple(
+            d if fixed or (inner is not None and inner.shape is not None and start.shape is not None
+                           and len(inner.shape) == len(rank) and d == inner.shape[i]) else None
+            for i, d in enumerate(rank))
+        infos.append(TensorInfo(start.elem_type or (inner.elem_type if inner else 0), dims))
+        if fixed:
+            shapes.append(g.shape_of(op.inputs[2 + k]))
+        else:
+            shape = g.fresh(f"{name.replace('/', '_')}_shape")
+            recorded.node.append(helper.make_node("Shape", [name], [shape], name=shape))
+            shape_records.append((shape, TensorInfo(TensorProto.INT64, (None if dims is None else len(dims),))))
+            shapes.append("")
+    stacks = _record(g, op.node, recorded, [(body_in[0], TensorInfo(TensorProto.INT64, ()))]
+                     + list(zip(v_in, infos)) + shape_records)
+    shape_stacks = iter(stacks[1 + n_carried:])
+    shapes = [s or next(shape_stacks) for s in shapes]
     steps = g.Size(stacks[0])  # the iterations actually run
     g.set_info(steps, TensorProto.INT64, ())
     reads = subgraph_outer_names(op.node)
@@ -133,7 +153,8 @@ def loop_grad(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]:
     floats = [k for k in range(n_carried) if g.is_float(op.outputs[k])]
     res = reverse_loop(
         g, body, steps,
-        stepped=[Stepped(name, stack, like=v0) for name, stack, v0 in zip(v_in, stacks[1:], op.inputs[2:])],
+        stepped=[Stepped(name, stack, shape=shape, info=info)
+                 for name, stack, shape, info in zip(v_in, stacks[1:], shapes, infos)],
         step_index=body_in[0], true_inputs=[body_in[1]],
         carried=[Carried(v_in[k], v_out[k], dys[k]) for k in floats],  # type: ignore[arg-type]
         seeded=[Stepped(y, dy) for y, dy in zip(scan_out, dys[n_carried:]) if dy is not None],
