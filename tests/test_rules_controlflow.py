@@ -114,8 +114,9 @@ def loop_cases(d: str) -> List[Case]:
                                     node("Identity", ["cin"], ["co"])],
                       common + [("v", t, [2])], [("co", BOOL, []), ("vo", t, [2])])
     # the carried value changes shape every iteration ([2, 3] -> [3, 2] -> ...), its size does not
-    turning = graph("turning", [node("Sin", ["v"], ["s"]), node("Transpose", ["s"], ["st"]), node("Mul", ["st", "st"], ["q"]),
-                                node("Add", ["st", "q"], ["vo"]), node("Identity", ["cin"], ["co"])],
+    turning = graph("turning", [node("Sin", ["v"], ["s"]), node("Transpose", ["s"], ["st"]),
+                                node("Mul", ["st", "st"], ["q"]), node("Add", ["st", "q"], ["vo"]),
+                                node("Identity", ["cin"], ["co"])],
                     common + [("v", t, None)], [("co", BOOL, []), ("vo", t, None)])
     ints = [("one_i", i64(1).reshape(())), ("two_i", i64(2).reshape(())), ("zero_i", i64(0).reshape(()))]
     w2, x2, ax = ("w", rand(2, 3, seed=1) * 0.8), ("x", rand(2, 3, seed=2)), ("ax", i64(1))
