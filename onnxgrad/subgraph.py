@@ -71,7 +71,13 @@ class Body:
 
     The emitter :attr:`g` writes the prologue, then :meth:`backprop` appends the backward pass;
     :meth:`graph` assembles prologue, forward and backward nodes, keeping only what the outputs
-    need.
+    need. With an empty ``forward`` it is the emitter of any new subgraph, e.g. a Loop body a
+    rule writes itself (``h <- tanh(h @ w)``, ``w`` read from the enclosing graph)::
+
+        b = Body(g, GraphProto(), [("i", TensorInfo(INT64, ())), ("c", TensorInfo(BOOL, ())),
+                                   ("h", g.info(h0))], [], [w], "step")
+        body = b.graph(["c", b.g.Tanh(b.g.MatMul("h", w))])
+        g.add_node("Loop", [steps, "", h0], [g.fresh("h")], g.fresh("Loop"), {"body": body})
     """
 
     def __init__(self, outer: Emitter, forward: GraphProto, inputs: Sequence[Tuple[str, TensorInfo]],

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 import onnx
+import onnx.reference
 import pytest
 from onnx import GraphProto, TensorProto, helper, numpy_helper
 from rulecheck import Case, check_case, check_second_order, compare_with_reference, feeds_for, rand
@@ -315,3 +316,29 @@ def test_loop_carried_sequence_is_refused_clearly() -> None:
                    [("x", D, [2])], [("y", D, [2])], [("three", np.int64(3)), ("true", np.array(True))], opset=13)
     with pytest.raises(ValueError, match="'s' is not a tensor"):
         onnxgrad.gradients(model, "y", "x")
+
+
+def test_body_writes_a_new_subgraph() -> None:
+    """subgraph.Body with no forward nodes is the emitter of a new Loop body (as a recurrent rule
+    would write one): h <- tanh(h @ w) three times, w read from the enclosing graph."""
+    from onnxgrad.emitter import Emitter
+    from onnxgrad.graph import GraphIndex, TensorInfo
+    from onnxgrad.subgraph import Body
+
+    model = _model([node("Identity", ["h0"], ["h_in"])], [("h0", D, [1, 3]), ("w", D, [3, 3])], [("h_in", D, [1, 3])])
+    g = Emitter(GraphIndex(model), "rule")
+    b = Body(g, GraphProto(), [("i", TensorInfo(I64, ())), ("c", TensorInfo(BOOL, ())), ("h", g.info("h_in"))], [],
+             ["w"], "step")
+    body = b.graph(["c", b.g.Tanh(b.g.MatMul("h", "w"))])
+    out = g.fresh("h")
+    g.add_node("Loop", [g.scalar_int(3), g.const(np.array(True), dtype=BOOL), "h_in"], [out], g.fresh("Loop"),
+               {"body": body})
+    model.graph.node.extend(g.nodes)
+    model.graph.output.append(helper.make_tensor_value_info(out, D, [1, 3]))
+    onnx.checker.check_model(model, full_check=True)
+    h, w = rand(1, 3), rand(3, 3, seed=1)
+    compare_with_reference(model, {"h0": h, "w": w})  # onnxruntime agrees
+    got = onnx.reference.ReferenceEvaluator(model).run([out], {"h0": h, "w": w})[0]
+    for _ in range(3):
+        h = np.tanh(h @ w)
+    np.testing.assert_allclose(got, h, rtol=1e-12)
