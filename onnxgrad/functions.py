@@ -19,7 +19,7 @@ from onnx import FunctionProto, GraphProto, NodeProto, helper
 
 from . import registry
 from .emitter import Emitter, Op
-from .errors import InvalidModelError, NoGradientError
+from .errors import GradientArgumentError, InvalidModelError, NoGradientError
 from .graph import GraphIndex
 
 
@@ -176,12 +176,12 @@ def through_body(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]
     xs = [x for x in dict.fromkeys(op.inputs) if x and g.is_float(x)]
     try:
         b = Body(g, forward, [], [], list(op.inputs) + [dy for _, dy in pairs], f"{node.op_type}_body")
-    except InvalidModelError as e:
+        grads = dict(zip(xs, b.backprop([y for y, _ in pairs], [dy for _, dy in pairs], xs)))
+    except (InvalidModelError, GradientArgumentError) as e:
         raise NoGradientError(
-            f"No gradient defined for operation '{node.name or node.output[0]}' (op type: {node.op_type}), and "
-            f"its function body does not validate at opset {g.opset} ({e}); register a rule with "
+            f"No gradient defined for operation '{node.name or node.output[0]}' (op type: {node.op_type}, opset "
+            f"{g.opset}), and differentiating its function body failed: {e}; register a rule with "
             f"@onnxgrad.register_gradient({node.op_type!r})") from None
-    grads = dict(zip(xs, b.backprop([y for y, _ in pairs], [dy for _, dy in pairs], xs)))
     b.inline()
     result: List[Optional[str]] = []
     for x in op.inputs:  # an input passed twice already has its whole gradient at its first position

@@ -28,6 +28,8 @@ from .errors import GradientArgumentError
 from .graph import GraphIndex, TensorInfo, _info_from_type, subgraph_outer_names
 
 _GRAPH_KINDS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+_PLACEHOLDER, _PLACEHOLDER_DOMAIN = "EnclosingValue", "onnxgrad.subgraph"
+_SMALL = 64  # elements of an enclosing constant copied into a wrapped body for shape inference
 
 
 def outer_reads(node: NodeProto) -> List[str]:
@@ -92,17 +94,24 @@ class Body:
             if name and name not in declared:
                 declared.add(name)
                 sources.append((name, outer.info(name)))
-        for name, info in sources:
-            if info.shape is None:  # a model's graph inputs need a rank: ONNX's checker requires it
-                raise GradientArgumentError(
-                    f"the rank of {name!r} is unknown; differentiating the subgraph that reads it needs it "
-                    "(give the model's inputs and the subgraph's inputs shapes)")
+        # A model's graph inputs need a rank (ONNX's checker): a value of unknown rank comes from a
+        # placeholder op instead, which indexing sees as an opaque source of that element type.
+        # Small constants of the enclosing graph (axes, shapes) go in as values, which shape
+        # inference reads.
+        known = {n: outer.constant_value(n) for n, _ in sources if n not in {m for m, _ in self.inputs}}
+        constants = [numpy_helper.from_array(np.asarray(v), n) for n, v in known.items()
+                     if v is not None and np.size(v) <= _SMALL]
+        taken = {t.name for t in constants}
+        ranked = [(n, i) for n, i in sources if i.shape is not None and n not in taken]
+        unranked = [(n, i) for n, i in sources if i.shape is None and n not in taken]
+        placeholders = [helper.make_node(_PLACEHOLDER, [], [n], domain=_PLACEHOLDER_DOMAIN) for n, _ in unranked]
         outer_model = outer.index.model
         wrapped = helper.make_model(
-            helper.make_graph(list(forward.node), f"{forward.name or 'body'}_replay",
-                              [value_info(n, i) for n, i in sources], [], list(forward.initializer),
-                              value_info=list(forward.value_info)),
-            opset_imports=list(outer_model.opset_import), functions=list(outer_model.functions))
+            helper.make_graph(placeholders + list(forward.node), f"{forward.name or 'body'}_replay",
+                              [value_info(n, i) for n, i in ranked], [], list(forward.initializer) + constants,
+                              value_info=[value_info(n, i) for n, i in unranked] + list(forward.value_info)),
+            opset_imports=list(outer_model.opset_import) + [helper.make_opsetid(_PLACEHOLDER_DOMAIN, 1)],
+            functions=list(outer_model.functions))
         wrapped.ir_version = outer_model.ir_version
         self.g = Emitter(GraphIndex(wrapped), outer.fresh(hint))
         self.g.reserve(outer.names_in_use())

@@ -24,6 +24,7 @@ from onnx import GraphProto, NodeProto, TensorProto, helper
 
 from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
+from ..functions import through_body
 from ..graph import TensorInfo, subgraph_outer_names
 from ..registry import register_gradient
 from ..subgraph import Body, Carried, Stepped, declared, outer_reads, reverse_loop, step_count, value_info
@@ -206,3 +207,8 @@ def scan_grad(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]:
     for x, dx in zip([i for i, x in enumerate(scans) if g.is_float(x)], res.stepped):
         grads[n + x] = dx
     return _with_read_grads(op, wrt, grads, res.reads, g)
+
+
+# LinearAttention's schema defines it as a recurrence (a Scan over time): its gradient is that of
+# its function body, i.e. this module's Scan rule.
+register_gradient("LinearAttention", since=27)(through_body)
