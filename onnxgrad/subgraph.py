@@ -3,7 +3,9 @@
 The gradient engine runs on a :class:`~onnxgrad.graph.GraphIndex`, which indexes a model's main
 graph. A nested graph is differentiated by wrapping it into a small model of its own: the values
 it reads from enclosing scopes (forward values of the enclosing graph, gradients the enclosing
-backward pass computed, values a prologue defines) become typed graph inputs of that model. A
+backward pass computed, values a prologue defines) become typed graph inputs of that model (small
+constants become initializers, which shape inference reads; values of unknown rank the outputs of
+an opaque placeholder op, since a model's inputs need a rank). A
 :class:`Body` indexes that model, gives it an emitter with its own naming scope, replays the
 forward nodes (their values exist only inside the forward subgraph) and appends their backward
 pass; :meth:`Body.graph` returns the result as a GraphProto for an If/Loop/Scan attribute.
