@@ -115,8 +115,10 @@ class Body:
             opset_imports=list(outer_model.opset_import) + [helper.make_opsetid(_PLACEHOLDER_DOMAIN, 1)],
             functions=list(outer_model.functions))
         wrapped.ir_version = outer_model.ir_version
-        self.g = Emitter(GraphIndex(wrapped), outer.fresh(hint))
-        self.g.reserve(outer.names_in_use())
+        prefix = outer.fresh(hint)
+        self.g = Emitter(GraphIndex(wrapped), prefix)
+        # the only enclosing names the new ones could repeat are those under its (fresh) prefix
+        self.g.reserve(n for n in outer.names_in_use() if n.startswith(prefix))
         self._split: Optional[int] = None
 
     def backprop(self, ys: Sequence[str], seeds: Sequence[str], xs: Sequence[str]) -> List[Optional[str]]:
