@@ -111,7 +111,8 @@ class Body:
         wrapped = helper.make_model(
             helper.make_graph(placeholders + list(forward.node), f"{forward.name or 'body'}_replay",
                               [value_info(n, i) for n, i in ranked], [], list(forward.initializer) + constants,
-                              value_info=[value_info(n, i) for n, i in unranked] + list(forward.value_info)),
+                              value_info=[value_info(n, i) for n, i in unranked] + list(forward.value_info)
+                              + [o for o in forward.output if o.type.tensor_type.elem_type and o.name not in declared]),
             opset_imports=list(outer_model.opset_import) + [helper.make_opsetid(_PLACEHOLDER_DOMAIN, 1)],
             functions=list(outer_model.functions))
         wrapped.ir_version = outer_model.ir_version
@@ -124,6 +125,9 @@ class Body:
     def backprop(self, ys: Sequence[str], seeds: Sequence[str], xs: Sequence[str]) -> List[Optional[str]]:
         """Gradients of the replayed ``ys`` seeded with ``seeds``, for each of ``xs``."""
         self._split = len(self.g.nodes)
+        for y, seed in zip(ys, seeds):  # a y nothing typed (a custom op's output) has its gradient's type
+            if not self.g.info(y).elem_type:
+                self.g.set_info(y, self.g.dtype(seed))
         return engine.backprop(self.g, list(ys), list(xs), list(seeds), set(), _sum)
 
     def graph(self, outputs: Sequence[str], inputs: Optional[Sequence[Tuple[str, TensorInfo]]] = None) -> GraphProto:

@@ -342,3 +342,16 @@ def test_body_writes_a_new_subgraph() -> None:
     for _ in range(3):
         h = np.tanh(h @ w)
     np.testing.assert_allclose(got, h, rtol=1e-12)
+
+
+def test_op_without_rule_inside_a_branch_is_named() -> None:
+    """A branch op without a gradient rule raises LookupError naming it, as in the main graph."""
+    then = graph("then", [helper.make_node("Cube", ["x"], ["t"], domain="my.ops", name="cube_in_branch")], [],
+                 [("t", D, [3])])
+    other = graph("else", [node("Neg", ["x"], ["e"])], [], [("e", D, [3])])
+    g = helper.make_graph([node("If", ["c"], ["y"], then_branch=then, else_branch=other)], "m",
+                          [helper.make_tensor_value_info("x", D, [3]), helper.make_tensor_value_info("c", BOOL, [])],
+                          [helper.make_tensor_value_info("y", D, [3])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("my.ops", 1)])
+    with pytest.raises(LookupError, match="cube_in_branch.*my.ops::Cube"):
+        onnxgrad.gradients(model, "y", "x")
