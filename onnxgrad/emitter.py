@@ -7,7 +7,7 @@ like formulas: ``g.Mul(dy, g.Sub(g.const(1, like=y), g.Mul(y, y)))``.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import onnx
@@ -139,6 +139,14 @@ class Emitter:
         self._taken.add(name)
         return name
 
+    def reserve(self, names: Iterable[str]) -> None:
+        """Mark ``names`` as used (values of an enclosing or nested graph): fresh() avoids them."""
+        self._taken.update(names)
+
+    def names_in_use(self) -> Set[str]:
+        """Every tensor and node name fresh() avoids (a nested graph's emitter must avoid them too)."""
+        return self._taken
+
     # ---------------------------------------------------------------- types and shapes
     def info(self, name: str) -> TensorInfo:
         if name in self._types:
@@ -202,6 +210,15 @@ class Emitter:
             isinstance(v, onnx.GraphProto) or (isinstance(v, list) and any(isinstance(x, onnx.GraphProto) for x in v))
             for v in attrs.values())))
         return node
+
+    def add_proto(self, node: NodeProto) -> NodeProto:
+        """Append a copy of a ready-made node (a nested emitter's, or a function body's)."""
+        copy = self._sink.add() if self._sink is not None else NodeProto()
+        copy.CopyFrom(node)
+        self.nodes.append(copy)
+        graph_kinds = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+        self.node_io.append((list(node.input), list(node.output), any(a.type in graph_kinds for a in node.attribute)))
+        return copy
 
     _INT64_RESULT = frozenset({"Shape", "Size", "ArgMax", "ArgMin", "NonZero"})
     _BOOL_RESULT = frozenset({"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or",

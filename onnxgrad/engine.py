@@ -187,6 +187,11 @@ def _rule_entry(index: GraphIndex, op_id: int) -> registry.GradientRule:
     entry = registry.lookup(node.op_type, node.domain, index.opset if node.domain in ("", "ai.onnx") else 1)
     if entry is not None and entry.status != registry.UNSUPPORTED:
         return entry
+    from .functions import body_rule  # functions.py builds on this module
+
+    through_body = body_rule(index, node)  # a local or schema function: differentiated through its body
+    if through_body is not None:
+        return through_body
     where = f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
     why = f" ({entry.reason})" if entry is not None and entry.reason else ""
     raise NoGradientError(
@@ -208,7 +213,8 @@ def _call_rule(g: Emitter, index: GraphIndex, op_id: int, out_grads: List[Option
     g.scope = f"{g.prefix}/{_safe(node.name or node.output[0])}_grad"
     dys = [dg if dg is not None or not (o and g.is_float(o)) else g.zeros_like(o) for o, dg in zip(op.outputs, out_grads)]
     result = list(entry.fn(g, op, *dys))  # type: ignore[misc]
-    n_in = len(op.inputs)
+    # a node with subgraphs also gives a gradient to each enclosing-scope value they read (after its inputs)
+    n_in = len(index.node_inputs[op_id])
     # A rule may be written for the full signature: trailing entries for omitted optional
     # inputs must then be None.
     if len(result) < n_in or any(r is not None for r in result[n_in:]):

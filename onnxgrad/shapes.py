@@ -101,6 +101,8 @@ def _guess(node: NodeProto, index: int, info: Dict[str, TensorInfo], shape_sourc
             return TensorInfo(_elem(info, ins[0]), tuple(None for _ in src))
         axis = attrs.get("axis", 0) % len(src)
         return TensorInfo(_elem(info, ins[0]), tuple(None if a == axis else d for a, d in enumerate(src)))
+    if op == "Loop" and index < len(ins) - 2:
+        return _loop_carried(node, index, info)
     if index != 0:
         return None
     if op == "Transpose" and src is not None:
@@ -145,3 +147,23 @@ def _guess(node: NodeProto, index: int, info: Dict[str, TensorInfo], shape_sourc
             return None
         return TensorInfo(_elem(info, ins[0]), tuple(None for _ in src))
     return None
+
+
+def _loop_carried(node: NodeProto, k: int, info: Dict[str, TensorInfo]) -> Optional[TensorInfo]:
+    """Final value of loop-carried value ``k``: onnx keeps only its element type, but where the body
+    declares the carried value's shape (as its input and output, or as one of them matching the
+    initial value's rank) its rank holds at every iteration; dims that agree are kept."""
+    body = next(a.g for a in node.attribute if a.name == "body")
+    start = _shape(info, node.input[2 + k])
+    declared = []
+    for vi in (body.output[1 + k], body.input[2 + k]):
+        tt = vi.type.tensor_type
+        if tt.HasField("shape"):
+            declared.append(tuple(d.dim_value if d.HasField("dim_value") else d.dim_param or None
+                                  for d in tt.shape.dim))
+    if start is not None:
+        declared = [d for d in declared if len(d) == len(start)][:1] + [start]
+    if len(declared) < 2 or len(declared[0]) != len(declared[1]):
+        return None
+    dims = tuple(d if d == e else None for d, e in zip(declared[0], declared[1]))
+    return TensorInfo(_elem(info, node.input[2 + k]) or body.output[1 + k].type.tensor_type.elem_type, dims)

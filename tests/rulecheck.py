@@ -49,6 +49,8 @@ class Case:
     reference: bool = True
     # inputs whose first dim becomes the symbolic dim_param "N" (shape gradients must not need it)
     symbolic_dims: Sequence[str] = ()
+    # (name, value) graph inputs that only the node's subgraphs read (If/Loop/Scan outer scope)
+    scope: Sequence[Any] = ()
 
     def __str__(self) -> str:
         return self.id
@@ -59,14 +61,15 @@ def build(case: Case, dtype: str) -> tuple:
     elem = DTYPES[dtype]
     np_t = helper.tensor_dtype_to_np_dtype(elem)
     graph_inputs, inits, feeds, names, xs = [], [], {}, [], []
-    for name, value in case.inputs:
+    for k, (name, value) in enumerate([*case.inputs, *case.scope]):
         if value is None:
             names.append("")
             continue
         arr = np.asarray(value)
         if arr.dtype.kind == "f":
             arr = arr.astype(np_t)
-        names.append(name)
+        if k < len(case.inputs):
+            names.append(name)
         if name in case.constant:
             inits.append(numpy_helper.from_array(arr, name))
         else:

@@ -442,5 +442,4 @@ def dynamic_quantize_linear(g, op, _dy, d_scale, _d_zero_point):
 
 
 not_supported("DeformConv", "no rule yet (the offset and mask gradients need bilinear sampling derivatives)")
-not_supported("LinearAttention", "its definition is a recurrence (a Scan over time): a later issue, with control flow")
 not_supported("SwiGLU", "opset 28, which onnxruntime 1.32 cannot run, so no rule could be verified numerically")

@@ -81,9 +81,6 @@ _CONTROL_FLOW = "control flow: differentiating through subgraphs is a later issu
 _RECURRENT = "recurrent layer: a later issue (needs the control-flow machinery)"
 
 _NOT_SUPPORTED = [
-    ("If", _CONTROL_FLOW),
-    ("Loop", _CONTROL_FLOW),
-    ("Scan", _CONTROL_FLOW),
     ("SequenceMap", _CONTROL_FLOW),
     ("RNN", _RECURRENT),
     ("GRU", _RECURRENT),

@@ -1,0 +1,214 @@
+"""Control flow: If, Loop and Scan (reverse mode through subgraphs).
+
+Besides its inputs, a node with subgraphs reads enclosing-scope values inside them; its rule
+returns their gradients after those of its inputs, in :func:`~onnxgrad.subgraph.outer_reads`
+order.
+
+* ``If``: an ``If`` on the same condition whose branches replay the forward branch and return
+  the gradients of every float value either branch reads (zeros for those the taken branch does
+  not read).
+* ``Loop`` and ``Scan``: a copy of the forward node whose body also outputs, per iteration, its
+  iteration number and loop-carried inputs (memory linear in the number of iterations), then a
+  backward ``Loop`` (:func:`~onnxgrad.subgraph.reverse_loop`) that replays iteration
+  ``N - 1 - j`` at its step j and carries the gradients back to the first iteration. The copy
+  counts the iterations actually run, so dynamic trip counts and conditions that end a loop
+  early are followed.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+from onnx import GraphProto, NodeProto, TensorProto, helper
+
+from ..emitter import Emitter, Op
+from ..errors import GradientArgumentError
+from ..functions import through_body
+from ..graph import TensorInfo, subgraph_outer_names
+from ..registry import register_gradient
+from ..subgraph import Body, Carried, Stepped, declared, outer_reads, reverse_loop, step_count, value_info
+
+
+def _with_read_grads(op: Op, reads: Sequence[str], grads: List[Optional[str]], got: List[Optional[str]],
+                     g: Emitter) -> List[Optional[str]]:
+    """``grads`` (one per node input) followed by one per :func:`outer_reads` name; ``got[k]`` is
+    the gradient of ``reads[k]``, added to the input slot when that value is also a node input."""
+    extra = outer_reads(op.node)
+    slots = grads + [None] * len(extra)
+    for name, dx in zip(reads, got):
+        if dx is None:
+            continue
+        k = op.inputs.index(name) if name in op.inputs else len(op.inputs) + extra.index(name)
+        slots[k] = dx if slots[k] is None else g.Add(slots[k], dx)
+    return slots
+
+
+@register_gradient("If")
+def if_grad(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]:
+    reads = subgraph_outer_names(op.node)
+    xs = [x for x in reads if g.is_float(x)]
+    if not xs:
+        return [None] * (1 + len(outer_reads(op.node)))
+    branches = {}
+    for attr in ("then_branch", "else_branch"):
+        branch: GraphProto = op.attr(attr)
+        pairs = [(o.name, dy) for o, dy in zip(branch.output, dys) if dy is not None]
+        seeds = [dy for _, dy in pairs]
+        b = Body(g, branch, [], [], list(reads) + xs + seeds, attr)  # type: ignore[operator]
+        grads = b.backprop([y for y, _ in pairs], seeds, xs)  # type: ignore[misc]
+        branches[attr] = b.graph([dx if dx is not None else b.g.zeros_like(x) for x, dx in zip(xs, grads)])
+    outs = [g.fresh(f"{x.replace('/', '_')}_grad") for x in xs]
+    g.add_node("If", [op.inputs[0]], outs, g.fresh("If"), branches)
+    for o, x in zip(outs, xs):
+        info = g.info(x)
+        g.set_info(o, info.elem_type, info.shape)
+    return _with_read_grads(op, xs, [None], list(outs), g)
+
+
+def _record(g: Emitter, node: NodeProto, body: GraphProto, names: Sequence[Tuple[str, TensorInfo]]) -> List[str]:
+    """Emit a copy of ``node`` whose body also outputs each of ``names`` (body values) as a scan
+    output: per iteration, stacked along a new axis 0 (a Loop's flattened, see
+    :func:`~onnxgrad.subgraph.flat`). Returns the stacked tensors.
+
+    A Scan's ``scan_output_axes``/``scan_output_directions`` are extended (axis 0, forward)
+    when the node sets them."""
+    copy = GraphProto()
+    copy.CopyFrom(body)
+    stacks = []
+    loop = node.op_type == "Loop"
+    minus_one = g.ints([-1])
+    for name, info in names:
+        kept = g.fresh(f"{name.replace('/', '_')}_step")
+        if loop:
+            copy.node.append(helper.make_node("Reshape", [name, minus_one], [kept], name=kept))
+            info = TensorInfo(info.elem_type, (None,))
+        else:
+            copy.node.append(helper.make_node("Identity", [name], [kept], name=kept))
+        copy.output.append(value_info(kept, info))
+        stack = g.fresh(f"{name.replace('/', '_')}_steps")
+        g.set_info(stack, info.elem_type, None if info.shape is None else (None,) + tuple(info.shape))
+        stacks.append(stack)
+    rec = NodeProto()
+    rec.CopyFrom(node)
+    rec.name = g.fresh(f"{node.op_type}_recorded")
+    del rec.output[:]
+    rec.output.extend([g.fresh("unused") for _ in node.output] + stacks)
+    if loop and not rec.input[1]:  # onnx.reference runs no iteration when the condition is omitted
+        rec.input[1] = g.const(np.array(True), dtype=TensorProto.BOOL)
+    for a in rec.attribute:
+        if a.name == "body":
+            a.g.CopyFrom(copy)
+        elif a.name in ("scan_output_axes", "scan_output_directions"):
+            a.ints.extend([0] * len(names))
+    g.add_proto(rec)
+    return stacks
+
+
+def _tensor_inputs(body: GraphProto, names: Sequence[str], kind: str) -> None:
+    for vi in body.input:
+        if vi.name in names and (vi.type.HasField("sequence_type") or vi.type.HasField("optional_type")
+                                 or vi.type.HasField("map_type")):
+            raise GradientArgumentError(
+                f"{kind} value {vi.name!r} is not a tensor: its values per iteration cannot be recorded "
+                "for the gradient (only tensors can be stacked)")
+
+
+@register_gradient("Loop")
+def loop_grad(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]:
+    body: GraphProto = op.attr("body")
+    n_carried = len(op.inputs) - 2
+    body_in = [i.name for i in body.input]
+    body_out = [o.name for o in body.output]
+    v_in, v_out, scan_out = body_in[2:], body_out[1:1 + n_carried], body_out[1 + n_carried:]
+    _tensor_inputs(body, v_in, "loop-carried")
+    # A carried value keeps its shape when the body declares the initial value's static shape;
+    # otherwise each iteration's shape is recorded too (records are flattened, see _record)
+    recorded = GraphProto()
+    recorded.CopyFrom(body)
+    infos, shapes, shape_records = [], [], []
+    for k, name in enumerate(v_in):
+        start, inner = g.info(op.inputs[2 + k]), declared(body.input[2 + k])
+        fixed = inner is not None and inner.shape == start.shape and g.static_shape(op.inputs[2 + k]) is not None
+        rank = start.shape if start.shape is not None else inner.shape if inner is not None else None
+        dims = None if rank is None else tuple(
+            d if fixed or (inner is not None and inner.shape is not None and start.shape is not None
+                           and len(inner.shape) == len(rank) and d == inner.shape[i]) else None
+            for i, d in enumerate(rank))
+        infos.append(TensorInfo(start.elem_type or (inner.elem_type if inner else 0), dims))
+        if fixed:
+            shapes.append(g.shape_of(op.inputs[2 + k]))
+        else:
+            shape = g.fresh(f"{name.replace('/', '_')}_shape")
+            recorded.node.append(helper.make_node("Shape", [name], [shape], name=shape))
+            shape_records.append((shape, TensorInfo(TensorProto.INT64, (None if dims is None else len(dims),))))
+            shapes.append("")
+    stacks = _record(g, op.node, recorded, [(body_in[0], TensorInfo(TensorProto.INT64, ()))]
+                     + list(zip(v_in, infos)) + shape_records)
+    shape_stacks = iter(stacks[1 + n_carried:])
+    shapes = [s or next(shape_stacks) for s in shapes]
+    steps = g.Size(stacks[0])  # the iterations actually run
+    g.set_info(steps, TensorProto.INT64, ())
+    reads = subgraph_outer_names(op.node)
+    wrt = [x for x in reads if g.is_float(x)]
+    floats = [k for k in range(n_carried) if g.is_float(op.outputs[k])]
+    res = reverse_loop(
+        g, body, steps,
+        stepped=[Stepped(name, stack, shape=shape, info=info)
+                 for name, stack, shape, info in zip(v_in, stacks[1:], shapes, infos)],
+        step_index=body_in[0], true_inputs=[body_in[1]],
+        carried=[Carried(v_in[k], v_out[k], dys[k]) for k in floats],  # type: ignore[arg-type]
+        seeded=[Stepped(y, dy) for y, dy in zip(scan_out, dys[n_carried:]) if dy is not None],
+        reads=reads, wrt_reads=wrt)
+    grads: List[Optional[str]] = [None] * len(op.inputs)
+    for k, dv in zip(floats, res.carried):
+        grads[2 + k] = dv
+    return _with_read_grads(op, wrt, grads, res.reads, g)
+
+
+@register_gradient("Scan", since=9)
+def scan_grad(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]:
+    body: GraphProto = op.attr("body")
+    m = int(op.attr("num_scan_inputs"))
+    n = len(op.inputs) - m
+    k_out = len(op.outputs) - n
+    in_axes = list(op.attr("scan_input_axes", [0] * m))
+    in_dirs = list(op.attr("scan_input_directions", [0] * m))
+    out_axes = list(op.attr("scan_output_axes", [0] * k_out))
+    out_dirs = list(op.attr("scan_output_directions", [0] * k_out))
+    body_in = [i.name for i in body.input]
+    body_out = [o.name for o in body.output]
+    s_in, x_in, s_out, y_out = body_in[:n], body_in[n:], body_out[:n], body_out[n:]
+    scans = op.inputs[n:]
+    in_axes = [a % g.rank(x) if a < 0 else a for a, x in zip(in_axes, scans)]
+    out_axes = [a % g.rank(y) if a < 0 else a for a, y in zip(out_axes, op.outputs[n:])]
+    _tensor_inputs(body, s_in, "scan state")
+    steps = step_count(g, scans[0], in_axes[0])
+    infos = []
+    for k, name in enumerate(s_in):
+        outer, inner = g.info(op.inputs[k]), declared(body.input[k])
+        infos.append(outer if outer.shape is not None or inner is None else inner)
+    stacks = _record(g, op.node, body, list(zip(s_in, infos))) if n else []
+    reads = subgraph_outer_names(op.node)
+    wrt = [x for x in reads if g.is_float(x)]
+    floats = [k for k in range(n) if g.is_float(op.outputs[k])]
+    scanned = [Stepped(name, x, a, d == 1) for name, x, a, d in zip(x_in, scans, in_axes, in_dirs)]
+    res = reverse_loop(
+        g, body, steps,
+        stepped=[Stepped(name, stack) for name, stack in zip(s_in, stacks)] + scanned,
+        carried=[Carried(s_in[k], s_out[k], dys[k]) for k in floats],  # type: ignore[arg-type]
+        seeded=[Stepped(y, dy, a, d == 1) for y, dy, a, d in zip(y_out, dys[n:], out_axes, out_dirs)
+                if dy is not None],
+        wrt_stepped=[s for s, x in zip(scanned, scans) if g.is_float(x)],
+        reads=reads, wrt_reads=wrt)
+    grads: List[Optional[str]] = [None] * len(op.inputs)
+    for k, ds in zip(floats, res.carried):
+        grads[k] = ds
+    for x, dx in zip([i for i, x in enumerate(scans) if g.is_float(x)], res.stepped):
+        grads[n + x] = dx
+    return _with_read_grads(op, wrt, grads, res.reads, g)
+
+
+# LinearAttention's schema defines it as a recurrence (a Scan over time): its gradient is that of
+# its function body, i.e. this module's Scan rule.
+register_gradient("LinearAttention", since=27)(through_body)
