@@ -4,7 +4,8 @@ Run from the repository root: ``PYTHONPATH=$PWD python tools/fingerprint.py [OUT
 refactoring that keeps behaviour keeps every line; compare two runs with ``diff``. Each example of
 ``models/`` is differentiated up to three times (``@params``: every float initializer, ``@inputs``: every float
 graph input; then every Constant output) with respect to every float graph output; each light-zoo model with respect to its
-weights (``tests/zoo.py``).
+weights (``tests/zoo.py``); each case of the rule tables (``tests/test_rules_*.py``) as its test
+builds it.
 """
 
 from __future__ import annotations
@@ -50,6 +51,27 @@ def _cases() -> Iterator[Tuple[str, onnx.ModelProto, List[str], List[str]]]:
     for name in zoo.MODELS:
         model, _, trainable = zoo.load(name)
         yield f"zoo:{name}", model, _float_outputs(model), trainable
+    yield from _rule_cases()
+
+
+def _rule_cases() -> Iterator[Tuple[str, onnx.ModelProto, List[str], List[str]]]:
+    """Every Case of the rule tables (``tests/test_rules_*.py``), built in float32."""
+    import importlib
+
+    import rulecheck
+
+    for path in sorted(glob.glob(os.path.join(HERE, "tests", "test_rules_*.py"))):
+        module = importlib.import_module(os.path.basename(path)[:-3])
+        seen = set()
+        for value in vars(module).values():
+            if not isinstance(value, list):
+                continue
+            for case in value:
+                if isinstance(case, rulecheck.Case) and case.id not in seen:
+                    seen.add(case.id)
+                    dtype = "float32" if "float32" in case.dtypes else case.dtypes[0]
+                    model, _, xs, ys = rulecheck.build(case, dtype)
+                    yield f"rule:{module.__name__}:{case.id}", model, ys, xs
 
 
 def main(argv: List[str]) -> int:
