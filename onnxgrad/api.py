@@ -174,7 +174,6 @@ def _gradients(
             done[x] = None
             names.append(None)
             continue
-        g.scope = g.prefix
         out = g.fresh(f"{x.replace('/', '_')}_grad")
         g.add_node("Identity", [dx], [out], out, {})
         info = index.tensor_info(x)

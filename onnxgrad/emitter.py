@@ -1,61 +1,27 @@
 """The emitter: the only place that writes backward nodes.
 
-It owns tensor and node names, constants, dtypes and every difference between opsets (ReduceSum
-axes as attribute or input, Split/Squeeze/Unsqueeze/Slice/Pad signatures), so that rules read
-like formulas: ``g.Mul(dy, g.Sub(g.const(1, like=y), g.Mul(y, y)))``.
+It owns tensor and node names, constants, dtypes and shapes, and, through its op table
+(:mod:`onnxgrad.optable`), every difference between opsets and runtime kernels (ReduceSum axes as
+attribute or input, Split/Squeeze/Unsqueeze/Slice/Pad signatures, float ``Equal`` before opset
+11), so that rules read like formulas: ``g.Mul(dy, g.Sub(g.const(1, like=y), g.Mul(y, y)))``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import onnx
 from onnx import NodeProto, TensorProto, helper, numpy_helper
 
-from .errors import GradientArgumentError
-from .graph import FLOAT_TYPES, UNKNOWN, Dim, GraphIndex, TensorInfo
+from .errors import GradientArgumentError, OpTableError
+from .graph import GraphIndex
+from .opview import Op, SliceParams
+from .optable import END, OPS, first_typed
+from .tensorinfo import FLOAT_TYPES, UNKNOWN, Dim, TensorInfo
 
 Axes = Sequence[int]
-
-
-class Op:
-    """Read-only view of the forward node a rule differentiates."""
-
-    def __init__(self, node: NodeProto, index: int, opset: int):
-        self.node = node
-        self.index = index
-        self.opset = opset
-        self.op_type = node.op_type
-        self.inputs: List[str] = list(node.input)
-        self.outputs: List[str] = list(node.output)
-        self._attrs = {a.name: a for a in node.attribute}
-
-    @property
-    def name(self) -> str:
-        return self.node.name
-
-    def input(self, i: int) -> Optional[str]:
-        """Name of input ``i``, or None when it is absent or an omitted optional input."""
-        return self.inputs[i] if i < len(self.inputs) and self.inputs[i] else None
-
-    def output(self, i: int = 0) -> Optional[str]:
-        return self.outputs[i] if i < len(self.outputs) and self.outputs[i] else None
-
-    def attr(self, name: str, default: Any = None) -> Any:
-        """Attribute value (bytes decoded to str), or ``default``."""
-        a = self._attrs.get(name)
-        if a is None:
-            return default
-        v = helper.get_attribute_value(a)
-        if isinstance(v, bytes):
-            return v.decode()
-        if isinstance(v, list) and v and isinstance(v[0], bytes):
-            return [x.decode() for x in v]
-        return v
-
-    def has_attr(self, name: str) -> bool:
-        return name in self._attrs
 
 
 def _fill_node(node: NodeProto, op_type: str, inputs: List[str], outputs: List[str], name: str, domain: str,
@@ -139,14 +105,29 @@ class Emitter:
         self._taken.add(name)
         return name
 
+    @contextmanager
+    def scoped(self, scope: str) -> Iterator[None]:
+        """Name what is emitted inside the ``with`` block under ``<prefix>/<scope>``."""
+        saved, self.scope = self.scope, f"{self.prefix}/{scope}"
+        try:
+            yield
+        finally:
+            self.scope = saved
+
     # ---------------------------------------------------------------- types and shapes
     def info(self, name: str) -> TensorInfo:
+        """What is known about a tensor, forward or emitted."""
         if name in self._types:
             return TensorInfo(self._types[name], self._shapes.get(name))
         return self.index.tensor_info(name)
 
+    def known_dtype(self, name: str) -> int:
+        """ONNX element type of a tensor (forward or emitted), 0 when unknown."""
+        t = self._types.get(name)
+        return t if t is not None else self.index.tensor_info(name).elem_type
+
     def dtype(self, name: str) -> int:
-        """ONNX element type of a tensor (forward or emitted)."""
+        """ONNX element type of a tensor (forward or emitted); an error when unknown."""
         t = self._types[name] if name in self._types else self.index.tensor_info(name).elem_type
         if not t:
             raise GradientArgumentError(f"the element type of tensor {name!r} is unknown (shape inference failed)")
@@ -159,6 +140,7 @@ class Emitter:
         return self.index.info.get(name, UNKNOWN).shape
 
     def rank(self, name: str) -> int:
+        """The rank of a tensor; an error when unknown."""
         s = self.shape(name)
         if s is None:
             raise GradientArgumentError(
@@ -175,20 +157,51 @@ class Emitter:
         return tuple(s)  # type: ignore[return-value]
 
     def set_info(self, name: str, elem_type: int, shape: Optional[Sequence[Dim]] = None) -> None:
+        """Record the type (and shape) of a tensor the emitter cannot see: a graph input the caller
+        adds. Rules do not call it (the op table records what the emitter emits)."""
         self._types[name] = elem_type
         if shape is not None:
             self._shapes[name] = tuple(shape)
 
+    def as_gradient_of(self, grad: str, x: str) -> str:
+        """``grad``, known from now on to have the shape of ``x`` (a gradient is shaped like its
+        tensor) where its own shape is unknown."""
+        if self.shape(grad) is None and self.shape(x) is not None:
+            self.set_info(grad, self.known_dtype(grad) or self.known_dtype(x), self.shape(x))
+        return grad
+
     # ---------------------------------------------------------------- node emission
     def op(self, op_type: str, *inputs: Optional[str], outputs: int = 1, domain: str = "",
            **attrs: Any) -> Union[str, List[str]]:
-        """Emit one node; return its output name (or the list when ``outputs`` > 1)."""
+        """Emit one node; return its output name (or the list when ``outputs`` > 1).
+
+        A default-domain op is written as its entry of the op table (:data:`onnxgrad.optable.OPS`)
+        says: in the form the model's opset wants, with its result's dtype and shape recorded.
+        Other domains (a user's custom ops) are emitted as given."""
+        spec = None
+        if not domain:
+            spec = OPS.get(op_type)
+            if spec is None:
+                raise OpTableError(
+                    f"the emitter's op table (onnxgrad/optable.py, OPS) has no entry for {op_type!r}; add one "
+                    "(its result dtype, shape rule and opset adapter) before a rule emits it")
+            if spec.adapt is not None:
+                adapted = spec.adapt(self, list(inputs), attrs)
+                if isinstance(adapted, str):  # the adapter emitted a stand-in itself
+                    return adapted
+                inputs, attrs = tuple(adapted[0]), adapted[1]  # type: ignore[assignment]
         outs = [self.fresh(op_type) for _ in range(outputs)]
-        self.add_node(op_type, [i or "" for i in inputs], outs, outs[0], attrs, domain)
-        et = self._result_type(op_type, [i for i in inputs if i], attrs)
+        names = [i or "" for i in inputs]
+        self.add_node(op_type, names, outs, outs[0], attrs, domain)
+        present = [i for i in names if i]
+        et = spec.dtype(self, present, attrs) if spec is not None else first_typed(self, present, attrs)
         for o in outs:
             if et:
                 self._types[o] = et
+        if spec is not None and spec.shape is not None:
+            shape = spec.shape(self, names, attrs)
+            if shape is not None:
+                self._shapes[outs[0]] = shape
         return outs if outputs > 1 else outs[0]
 
     def add_node(self, op_type: str, inputs: List[str], outputs: List[str], name: str,
@@ -203,35 +216,8 @@ class Emitter:
             for v in attrs.values())))
         return node
 
-    _INT64_RESULT = frozenset({"Shape", "Size", "ArgMax", "ArgMin", "NonZero"})
-    _BOOL_RESULT = frozenset({"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or",
-                              "Xor", "IsNaN", "IsInf"})
-
-    def _result_type(self, op_type: str, inputs: List[str], attrs: Dict[str, Any]) -> int:
-        if op_type in self._INT64_RESULT:
-            return TensorProto.INT64
-        if op_type in self._BOOL_RESULT:
-            return TensorProto.BOOL
-        if op_type == "Cast":
-            return int(attrs["to"])
-        if op_type == "CastLike":
-            return self.info(inputs[1]).elem_type
-        if op_type == "ConstantOfShape":
-            v = attrs.get("value")
-            return v.data_type if v is not None else TensorProto.FLOAT
-        if op_type == "Where":
-            return self.info(inputs[1]).elem_type
-        if op_type in ("OneHot",):
-            return self.info(inputs[2]).elem_type
-        for i in inputs:  # as info(i).elem_type, without building a TensorInfo per input
-            t = self._types.get(i)
-            if t is None:
-                t = self.index.tensor_info(i).elem_type
-            if t:
-                return t
-        return 0
-
-    def __getattr__(self, op_type: str):
+    def __getattr__(self, op_type: str) -> Callable[..., str]:
+        """``g.Mul(a, b)``: :meth:`op` for the op type named by the attribute."""
         if not op_type[:1].isupper():
             raise AttributeError(op_type)
 
@@ -259,7 +245,7 @@ class Emitter:
             tensor = helper.make_tensor("value", dtype, arr.shape, arr.astype(np.float32).ravel().tolist())
         else:
             tensor = numpy_helper.from_array(arr, "value")
-        saved, self.scope = self.scope, self.prefix
+        saved, self.scope = self.scope, self.prefix  # constants are shared by every scope
         name = self.fresh("Const")
         self.scope = saved
         self.add_node("Constant", [], [name], name, {"value": tensor})
@@ -274,6 +260,7 @@ class Emitter:
         return self.const(np.asarray(list(values), dtype=np.int64), dtype=TensorProto.INT64)
 
     def scalar_int(self, value: int) -> str:
+        """A 0-D int64 constant."""
         return self.const(np.asarray(value, dtype=np.int64), dtype=TensorProto.INT64)
 
     # ---------------------------------------------------------------- shape helpers
@@ -288,12 +275,7 @@ class Emitter:
 
     def constant_of_shape(self, shape: str, value: float, like: str) -> str:
         """A tensor filled with ``value`` of ``like``'s dtype, shape given as an int64 tensor."""
-        dtype = self.dtype(like)
-        if dtype == TensorProto.BFLOAT16 and self.opset < 20:
-            filled = self.op("ConstantOfShape", shape,
-                             value=numpy_helper.from_array(np.array([value], np.float32), "value"))
-            return self.Cast(filled, to=dtype)
-        return self.op("ConstantOfShape", shape, value=self._scalar_tensor(value, dtype))  # type: ignore[return-value]
+        return self.op("ConstantOfShape", shape, value=self._scalar_tensor(value, self.dtype(like)))  # type: ignore[return-value]
 
     def _scalar_tensor(self, value: float, dtype: int) -> TensorProto:
         if dtype == TensorProto.BFLOAT16:
@@ -312,6 +294,7 @@ class Emitter:
         return grad is None or grad in self.zeros
 
     def ones_like(self, x: str) -> str:
+        """Ones with ``x``'s shape and dtype."""
         static = self.static_shape(x)
         if static is not None and int(np.prod(static)) <= 16:
             return self.const(np.ones(static), like=x)
@@ -321,109 +304,81 @@ class Emitter:
 
     def reshape(self, x: str, shape: Union[str, Sequence[int]]) -> str:
         """Reshape to an int64 tensor or a static list of ints (0 copies, -1 infers)."""
-        target = shape if isinstance(shape, str) else self.ints(shape)
-        out = self.Reshape(x, target)
-        value, have = self.constant_value(target), self.shape(x)
-        if value is not None:  # record the result's rank and the dims it states
-            dims = [int(d) if d > 0 else have[i] if d == 0 and have and i < len(have) else None
-                    for i, d in enumerate(value.tolist())]
-            size, static = self.static_shape(x), [d for d in dims if d is not None]
-            if size is not None and len(static) == len(dims) - 1 and all(isinstance(d, int) for d in static):
-                dims[dims.index(None)] = int(np.prod(size)) // max(int(np.prod(static)), 1)
-            self._shapes[out] = tuple(dims)
-        return out
+        return self.Reshape(x, shape if isinstance(shape, str) else self.ints(shape))
 
     def reshape_like(self, x: str, like: str) -> str:
+        """``x`` reshaped to ``like``'s shape (``x`` itself when they are statically equal)."""
         if self.shape(x) is not None and self.shape(x) == self.shape(like) and self.static_shape(like) is not None:
             return x
         return self.reshape(x, self.shape_of(like))
 
-    # ---------------------------------------------------------------- opset-dependent ops
+    # ---------------------------------------------------------------- helpers over the op table
     def reduce(self, op_type: str, x: str, axes: Optional[Axes], keepdims: bool = True) -> str:
-        """ReduceXxx over ``axes`` (None = all) in the form the opset wants."""
+        """ReduceXxx over ``axes`` (None = all; empty = none, ``x`` itself)."""
         kd = 1 if keepdims else 0
-        input_form = self.opset >= (13 if op_type == "ReduceSum" else 18)
         if axes is None:
             return self.op(op_type, x, keepdims=kd)  # type: ignore[return-value]
         axes = [int(a) for a in axes]
         if not axes:
             return x
-        if input_form:
-            return self.op(op_type, x, self.ints(axes), keepdims=kd)  # type: ignore[return-value]
         return self.op(op_type, x, axes=axes, keepdims=kd)  # type: ignore[return-value]
 
     def reduce_sum(self, x: str, axes: Optional[Axes], keepdims: bool = True) -> str:
+        """ReduceSum over ``axes`` (None = all; empty = none, ``x`` itself)."""
         return self.reduce("ReduceSum", x, axes, keepdims)
 
     def squeeze(self, x: str, axes: Axes) -> str:
+        """Drop the size-1 ``axes`` (none: ``x`` itself)."""
         if not axes:
             return x
-        if self.opset >= 13:
-            return self.Squeeze(x, self.ints(axes))
         return self.Squeeze(x, axes=list(axes))
 
     def unsqueeze(self, x: str, axes: Axes) -> str:
+        """Insert size-1 ``axes`` (none: ``x`` itself)."""
         if not axes:
             return x
-        out = self.Unsqueeze(x, self.ints(axes)) if self.opset >= 13 else self.Unsqueeze(x, axes=list(axes))
-        have = self.shape(x)
-        if have is not None:
-            rank = len(have) + len(axes)
-            dims = iter(have)
-            ones = {a % rank for a in axes}
-            self._shapes[out] = tuple(1 if i in ones else next(dims) for i in range(rank))
-        return out
+        return self.Unsqueeze(x, axes=list(axes))
 
     def split(self, x: str, sizes: Sequence[int], axis: int) -> List[str]:
         """Split into pieces of static ``sizes`` along ``axis``."""
-        if self.opset >= 13:
-            return self.op("Split", x, self.ints(sizes), outputs=len(sizes), axis=axis)  # type: ignore[return-value]
         return self.op("Split", x, outputs=len(sizes), axis=axis, split=list(sizes))  # type: ignore[return-value]
 
-    def slice(self, x: str, starts: Sequence[int], ends: Sequence[int], axes: Sequence[int],
+    def slice(self, x: str, starts: Sequence[int], ends: Sequence[Optional[int]], axes: Sequence[int],
               steps: Optional[Sequence[int]] = None) -> str:
-        """Static Slice; steps need opset 10."""
-        if self.opset >= 10:
-            args = [x, self.ints(starts), self.ints(ends), self.ints(axes)]
-            if steps is not None:
-                args.append(self.ints(steps))
-            return self.Slice(*args)
-        if steps is not None and any(s != 1 for s in steps):
-            raise GradientArgumentError("Slice with steps needs opset 10 or newer")
-        return self.Slice(x, starts=list(starts), ends=list(ends), axes=list(axes))
+        """Static Slice; an end of None runs to the end of its axis. Steps other than 1 need opset 10."""
+        ends = [END if e is None else int(e) for e in ends]
+        if steps is not None and all(s == 1 for s in steps) and self.opset < 10:
+            steps = None
+        return self.Slice(x, starts=list(starts), ends=ends, axes=list(axes),
+                          steps=None if steps is None else list(steps))
 
     def pad(self, x: str, pads: Union[str, Sequence[int]], value: float = 0.0) -> str:
         """Constant-pad ``x``; ``pads`` is ONNX's [begin..., end...] as ints or an int64 tensor."""
-        if self.opset >= 11:
-            p = pads if isinstance(pads, str) else self.ints(pads)
-            if value == 0.0:
-                return self.Pad(x, p)
-            return self.Pad(x, p, self.const(value, like=x))
         if isinstance(pads, str):
-            raise GradientArgumentError("dynamic pads need opset 11 or newer")
+            return self.Pad(x, pads, self.const(value, like=x)) if value != 0.0 else self.Pad(x, pads)
         return self.Pad(x, pads=list(pads), value=float(value))
 
     def transpose(self, x: str, perm: Sequence[int]) -> str:
+        """Transpose by ``perm`` (``x`` itself for the identity permutation)."""
         perm = [int(p) for p in perm]
         if perm == sorted(perm):
             return x
         return self.Transpose(x, perm=perm)
 
     def gemm(self, a: str, b: str, alpha: float = 1.0, trans_a: bool = False, trans_b: bool = False) -> str:
-        """``alpha * op(a) @ op(b)`` for matrices, ``op`` transposing when asked; one Gemm node.
-
-        Gemm's C input is optional from opset 11; before that a scalar 0 is passed.
-        """
-        c = [self.const(0, like=a)] if self.opset < 11 else []
-        return self.Gemm(a, b, *c, alpha=None if alpha == 1.0 else float(alpha),
+        """``alpha * op(a) @ op(b)`` for matrices, ``op`` transposing when asked; one Gemm node."""
+        return self.Gemm(a, b, alpha=None if alpha == 1.0 else float(alpha),
                          transA=1 if trans_a else None, transB=1 if trans_b else None)
 
     def where(self, cond: str, a: str, b: str) -> str:
-        """``Where(cond, a, b)``; Where has no bfloat16 before opset 16, so such branches go through float."""
-        if self.opset < 16 and self.dtype(a) == TensorProto.BFLOAT16:
-            f = TensorProto.FLOAT
-            return self.Cast(self.Where(cond, self.Cast(a, to=f), self.Cast(b, to=f)), to=TensorProto.BFLOAT16)
+        """``Where(cond, a, b)`` (kept for rules written against it; ``g.Where`` is the same)."""
         return self.Where(cond, a, b)
+
+    def cast(self, x: str, dtype: int) -> str:
+        """Cast ``x`` to element type ``dtype`` (no-op if already equal)."""
+        if self.known_dtype(x) == dtype:
+            return x
+        return self.Cast(x, to=dtype)
 
     def cast_like(self, x: str, like: str) -> str:
         """Cast ``x`` to ``like``'s element type (no-op if already equal)."""

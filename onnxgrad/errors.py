@@ -48,3 +48,10 @@ class OutputWriteError(OnnxGradError, OSError):
     """The output model cannot be written."""
 
     exit_code = 6
+
+
+class OpTableError(OnnxGradError, RuntimeError):
+    """A rule emitted an op the emitter's op table (:mod:`onnxgrad.optable`) does not declare: a
+    bug in that rule or a missing table entry, never the user's model."""
+
+    exit_code = 7

@@ -10,7 +10,6 @@ import os
 import re
 from collections import deque
 from itertools import chain
-from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import onnx
@@ -18,16 +17,9 @@ from onnx import ModelProto, NodeProto, TensorProto, helper
 from onnx.onnx_cpp2py_export import shape_inference as _c_shape_inference
 
 from .errors import GradientArgumentError, InvalidModelError, ModelReadError
+from .tensorinfo import FLOAT_TYPES, UNKNOWN, Dim, TensorInfo, info_from_type
 
 ModelLike = Union[ModelProto, str, "os.PathLike[str]"]
-
-#: Element types that carry gradients (TensorFlow's "backpropagatable" dtypes).
-FLOAT_TYPES = frozenset(
-    {TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.FLOAT, TensorProto.DOUBLE}
-)
-
-#: A static dimension is an int, a symbolic one a str, an unknown one None.
-Dim = Union[int, str, None]
 
 MIN_OPSET = 9
 
@@ -171,52 +163,12 @@ def default_opset(model: ModelProto) -> int:
     raise InvalidModelError("the model does not import the default ONNX domain ('')")
 
 
-@dataclass(frozen=True)
-class TensorInfo:
-    """What is statically known about a tensor."""
-
-    elem_type: int  # 0 when unknown
-    shape: Optional[Tuple[Dim, ...]]  # None when even the rank is unknown
-
-    @property
-    def is_float(self) -> bool:
-        return self.elem_type in FLOAT_TYPES
-
-
-#: What is known about a tensor nothing is known about.
-UNKNOWN = TensorInfo(0, None)
-
-
-def _info_from_type(tp: onnx.TypeProto) -> TensorInfo:
-    # An optional's gradient is its element's (rules/sequence.py). A sequence of floats keeps
-    # its element type so the engine follows it and an op consuming it raises (no rule)
-    # instead of silently cutting the gradient.
-    if tp.HasField("optional_type"):
-        return _info_from_type(tp.optional_type.elem_type)
-    if tp.HasField("sequence_type"):
-        return TensorInfo(_info_from_type(tp.sequence_type.elem_type).elem_type, None)
-    if not tp.HasField("tensor_type"):
-        return TensorInfo(0, None)
-    tt = tp.tensor_type
-    if not tt.HasField("shape"):
-        return TensorInfo(tt.elem_type, None)
-    dims: List[Dim] = []
-    for d in tt.shape.dim:
-        if d.HasField("dim_value"):
-            dims.append(int(d.dim_value))
-        elif d.HasField("dim_param") and d.dim_param:
-            dims.append(d.dim_param)
-        else:
-            dims.append(None)
-    return TensorInfo(tt.elem_type, tuple(dims))
-
-
 def _type_summary(tp: onnx.TypeProto) -> Tuple[TensorInfo, bool, bool]:
     """A value's TensorInfo, whether its tensor shape is fully named (every dim a value or a
     symbol), and whether it is a 1-D tensor longer than _DATA_PROP_MAX_1D."""
     dims = tp.tensor_type.shape.dim
     complete = tp.tensor_type.HasField("shape") and all(d.HasField("dim_value") or d.dim_param for d in dims)
-    return _info_from_type(tp), complete, len(dims) == 1 and dims[0].dim_value > _DATA_PROP_MAX_1D
+    return info_from_type(tp), complete, len(dims) == 1 and dims[0].dim_value > _DATA_PROP_MAX_1D
 
 
 def _summaries(graph: onnx.GraphProto) -> Tuple[Dict[str, TensorInfo], "set[str]", bool]:

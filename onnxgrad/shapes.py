@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from onnx import NodeProto, TensorProto, helper, numpy_helper
 
-from .graph import Dim, TensorInfo
+from .tensorinfo import Dim, TensorInfo
 
 #: Output 0 has the shape and element type of input 0.
 SAME_SHAPE = frozenset("""
