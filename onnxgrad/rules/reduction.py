@@ -34,9 +34,9 @@ class _Reduced:
         self.dynamic: Optional[str] = op.arg_input("axes") if op.is_dynamic("axes") else None
         self.axes: Optional[List[int]] = None
         if self.dynamic is None:
-            axes = op.axes()  # None = every axis; empty with noop_with_empty_axes = none
-            if axes is not None and not axes and not self.noop:
-                axes = None
+            axes = op.axes()
+            if not axes:  # absent or empty: every axis, or none with noop_with_empty_axes
+                axes = [] if self.noop else None
             rank = g.rank(self.x)
             self.axes = sorted(a % rank for a in (range(rank) if axes is None else axes))
 
