@@ -89,6 +89,7 @@ class Emitter:
         self._const_cache: Dict[Tuple[int, bytes, Tuple[int, ...]], str] = {}
         self._const_values: Dict[str, np.ndarray] = {}
         self._shape_of_cache: Dict[str, str] = {}
+        self._defined: Dict[str, bool] = {}  # op type -> whether the opset defines it
         self.zeros: Set[str] = set()
         self.extra_inputs: List[onnx.ValueInfoProto] = []
 
@@ -185,6 +186,11 @@ class Emitter:
                 raise OpTableError(
                     f"the emitter's op table (onnxgrad/optable.py, OPS) has no entry for {op_type!r}; add one "
                     "(its result dtype, shape rule and opset adapter) before a rule emits it")
+            if not self.can_emit(op_type):
+                raise GradientArgumentError(
+                    f"the gradient of {self.scope[len(self.prefix) + 1:] or 'the model'} needs the ONNX operator "
+                    f"{op_type}, which opset {self.opset} does not define; convert the model to a newer opset "
+                    "(onnx.version_converter.convert_version)")
             if spec.adapt is not None:
                 adapted = spec.adapt(self, list(inputs), attrs)
                 if isinstance(adapted, str):  # the adapter emitted a stand-in itself
@@ -203,6 +209,17 @@ class Emitter:
             if shape is not None:
                 self._shapes[outs[0]] = shape
         return outs if outputs > 1 else outs[0]
+
+    def can_emit(self, op_type: str) -> bool:
+        """Whether the model's opset defines the default-domain op ``op_type`` (not deprecated)."""
+        known = self._defined.get(op_type)
+        if known is None:
+            try:
+                known = not onnx.defs.get_schema(op_type, self.opset, "").deprecated
+            except onnx.defs.SchemaError:
+                known = False
+            self._defined[op_type] = known
+        return known
 
     def add_node(self, op_type: str, inputs: List[str], outputs: List[str], name: str,
                  attrs: Dict[str, Any], domain: str = "") -> NodeProto:
@@ -373,6 +390,17 @@ class Emitter:
     def where(self, cond: str, a: str, b: str) -> str:
         """``Where(cond, a, b)`` (kept for rules written against it; ``g.Where`` is the same)."""
         return self.Where(cond, a, b)
+
+    def log_softmax(self, x: str, axis: int) -> str:
+        """LogSoftmax over ``axis`` alone at any opset (before opset 13 LogSoftmax normalizes over
+        every axis from ``axis`` on: the axis is moved last there)."""
+        rank = self.rank(x)
+        axis %= rank
+        if self.opset >= 13 or axis == rank - 1:
+            return self.LogSoftmax(x, axis=axis)
+        to_last = [a for a in range(rank) if a != axis] + [axis]
+        back = list(np.argsort(to_last))
+        return self.transpose(self.LogSoftmax(self.transpose(x, to_last), axis=rank - 1), back)
 
     def cast(self, x: str, dtype: int) -> str:
         """Cast ``x`` to element type ``dtype`` (no-op if already equal)."""

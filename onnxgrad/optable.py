@@ -51,8 +51,9 @@ class Moved(NamedTuple):
 
     since: int
     position: int
-    kind: str  # "ints": an int64 1-D tensor; "like0": a scalar of input 0's element type
-    default: Any = None  # the value that needs no input (left out, as the op's default)
+    kind: str  # "ints": an int64 1-D tensor; "int": an int64 scalar; "like0": a scalar of input 0's type
+    default: Any = None  # its value when absent from the attribute form
+    input_default: Any = None  # its value when absent from the input form (emitting it, it is left out)
 
 
 def _reduce(since: int) -> Dict[str, Moved]:
@@ -72,7 +73,8 @@ MOVED_TO_INPUT: Dict[str, Dict[str, Moved]] = {
     "Split": {"split": Moved(13, 1, "ints")},
     "Slice": {"starts": Moved(10, 1, "ints"), "ends": Moved(10, 2, "ints"), "axes": Moved(10, 3, "ints"),
               "steps": Moved(10, 4, "ints")},
-    "Pad": {"pads": Moved(11, 1, "ints"), "value": Moved(11, 2, "like0", 0.0)},
+    "Pad": {"pads": Moved(11, 1, "ints"), "value": Moved(11, 2, "like0", 0.0, 0.0)},
+    "DFT": {"axis": Moved(20, 2, "int", 1, -2)},
 }
 
 
@@ -87,11 +89,16 @@ def _move_arguments(g: "Emitter", op_type: str, inputs: List[Optional[str]], att
                     f"{g.opset}): its value must be known when the gradient is built")
             continue
         value = attrs.pop(name, None)
-        if value is None or given_as_input or (moved.default is not None and value == moved.default):
+        if value is None or given_as_input or (moved.input_default is not None and value == moved.input_default):
             continue
         while len(inputs) < moved.position:
             inputs.append("")
-        tensor = g.ints(value) if moved.kind == "ints" else g.const(value, like=inputs[0])
+        if moved.kind == "ints":
+            tensor = g.ints(value)
+        elif moved.kind == "int":
+            tensor = g.scalar_int(value)
+        else:
+            tensor = g.const(value, like=inputs[0])
         inputs[moved.position:moved.position + 1] = [tensor]
     return inputs, attrs
 
@@ -111,6 +118,14 @@ def _slice(g: "Emitter", inputs: List[Optional[str]], attrs: Dict[str, Any]) -> 
             raise GradientArgumentError("Slice with steps needs opset 10 or newer")
         attrs.pop("steps")
     return _move_arguments(g, "Slice", inputs, attrs)
+
+
+def _depth_to_space(g: "Emitter", inputs: List[Optional[str]], attrs: Dict[str, Any]) -> Emission:
+    """DepthToSpace has a mode only from opset 11; before it, always the default DCR."""
+    if g.opset < 11 and attrs.get("mode") is not None:
+        if attrs.pop("mode") != "DCR":
+            raise GradientArgumentError("DepthToSpace in CRD mode needs opset 11 or newer")
+    return inputs, attrs
 
 
 def _is_float(g: "Emitter", name: Optional[str]) -> bool:
@@ -273,7 +288,7 @@ _BOOL = OpSpec(dtype=_fixed(TensorProto.BOOL))
 OPS: Dict[str, OpSpec] = {
     **{op: _SAME for op in """
         Abs Acos Acosh Add AffineGrid Asin Asinh Atan Atanh AveragePool BatchNormalization Ceil Celu Clip
-        Col2Im Concat Conv ConvTranspose Cos Cosh CumProd CumSum DFT DepthToSpace Det Div Dropout Einsum Elu Erf
+        Col2Im Concat Conv ConvTranspose Cos Cosh CumProd CumSum Det Div Dropout Einsum Elu Erf
         Exp Expand EyeLike Floor Gather GatherElements GatherND Gelu GridSample GroupNormalization HardSigmoid
         HardSwish Identity InstanceNormalization LayerNormalization LeakyRelu Log LogSoftmax LpNormalization
         MatMul Max MaxPool Mean Min Mish Mod Mul Neg Pow PRelu RMSNormalization Range Reciprocal Relu Resize
@@ -301,6 +316,8 @@ OPS: Dict[str, OpSpec] = {
     "LessOrEqual": OpSpec(dtype=_fixed(TensorProto.BOOL), adapt=_or_equal("Less", "Greater")),
     "GreaterOrEqual": OpSpec(dtype=_fixed(TensorProto.BOOL), adapt=_or_equal("Greater", "Less")),
     "Gemm": OpSpec(adapt=_gemm),
+    "DepthToSpace": OpSpec(adapt=_depth_to_space),
+    "DFT": OpSpec(adapt=_moves("DFT")),
 }
 
 
@@ -309,5 +326,5 @@ def adapter_opsets() -> Dict[str, List[int]]:
     switches: Dict[str, List[int]] = {op: sorted({m.since for m in moved.values()})
                                       for op, moved in MOVED_TO_INPUT.items()}
     switches.update({"Equal": [11], "LessOrEqual": [12], "GreaterOrEqual": [12], "Where": [16],
-                     "ConstantOfShape": [20], "Gemm": [11]})
+                     "ConstantOfShape": [20], "Gemm": [11], "DepthToSpace": [11]})
     return switches

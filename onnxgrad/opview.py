@@ -86,17 +86,21 @@ class Op:
 
     def arg(self, name: str) -> Optional[np.ndarray]:
         """Argument ``name`` (see :data:`~onnxgrad.optable.MOVED_TO_INPUT`) as an array, from the
-        attribute or the constant input, whichever this node's opset uses; None when absent.
+        attribute or the constant input, whichever this node's opset uses; when absent, the
+        default of that form (None when it has none).
 
         Raises GradientArgumentError when it is an input known only at run time (ask
         :meth:`is_dynamic` first where a rule can handle that)."""
-        if name not in MOVED_TO_INPUT.get(self.op_type, {}):
+        moved = MOVED_TO_INPUT.get(self.op_type, {}).get(name)
+        if moved is None:
             value = self.attr(name)
             return None if value is None else np.asarray(value)
-        tensor = self.arg_input(name)
+        if self.opset < moved.since:
+            value = self.attr(name, moved.default)
+            return None if value is None else np.asarray(value)
+        tensor = self.input(moved.position)
         if tensor is None:
-            value = self.attr(name)
-            return None if value is None else np.asarray(value)
+            return None if moved.input_default is None else np.asarray(moved.input_default)
         found = self._constant(tensor) if self._constant is not None else None
         if found is None:
             raise GradientArgumentError(

@@ -15,7 +15,9 @@ piece named in each rule's comment.
 
 import functools
 import math
+from typing import Callable, List, Optional
 
+from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
 from ..registry import register_gradient
 
@@ -71,20 +73,27 @@ def pow_(g, op, dy):
     return [da, g.cast_like(g.Mul(dy, g.Mul(y, log_a)), b)]
 
 
-@ew("Mod", since=10)
-def mod(g, op, dy):
-    # fmod=1: a - b trunc(a / b); fmod=0 (floats from opset 28): a - b floor(a / b)
+def _mod(g: Emitter, op: Op, dy: str, floor_mod: Callable[[str], str]) -> List[Optional[str]]:
+    """y = a - b whole(a / b): whole truncates with fmod=1, else floors (``floor_mod``)."""
     a, b = op.inputs
     q = g.Div(a, b)
-    if op.attr("fmod", 0):
-        whole = g.Mul(g.Sign(q), g.Floor(g.Abs(q)))
-    elif g.opset >= 28:
-        whole = g.Floor(q)
-    else:
+    whole = g.Mul(g.Sign(q), g.Floor(g.Abs(q))) if op.attr("fmod", 0) else floor_mod(q)
+    return [dy, g.Neg(g.Mul(dy, whole))]
+
+
+@ew("Mod", since=28)
+def mod(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    return _mod(g, op, dy, g.Floor)
+
+
+@ew("Mod", since=10, until=27)
+def mod_10(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    def refuse(q: str) -> str:
         raise GradientArgumentError(
             f"Mod node {op.name!r} has fmod=0 on float inputs, which ONNX allows only from opset 28; "
             "use fmod=1 or opset 28")
-    return [dy, g.Neg(g.Mul(dy, whole))]
+
+    return _mod(g, op, dy, refuse)
 
 
 @ew("Sum")

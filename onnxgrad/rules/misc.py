@@ -89,8 +89,6 @@ def cumprod(g, op, dy):
 @register_gradient("Compress", inputs=[0])
 def compress(g, op, dy):
     x, condition = op.input(0), op.input(1)
-    if g.opset < 11:
-        raise GradientArgumentError("the gradient of Compress needs opset 11 (ScatterND)")
     picked = g.Transpose(g.NonZero(condition), perm=[1, 0])  # (k, 1) positions kept
     axis = op.attr("axis")
     if axis is None:
@@ -328,10 +326,7 @@ def _dft_adjoint(g, dy: str, a: int, r: int, n: int, inverse: int, onesided: int
     """
     if onesided:
         dy = g.pad(dy, [0] * r + [n - (n // 2 + 1) if d == a else 0 for d in range(r)])
-    if g.opset >= 20:
-        back = g.op("DFT", dy, "", g.scalar_int(a), inverse=1 - inverse)
-    else:
-        back = g.op("DFT", dy, axis=a, inverse=1 - inverse)
+    back = g.DFT(dy, axis=a, inverse=1 - inverse)
     back = g.Mul(back, g.const(1.0 / n if inverse else float(n), like=like))
     return g.slice(back, [0], [1], [r - 1]) if real else back
 
@@ -341,14 +336,9 @@ def dft(g, op, dy):
     x = op.input(0)
     shape = _static_dims(g, x, "DFT")
     r = len(shape)
-    if g.opset >= 20:
-        given = g.constant_value(op.input(2)) if op.input(2) else None
-        if op.input(2) and given is None:
-            raise GradientArgumentError("the gradient of DFT needs its axis input to be a constant")
-        axis = int(np.asarray(given).reshape(-1)[0]) if given is not None else -2
-    else:
-        axis = op.attr("axis", 1)
-    a = axis % r
+    if op.is_dynamic("axis"):
+        raise GradientArgumentError("the gradient of DFT needs its axis input to be a constant")
+    a = int(op.arg("axis").reshape(-1)[0]) % r  # type: ignore[union-attr]
     inverse, onesided = op.attr("inverse", 0), op.attr("onesided", 0)
     if inverse and onesided:
         return [_irfft_adjoint(g, op, dy, x, shape, a), None, None]
@@ -370,10 +360,7 @@ def _irfft_adjoint(g, op, dy: str, x: str, shape, a: int) -> str:
     n = int(np.asarray(_const_input(g, op, 1, "dft_length")).reshape(-1)[0]) if op.input(1) else 2 * (m - 1)
     if n // 2 + 1 != m:
         raise GradientArgumentError(f"the gradient of the inverse onesided DFT needs {n // 2 + 1} input bins, not {m}")
-    if g.opset >= 20:
-        half = g.op("DFT", dy, "", g.scalar_int(a), onesided=1)
-    else:
-        half = g.op("DFT", dy, axis=a, onesided=1)
+    half = g.DFT(dy, axis=a, onesided=1)
     weights = np.where((np.arange(m) >= 1) & (np.arange(m) <= n - m), 2.0, 1.0) / n
     return g.Mul(half, g.const(weights.reshape([m] + [1] * (r - 1 - a)), like=x))
 

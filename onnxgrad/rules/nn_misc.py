@@ -13,13 +13,18 @@ from ..registry import register_gradient
 
 
 # ---------------------------------------------------------------------------- Dropout
-@register_gradient("Dropout", inputs=(0,))
-def dropout(g, op, dy, d_mask=None):
-    """Identity in inference; dy * mask / (1 - ratio) in training mode (opset 12+)."""
+@register_gradient("Dropout", until=11, inputs=(0,))
+def dropout_inference(g: Emitter, op: Op, dy: str, d_mask: Optional[str] = None) -> List[Optional[str]]:
+    """Identity: before opset 12 runtimes run Dropout as inference (the ratio attribute is never applied)."""
+    return [dy]
+
+
+@register_gradient("Dropout", since=12, inputs=(0,))
+def dropout(g: Emitter, op: Op, dy: str, d_mask: Optional[str] = None) -> List[Optional[str]]:
+    """Identity in inference; dy * mask / (1 - ratio) in training mode."""
     x = op.inputs[0]
     training = op.input(2)
-    # Before opset 12 runtimes run Dropout as inference (the ratio attribute is never applied).
-    if g.opset < 12 or training is None:
+    if training is None:
         return [dy, None, None]
     flag = g.constant_value(training)
     if flag is not None and not bool(flag):

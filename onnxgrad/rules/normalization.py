@@ -55,14 +55,23 @@ def _norm_axes(g: Emitter, x: str, first: int) -> List[int]:
 
 
 # ---------------------------------------------------------------------------- BatchNormalization
-@register_gradient("BatchNormalization", inputs=(0, 1, 2, 3, 4))
-def batch_normalization(g, op, dy, d_running_mean=None, d_running_var=None, *unused_training_outputs):
-    # Before opset 14 the extra outputs are the deprecated training statistics, which runtimes do
-    # not compute in inference; only Y is differentiated there.
+@register_gradient("BatchNormalization", since=14, inputs=(0, 1, 2, 3, 4))
+def batch_normalization(g: Emitter, op: Op, dy: str, d_running_mean: Optional[str] = None,
+                        d_running_var: Optional[str] = None) -> List[Optional[str]]:
+    """With ``training_mode`` the batch statistics, else the running ones (see below)."""
+    if op.attr("training_mode", 0):
+        return _batch_norm_training(g, op, dy, d_running_mean, d_running_var)
+    return batch_normalization_inference(g, op, dy)
+
+
+@register_gradient("BatchNormalization", until=13, inputs=(0, 1, 2, 3, 4))
+def batch_normalization_inference(g: Emitter, op: Op, dy: str, *unused_training_outputs: Optional[str]
+                                  ) -> List[Optional[str]]:
+    """Y normalized with the running statistics. Before opset 14 the extra outputs are the
+    deprecated training statistics, which runtimes do not compute in inference; only Y is
+    differentiated there."""
     x, scale, bias, mean, var = op.inputs[:5]
     eps = op.attr("epsilon", 1e-5)
-    if g.opset >= 14 and op.attr("training_mode", 0):
-        return _batch_norm_training(g, op, dy, d_running_mean, d_running_var)
     if op.has_attr("spatial") and op.attr("spatial") == 0:
         raise GradientArgumentError("BatchNormalization with spatial=0 (opset 7-8) is not supported")
     axes = [0] + list(range(2, g.rank(x)))
@@ -135,26 +144,36 @@ def layer_normalization(g, op, dy, d_mean=None, d_inv_std=None):
     return [d_x, d_scale, d_bias]
 
 
-@register_gradient("GroupNormalization")
-def group_normalization(g, op, dy):
-    """Statistics per (sample, group of C/G channels); scale and bias per group before opset 21,
-    per channel from 21."""
+def _group_stats(g: Emitter, op: Op) -> Tuple[List[int], str, str]:
+    """Statistics per (sample, group of C/G channels): the grouped shape, 1 / std and x-hat, grouped."""
+    grouped = [0, op.attr("num_groups"), -1]
+    _, inv, xhat_g = _standardize(g, g.reshape(op.inputs[0], grouped), [2], op.attr("epsilon", 1e-5))
+    return grouped, inv, xhat_g
+
+
+@register_gradient("GroupNormalization", since=21)
+def group_normalization(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    """Scale and bias per channel."""
     x, scale, bias = op.inputs
-    groups = op.attr("num_groups")
-    grouped = [0, groups, -1]
-    xg = g.reshape(x, grouped)
-    _, inv, xhat_g = _standardize(g, xg, [2], op.attr("epsilon", 1e-5))
-    if g.opset >= 21:
-        xhat = g.reshape(xhat_g, g.shape_of(x))
-        d_xhat_g = g.reshape(g.Mul(dy, _per_channel(g, scale, x)), grouped)
-        not_channel = [0] + list(range(2, g.rank(x)))
-        d_scale = g.reduce_sum(g.Mul(dy, xhat), not_channel, keepdims=False)
-        d_bias = g.reduce_sum(dy, not_channel, keepdims=False)
-    else:
-        dy_g = g.reshape(dy, grouped)
-        d_xhat_g = g.Mul(dy_g, g.reshape(scale, [1, -1, 1]))
-        d_scale = g.reduce_sum(g.Mul(dy_g, xhat_g), [0, 2], keepdims=False)
-        d_bias = g.reduce_sum(dy_g, [0, 2], keepdims=False)
+    grouped, inv, xhat_g = _group_stats(g, op)
+    xhat = g.reshape(xhat_g, g.shape_of(x))
+    d_xhat_g = g.reshape(g.Mul(dy, _per_channel(g, scale, x)), grouped)
+    not_channel = [0] + list(range(2, g.rank(x)))
+    d_scale = g.reduce_sum(g.Mul(dy, xhat), not_channel, keepdims=False)
+    d_bias = g.reduce_sum(dy, not_channel, keepdims=False)
+    d_x = g.reshape(_standardized_grad(g, d_xhat_g, xhat_g, inv, [2]), g.shape_of(x))
+    return [d_x, d_scale, d_bias]
+
+
+@register_gradient("GroupNormalization", until=20)
+def group_normalization_18(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    """Scale and bias per group (the deprecated GroupNormalization-18)."""
+    x, scale, bias = op.inputs
+    grouped, inv, xhat_g = _group_stats(g, op)
+    dy_g = g.reshape(dy, grouped)
+    d_xhat_g = g.Mul(dy_g, g.reshape(scale, [1, -1, 1]))
+    d_scale = g.reduce_sum(g.Mul(dy_g, xhat_g), [0, 2], keepdims=False)
+    d_bias = g.reduce_sum(dy_g, [0, 2], keepdims=False)
     d_x = g.reshape(_standardized_grad(g, d_xhat_g, xhat_g, inv, [2]), g.shape_of(x))
     return [d_x, d_scale, d_bias]
 

@@ -14,9 +14,6 @@ import numpy as np
 from ..errors import GradientArgumentError
 from ..registry import register_gradient
 
-INT64_MAX = np.iinfo(np.int64).max
-
-
 def _shape_vector(g, parts: Sequence[Union[int, str]]) -> str:
     """A 1-D int64 shape from ints and 1-element int64 tensors."""
     if all(isinstance(p, (int, np.integer)) for p in parts):
@@ -61,8 +58,6 @@ def concat(g, op, dy):
     sizes = [_static_dim(g, x, axis) for x in xs]
     if all(s is not None for s in sizes):
         return g.split(dy, sizes, axis)
-    if g.opset < 10:
-        raise GradientArgumentError("the gradient of Concat along a symbolic dimension needs opset 10 or newer")
     grads, start = [], g.ints([0])
     for x in xs:
         end = g.Add(start, g.dims(x, [axis]))
@@ -78,23 +73,11 @@ def split(g, op, *dys):
 
 
 # ---------------------------------------------------------------- Slice: zero-fill what was dropped
-def _slice_params(g, op):
-    """(starts, ends, axes, steps) as int lists, or None when any is known only at run time."""
-    if op.opset < 10:
-        starts, ends = op.attr("starts"), op.attr("ends")
-        return starts, ends, op.attr("axes", list(range(len(starts)))), [1] * len(starts)
-    values = [g.constant_value(op.input(i)) for i in range(1, 5)]
-    if any(op.input(i) is not None and v is None for i, v in zip(range(1, 5), values)):
-        return None
-    starts, ends, axes, steps = ([int(v) for v in val.reshape(-1)] if val is not None else None for val in values)
-    return starts, ends, axes or list(range(len(starts))), steps or [1] * len(starts)
-
-
 @register_gradient("Slice")
 def slice_(g, op, dy):
     x = op.input(0)
     rank = g.rank(x)
-    params = _slice_params(g, op)
+    params = op.slice_params()
     if params is not None:
         starts, ends, axes, steps = params
         dims = [_static_dim(g, x, a % rank) for a in axes]
@@ -108,7 +91,7 @@ def slice_(g, op, dy):
     static = g.static_shape(x)
     size = g.ints([int(np.prod(static))]) if static is not None else g.Reshape(g.Size(x), g.ints([1]))
     flat_dy = g.reshape(dy, [-1])
-    if g.opset >= 11:
+    if g.can_emit("Range"):  # positions computed at run time serve any parameters and shapes
         positions = g.Reshape(g.Range(g.scalar_int(0), g.Size(x), g.scalar_int(1)), g.shape_of(x))
         picked = g.Slice(positions, *op.inputs[1:])
     elif params is not None and static is not None:
@@ -118,7 +101,7 @@ def slice_(g, op, dy):
             index[a % rank] = slice(s, e, st)
         picked = g.ints(np.arange(int(np.prod(static))).reshape(static)[tuple(index)].reshape(-1))
     else:
-        raise GradientArgumentError("the gradient of Slice with run-time parameters or shapes needs opset 11 or newer")
+        raise GradientArgumentError("the gradient of Slice with run-time parameters or shapes needs opset 11 (Range)")
     flat = g.scatter_elements_add(size, g.reshape(picked, [-1]), flat_dy, axis=0, unique=True)
     return [g.reshape(flat, g.shape_of(x))] + [None] * 4
 
@@ -147,18 +130,17 @@ def _pad_params(g, op):
     x = op.input(0)
     rank = g.rank(x)
     mode = op.attr("mode", "constant")
-    if op.opset < 11:
-        return mode, list(op.attr("pads")), None
-    pads = g.constant_value(op.input(1))
+    value = op.arg_input("value")  # a tensor (from opset 11) has a gradient, an attribute not
     axes_name = op.input(3)
     axes = g.constant_value(axes_name) if axes_name else np.arange(rank)
-    if pads is None or axes is None:
-        return mode, None, op.input(2)
+    if op.is_dynamic("pads") or axes is None:
+        return mode, None, value
+    pads = op.ints("pads")
     full = [0] * (2 * rank)
     k = len(axes)
     for i, a in enumerate(int(a) % rank for a in axes):
         full[a], full[rank + a] = int(pads[i]), int(pads[k + i])
-    return mode, full, op.input(2)
+    return mode, full, value
 
 
 def _unpad_constant(g, dy, pads: List[int], rank: int) -> str:
@@ -166,7 +148,7 @@ def _unpad_constant(g, dy, pads: List[int], rank: int) -> str:
     axes = [a for a in range(rank) if pads[a] > 0 or pads[rank + a] > 0]
     if axes:
         dy = g.slice(dy, [max(pads[a], 0) for a in axes],
-                     [-pads[rank + a] if pads[rank + a] > 0 else INT64_MAX for a in axes], axes)
+                     [-pads[rank + a] if pads[rank + a] > 0 else None for a in axes], axes)
     restore = [max(-p, 0) for p in pads]
     return g.pad(dy, restore) if any(restore) else dy
 
@@ -260,7 +242,7 @@ def pad(g, op, dy):
 # ---------------------------------------------------------------- block rearrangements
 @register_gradient("SpaceToDepth")
 def space_to_depth(g, op, dy):
-    return [g.DepthToSpace(dy, blocksize=op.attr("blocksize"), mode="DCR" if g.opset >= 11 else None)]
+    return [g.DepthToSpace(dy, blocksize=op.attr("blocksize"), mode="DCR")]
 
 
 @register_gradient("DepthToSpace")
