@@ -541,7 +541,11 @@ class Emitter:
 
         Static where the shapes decide it; otherwise the axes are computed at run time.
         """
-        xs, ys = self.shape(x), self.shape(like)
+        return self.sum_to_shape(grad, x, self.shape(like))
+
+    def sum_to_shape(self, grad: str, x: str, ys: Optional[Tuple[Dim, ...]]) -> str:
+        """:meth:`sum_to` for a ``grad`` of static shape ``ys`` (None: unknown)."""
+        xs = self.shape(x)
         if xs is None or ys is None:
             return self._sum_to_dynamic(grad, x)
         if xs == ys and all(d is not None for d in xs):

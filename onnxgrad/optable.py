@@ -258,15 +258,39 @@ def _unsqueeze_shape(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any])
     return tuple(1 if i in ones else next(dims) for i in range(rank))
 
 
+def _product(dims: Sequence[Dim]) -> Dim:
+    """The product of ``dims``: a lone dim stays itself (even symbolic), None when not static."""
+    if len(dims) == 1:
+        return dims[0]
+    return int(np.prod(dims)) if all(isinstance(d, int) for d in dims) else None  # type: ignore[arg-type]
+
+
 def _flatten_shape(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any]) -> Shape:
-    """(prod(dims before axis), prod(dims from axis)), None where a product is not static."""
+    """(prod(dims before axis), prod(dims from axis))."""
     have = g.shape(inputs[0])
     if have is None:
         return None
     axis = int(attrs.get("axis", 1)) % (len(have) + 1) if have else 0
-    head, tail = have[:axis], have[axis:]
-    return tuple(int(np.prod(part)) if all(isinstance(d, int) for d in part) else None  # type: ignore[arg-type]
-                 for part in (head, tail))
+    return _product(have[:axis]), _product(have[axis:])
+
+
+def _concat_shape(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any]) -> Shape:
+    """The inputs' common dims (the most precise each states) and the sum of the concatenated one."""
+    shapes = [g.shape(i) for i in inputs if i]
+    known = [s for s in shapes if s is not None]
+    if not known:
+        return None
+    rank = len(known[0])
+    axis = int(attrs["axis"]) % rank if rank else 0
+    along = [s[axis] if s is not None else None for s in shapes]
+    dims: List[Dim] = []
+    for a in range(rank):
+        if a == axis:
+            dims.append(sum(along) if all(isinstance(d, int) for d in along) else None)  # type: ignore[arg-type]
+        else:
+            stated = [s[a] for s in known if s[a] is not None]
+            dims.append(next((d for d in stated if isinstance(d, int)), stated[0] if stated else None))
+    return tuple(dims)
 
 
 # ---------------------------------------------------------------- the table
@@ -288,7 +312,7 @@ _BOOL = OpSpec(dtype=_fixed(TensorProto.BOOL))
 OPS: Dict[str, OpSpec] = {
     **{op: _SAME for op in """
         Abs Acos Acosh Add AffineGrid Asin Asinh Atan Atanh AveragePool BatchNormalization Ceil Celu Clip
-        Col2Im Concat Conv ConvTranspose Cos Cosh CumProd CumSum Det Div Dropout Einsum Elu Erf
+        Col2Im Conv ConvTranspose Cos Cosh CumProd CumSum Det Div Dropout Einsum Elu Erf
         Exp Expand EyeLike Floor Gather GatherElements GatherND Gelu GridSample GroupNormalization HardSigmoid
         HardSwish Identity InstanceNormalization LayerNormalization LeakyRelu Log LogSoftmax LpNormalization
         MatMul Max MaxPool Mean Min Mish Mod Mul Neg Pow PRelu RMSNormalization Range Reciprocal Relu Resize
@@ -305,6 +329,7 @@ OPS: Dict[str, OpSpec] = {
     "Unsqueeze": OpSpec(shape=_unsqueeze_shape, adapt=_moves("Unsqueeze")),
     "Reshape": OpSpec(shape=_reshape_shape),
     "Flatten": OpSpec(shape=_flatten_shape),
+    "Concat": OpSpec(shape=_concat_shape),
     "Constant": OpSpec(dtype=_value_type, shape=_constant_shape),
     "ConstantOfShape": OpSpec(dtype=_value_type, adapt=_constant_of_shape),
     "Cast": OpSpec(dtype=_cast_to),

@@ -62,11 +62,9 @@ def _with_batch_coordinates(g, idx: str, b: int) -> str:
             ramp = g.Range(g.scalar_int(0), n, g.scalar_int(1))
             ramp = g.reshape(ramp, [-1 if i == j else 1 for i in range(rank)])
             parts.append(g.Expand(ramp, target))
-        coords = parts[0] if b == 1 else g.Concat(*parts, axis=-1)
-    full = g.Concat(coords, idx, axis=-1)
-    k = shape[-1]
-    g.set_info(full, TensorProto.INT64, (*lead, b + k if isinstance(k, int) else None))
-    return full
+        # b coordinates per index tuple: the last dim stated for the scatter, which needs it static
+        coords = g.reshape(parts[0] if b == 1 else g.Concat(*parts, axis=-1), [0] * (rank - 1) + [b])
+    return g.Concat(coords, idx, axis=-1)
 
 
 class _Scatter:

@@ -1,8 +1,10 @@
 """Matrix products: MatMul (numpy semantics) and Gemm."""
 
-import math
+from typing import List, Optional, Sequence
 
+from ..emitter import Emitter, Op
 from ..registry import register_gradient
+from ..tensorinfo import Dim
 
 
 def _mT(g, x):
@@ -18,23 +20,14 @@ def _product(g, x, y, tx=False, ty=False):
     return g.MatMul(_mT(g, x) if tx else x, _mT(g, y) if ty else y)
 
 
-def _sum_to_operand(g, grad, x, batch):
+def _sum_to_operand(g: Emitter, grad: str, x: str, batch: Sequence[Dim]) -> str:
     """Sum ``grad`` (shaped ``batch + x's matrix dims``) over the batch dims ``x`` was broadcast along."""
-    g.set_info(grad, g.dtype(x), tuple(batch) + tuple(g.shape(x)[-2:]))
-    return g.sum_to(grad, x, grad)
+    return g.sum_to_shape(grad, x, tuple(batch) + tuple(g.shape(x)[-2:]))  # type: ignore[index]
 
 
-def _with_shape(g, t, shape):
-    """Record the shape of an emitted tensor (the emitter infers only element types)."""
-    g.set_info(t, g.dtype(t), tuple(shape))
-    return t
-
-
-def _rows(g, x):
+def _rows(g: Emitter, x: str) -> str:
     """x (..., k) as a matrix (prod(...), k)."""
-    s = g.shape(x)
-    n = math.prod(s[:-1]) if all(isinstance(d, int) for d in s[:-1]) else None
-    return _with_shape(g, g.Flatten(x, axis=len(s) - 1), (n, s[-1]))
+    return g.Flatten(x, axis=g.rank(x) - 1)
 
 
 @register_gradient("MatMul")
@@ -46,19 +39,18 @@ def matmul(g, op, dy):
         return [g.Mul(dy, b), g.Mul(dy, a)]
     # MatMul promotes a 1-D a to a row (1, k) and a 1-D b to a column (k, 1) and drops that axis
     # from y; differentiate the promoted product and drop the axis from the gradient again.
-    a2 = a if ra > 1 else _with_shape(g, g.unsqueeze(a, [0]), (1,) + g.shape(a))
-    b2 = b if rb > 1 else _with_shape(g, g.unsqueeze(b, [1]), g.shape(b) + (1,))
+    a2 = a if ra > 1 else g.unsqueeze(a, [0])
+    b2 = b if rb > 1 else g.unsqueeze(b, [1])
     ry = max(ra, rb, 2)
     g.rank(y)  # raises a clear error when y's rank is unknown: undoing broadcasting needs it
-    y2 = list(g.shape(y))
-    dy2 = dy
+    y2 = list(g.shape(y))  # type: ignore[arg-type]
+    dy2 = g.as_gradient_of(dy, y)
     if ra == 1:
         dy2 = g.unsqueeze(dy2, [ry - 2])
         y2.insert(ry - 2, 1)
     if rb == 1:
         dy2 = g.unsqueeze(dy2, [ry - 1])
         y2.append(1)
-    dy2 = _with_shape(g, dy2, y2)
     batch = y2[:-2]
 
     da = _sum_to_operand(g, _product(g, dy2, b2, ty=True), a2, batch)

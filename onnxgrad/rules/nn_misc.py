@@ -377,8 +377,8 @@ def rotary_embedding(g, op, dy):
     d_cos = g.reduce_sum(g.Add(g.Mul(dy1, x1), g.Mul(dy2, x2)), [2], keepdims=False)
     d_sin = g.reduce_sum(g.Sub(g.Mul(dy2, x1), g.Mul(dy1, x2)), [2], keepdims=False)
     if positions:
-        rows = g.unsqueeze(positions, [2])
-        g.set_info(rows, g.dtype(positions), tuple(g.shape(positions) or (None, None)) + (1,))
+        # position_ids is [batch, sequence]: one 1-tuple of row indices per position
+        rows = g.reshape(positions, [0, 0, 1]) if g.shape(positions) is None else g.unsqueeze(positions, [2])
         d_cos = g.scatter_nd_add(g.shape_of(cos), rows, d_cos)
         d_sin = g.scatter_nd_add(g.shape_of(sin), rows, d_sin)
     return [d_x, d_cos, d_sin, None]
