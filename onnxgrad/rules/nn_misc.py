@@ -9,6 +9,7 @@ import numpy as np
 
 from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
+from ..optable import END
 from ..registry import register_gradient
 
 
@@ -337,9 +338,9 @@ def attention(g, op, dy, d_present_key=None, d_present_value=None, d_qk=None):
             d_total = g.Add(d_total, live_present)
         if past:
             split = g.dims(past, [2])
-            big = g.ints([np.iinfo(np.int64).max])
+            end = g.ints([END])
             grads[slot + 3] = g.Slice(d_total, g.ints([0]), split, g.ints([2]))
-            d_total = g.Slice(d_total, split, big, g.ints([2]))
+            d_total = g.Slice(d_total, split, end, g.ints([2]))
         grads[slot] = _heads_back(g, d_total, cur)
     return grads + [None] * (len(op.inputs) - 6)
 

@@ -232,8 +232,7 @@ def _channel_window_sum(g: Emitter, t: str, rank: int, before: int, after: int) 
     pads = [0] * (2 * rank)
     pads[1], pads[rank + 1] = before, after
     padded = g.pad(t, pads)
-    big = np.iinfo(np.int64).max
-    parts = [g.slice(padded, [k], [k - width if k < width else big], [1]) for k in range(width + 1)]
+    parts = [g.slice(padded, [k], [k - width if k < width else None], [1]) for k in range(width + 1)]
     return g.Sum(*parts)
 
 
