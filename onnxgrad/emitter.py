@@ -188,8 +188,8 @@ class Emitter:
                     "(its result dtype, shape rule and opset adapter) before a rule emits it")
             if not self.can_emit(op_type):
                 raise GradientArgumentError(
-                    f"the gradient of {self.scope[len(self.prefix) + 1:] or 'the model'} needs the ONNX operator "
-                    f"{op_type}, which opset {self.opset} does not define; convert the model to a newer opset "
+                    f"the backward nodes {self.scope + '/...'!r} need the ONNX operator {op_type}, which opset "
+                    f"{self.opset} does not define; convert the model to a newer opset "
                     "(onnx.version_converter.convert_version)")
             if spec.adapt is not None:
                 adapted = spec.adapt(self, list(inputs), attrs)
