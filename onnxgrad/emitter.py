@@ -9,7 +9,7 @@ attribute or input, Split/Squeeze/Unsqueeze/Slice/Pad signatures, float ``Equal`
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import onnx
@@ -20,6 +20,8 @@ from .graph import GraphIndex
 from .opview import Op, SliceParams
 from .optable import END, OPS, first_typed
 from .tensorinfo import FLOAT_TYPES, UNKNOWN, Dim, TensorInfo
+
+__all__ = ["END", "Emitter", "Op", "SliceParams"]  # Op and SliceParams: what rules read, next to what they write
 
 Axes = Sequence[int]
 
@@ -156,6 +158,14 @@ class Emitter:
         if s is None or any(not isinstance(d, int) for d in s):
             return None
         return tuple(s)  # type: ignore[return-value]
+
+    def static_dims(self, name: str, what: str) -> Tuple[int, ...]:
+        """The static shape of a tensor; an error naming ``what`` (the op whose gradient needs it)
+        when some dimension is not known."""
+        shape = self.static_shape(name)
+        if shape is None:
+            raise GradientArgumentError(f"the gradient of {what} needs the static shape of {name!r}")
+        return shape
 
     def set_info(self, name: str, elem_type: int, shape: Optional[Sequence[Dim]] = None) -> None:
         """Record the type (and shape) of a tensor the emitter cannot see: a graph input the caller

@@ -71,6 +71,15 @@ class Op:
         """Whether the node sets attribute ``name``."""
         return name in self._attrs
 
+    def constant_input(self, i: int, what: str) -> np.ndarray:
+        """The value of input ``i`` (called ``what`` in errors), which must be a constant."""
+        name = self.input(i)
+        value = self._constant(name) if self._constant is not None else None
+        if value is None:
+            raise GradientArgumentError(
+                f"the gradient of {self.op_type} needs its {what} (input {i}, {name!r}) to be a constant")
+        return value
+
     # ------------------------------------------------------------ attribute-or-input arguments
     def arg_input(self, name: str) -> Optional[str]:
         """The input holding argument ``name`` when this node passes it as an input, else None."""

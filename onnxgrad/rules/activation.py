@@ -9,7 +9,7 @@ import math
 
 import onnx
 
-from ..registry import register_gradient
+from ..registry import not_supported, register_gradient
 
 
 def _where(g, cond, a, b=None):
@@ -147,3 +147,6 @@ if onnx.defs.has("Swish"):
         alpha = g.const(op.attr("alpha", 1.0), like=x)
         s = g.Sigmoid(g.Mul(alpha, x))
         return [g.Mul(dy, g.Add(s, g.Mul(g.Mul(alpha, y), g.Sub(g.const(1, like=x), s))))]
+
+
+not_supported("SwiGLU", "opset 28, which onnxruntime 1.32 cannot run, so no rule could be verified numerically")

@@ -1,4 +1,5 @@
-"""Indexing: gathers, scatters, Trilu, CumSum, TopK.
+"""Indexing: gathers, scatters (ScatterElements, ScatterND, the deprecated Scatter, TensorScatter),
+Trilu, TopK.
 
 A gather's gradient is a scatter-add of dy to the gathered positions (repeated indices
 accumulate), written with :meth:`Emitter.scatter_nd_add` / :meth:`Emitter.scatter_elements_add`,
@@ -149,13 +150,45 @@ def trilu(g, op, dy):
     return [g.Trilu(dy, op.input(1), upper=op.attr("upper", 1)), None]
 
 
-@register_gradient("CumSum")
-def cumsum(g, op, dy):
-    # each x_j reaches every y_i that sums it: the same sum taken in the other direction
-    return [g.CumSum(dy, op.input(1), exclusive=op.attr("exclusive", 0), reverse=1 - op.attr("reverse", 0)), None]
-
-
 @register_gradient("TopK")
 def topk(g, op, dvalues, dindices=None):
     x = op.input(0)
     return [g.scatter_elements_add(g.shape_of(x), op.output(1), dvalues, op.attr("axis", -1), unique=True), None]
+
+
+def _scatter_positions(g, updates: str, indices: str, axis: int, data_dims) -> str:
+    """Flat positions in data of each update element (axis coordinate taken from indices)."""
+    upd_dims = g.static_dims(updates, "Scatter")
+    strides = np.cumprod((list(data_dims[1:]) + [1])[::-1])[::-1]
+    grid = np.indices(upd_dims)
+    base = sum(grid[d] * strides[d] for d in range(len(upd_dims)) if d != axis)
+    idx = g.Cast(indices, to=TensorProto.INT64)
+    return g.Add(g.Mul(idx, g.scalar_int(int(strides[axis]))), g.ints(base.astype(np.int64)))
+
+
+@register_gradient("Scatter", since=9, until=10, inputs=[0, 2])
+def scatter(g, op, dy):
+    # The deprecated ScatterElements of opsets 9-10, which also lack GatherElements: the update
+    # gradient reads dy at flat positions instead.
+    data, indices, updates = op.inputs
+    axis = op.attr("axis", 0) % g.rank(data)
+    d_data = g.Scatter(dy, indices, g.zeros_like(updates), axis=axis)
+    positions = _scatter_positions(g, updates, indices, axis, g.static_dims(data, "Scatter"))
+    return [d_data, None, g.Gather(g.reshape(dy, [-1]), positions, axis=0)]
+
+
+@register_gradient("TensorScatter", inputs=[0, 1])
+def tensor_scatter(g, op, dy):
+    cache, update, write = op.input(0), op.input(1), op.input(2)
+    mode, axis = op.attr("mode", "linear"), op.attr("axis", -2)
+    dims = g.static_dims(update, "TensorScatter")
+    r = len(dims)
+    a = axis % r
+    d_cache = g.TensorScatter(dy, g.zeros_like(update), write, mode=mode, axis=axis)
+    steps = g.ints(np.arange(dims[a]).reshape([dims[a] if d == a else 1 for d in range(r)]))
+    if write is not None:
+        steps = g.Add(g.reshape(write, [-1] + [1] * (r - 1)), steps)
+    if mode == "circular":
+        steps = g.Mod(steps, g.ints([g.shape(cache)[a]]))
+    positions = g.Expand(steps, g.ints(dims))
+    return [d_cache, g.GatherElements(dy, positions, axis=a), None]

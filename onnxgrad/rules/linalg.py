@@ -1,8 +1,11 @@
-"""Matrix products: MatMul (numpy semantics) and Gemm."""
+"""Linear algebra: MatMul (numpy semantics), Gemm and Det."""
 
 from typing import List, Optional, Sequence
 
+import numpy as np
+
 from ..emitter import Emitter, Op
+from ..errors import GradientArgumentError
 from ..registry import register_gradient
 from ..tensorinfo import Dim
 
@@ -81,3 +84,22 @@ def gemm(g, op, dy):
     if c is not None:
         dc = g.sum_to(dy if beta == 1.0 else g.Mul(dy, g.const(beta, like=dy)), c, op.output())
     return [da, db, dc]
+
+
+@register_gradient("Det", since=11)
+def det(g, op, dy):
+    # d det(X) / dX_ij is the cofactor (-1)^(i+j) det(minor_ij): exact even for singular X,
+    # built from Det itself so it differentiates again.
+    x = op.input(0)
+    r = g.rank(x)
+    n = g.shape(x)[-1]
+    if not isinstance(n, int):
+        raise GradientArgumentError(f"the gradient of Det needs the static matrix size of {x!r}")
+    dy = g.unsqueeze(dy, [r - 2, r - 1])
+    if n == 1:
+        return [dy]
+    keep = g.ints(np.array([[j for j in range(n) if j != i] for i in range(n)]))
+    minors = g.Gather(g.Gather(x, keep, axis=r - 2), keep, axis=r)  # (..., i, n-1, j, n-1)
+    minors = g.transpose(minors, list(range(r - 2)) + [r - 2, r, r - 1, r + 1])
+    sign = g.const((-1.0) ** np.add.outer(np.arange(n), np.arange(n)), like=x)
+    return [g.Mul(dy, g.Mul(g.Det(minors), sign))]
