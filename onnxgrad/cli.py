@@ -19,9 +19,10 @@ import numpy as np
 from onnx import ModelProto, TensorProto
 
 from . import __version__
-from .api import AggregationMethod, GradientsResult, _gradients
+from .api import AggregationMethod, GradientsResult, append_gradients
 from .errors import GradientArgumentError, ModelReadError, OnnxGradError, OutputWriteError
-from .graph import FLOAT_TYPES, GraphIndex, load_model
+from .graph import FLOAT_TYPES, GraphIndex
+from .loading import load_model
 from .modelio import write_model
 
 PARAMS = "@params"
@@ -110,7 +111,7 @@ def cli() -> None:
 def gradients(index: GraphIndex, ys: Sequence[str], xs: Sequence[str], **options) -> GradientsResult:
     """``onnxgrad.gradients`` on the model the command loaded and indexed: ``index.model`` is
     extended in place instead of being copied, validated and shape-inferred a second time."""
-    return _gradients(index.model, index, ys, xs, **options)
+    return append_gradients(index, ys, xs, **options)
 
 
 def _split(values: Sequence[str]) -> List[str]:

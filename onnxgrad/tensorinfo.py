@@ -7,7 +7,7 @@ op table), so that none of them has to import another for it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple, Union
+from typing import Iterable, List, Optional, Tuple, Union
 
 import onnx
 from onnx import TensorProto
@@ -63,3 +63,13 @@ def info_from_type(tp: onnx.TypeProto) -> TensorInfo:
         else:
             dims.append(None)
     return TensorInfo(tt.elem_type, tuple(dims))
+
+
+def numel(dims: Iterable[int]) -> int:
+    """The element count of a tensor of static ``dims``."""
+    n = 1
+    for d in dims:
+        n *= d
+    return n
+
+

@@ -1,10 +1,10 @@
 """Linear algebra: MatMul (numpy semantics), Gemm and Det."""
 
-from typing import List, Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from ..emitter import Emitter, Op
+from ..emitter import Emitter
 from ..errors import GradientArgumentError
 from ..registry import register_gradient
 from ..tensorinfo import Dim

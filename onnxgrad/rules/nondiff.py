@@ -8,7 +8,7 @@ derivative (integer/bool/string results, piecewise-constant results, random samp
 that depend only on shapes).
 """
 
-from ..api import MARKER_DOMAIN, MARKER_OP
+from ..stopgrad import MARKER_DOMAIN, MARKER_OP
 from ..registry import no_gradient, not_supported
 
 no_gradient(MARKER_OP, MARKER_DOMAIN, reason="stop-gradient marker inserted by onnxgrad.stop_gradient")
