@@ -152,8 +152,8 @@ def _differentiate(
 
     index = load()
     proto = index.model
-    for what, names in (("ys", ys_l), ("xs", xs_l), ("stop_gradients", stops)):
-        check_names(index, names, what)
+    for what, given in (("ys", ys_l), ("xs", xs_l), ("stop_gradients", stops)):
+        check_names(index, given, what)
 
     n_forward = len(proto.graph.node)
     # nodes are built in place in the graph

@@ -112,7 +112,8 @@ def parse_grad_ys(grad_ys: Any, n: int) -> List[GradY]:
     """``grad_ys`` as one entry per y (a single value wrapped), checking the count."""
     if grad_ys is None:
         return [None] * n
-    if isinstance(grad_ys, (str, np.ndarray, float, int)) and not (isinstance(grad_ys, np.ndarray) and grad_ys.dtype == object):
+    single = isinstance(grad_ys, (str, np.ndarray, float, int))
+    if single and not (isinstance(grad_ys, np.ndarray) and grad_ys.dtype == object):
         grad_ys = [grad_ys]
     grad_ys = list(grad_ys)
     if len(grad_ys) != n:

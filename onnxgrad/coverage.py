@@ -100,7 +100,8 @@ def _status_for(op_type: str, lo: int, hi: int) -> Tuple[str, str, List[registry
 
 def _span(opsets: List[int]) -> str:
     parts, start, prev = [], opsets[0], opsets[0]
-    for o in opsets[1:] + [None]:  # type: ignore[list-item]
+    ends: List[Optional[int]] = [*opsets[1:], None]
+    for o in ends:
         if o is not None and o == prev + 1:
             prev = o
             continue

@@ -9,7 +9,7 @@ attribute or input, Split/Squeeze/Unsqueeze/Slice/Pad signatures, float ``Equal`
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import onnx
@@ -20,6 +20,9 @@ from .graph import GraphIndex
 from .opview import Op, SliceParams
 from .optable import END, OPS, first_typed
 from .tensorinfo import FLOAT_TYPES, UNKNOWN, Dim, TensorInfo
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeGuard
 
 __all__ = ["END", "Emitter", "Op", "SliceParams"]  # Op and SliceParams: what rules read, next to what they write
 
@@ -73,7 +76,7 @@ class Emitter:
     be made ``like=`` any tensor, forward or backward.
     """
 
-    def __init__(self, index: GraphIndex, prefix: str, sink: Optional[Any] = None):
+    def __init__(self, index: GraphIndex, prefix: str, sink: Optional[Any] = None) -> None:
         """``sink``: a GraphProto's repeated ``node`` field to build the nodes in (saving a copy
         of each when they end up there); they are also listed in ``nodes``."""
         self.index = index
@@ -152,12 +155,21 @@ class Emitter:
             )
         return len(s)
 
+    def dims_of(self, name: str) -> Tuple[Dim, ...]:
+        """The dims of a tensor (ints, symbols or None); an error when its rank is unknown."""
+        s = self.shape(name)
+        if s is None:
+            self.rank(name)  # the error
+            raise AssertionError("unreachable")
+        return s
+
     def static_shape(self, name: str) -> Optional[Tuple[int, ...]]:
         """The shape if every dimension is a known int, else None."""
         s = self.shape(name)
-        if s is None or any(not isinstance(d, int) for d in s):
+        if s is None:
             return None
-        return tuple(s)  # type: ignore[return-value]
+        dims = [d for d in s if isinstance(d, int)]
+        return tuple(dims) if len(dims) == len(s) else None
 
     def static_dims(self, name: str, what: str) -> Tuple[int, ...]:
         """The static shape of a tensor; an error naming ``what`` (the op whose gradient needs it)
@@ -205,7 +217,7 @@ class Emitter:
                 adapted = spec.adapt(self, list(inputs), attrs)
                 if isinstance(adapted, str):  # the adapter emitted a stand-in itself
                     return adapted
-                inputs, attrs = tuple(adapted[0]), adapted[1]  # type: ignore[assignment]
+                inputs, attrs = tuple(adapted[0]), adapted[1]
         outs = [self.fresh(op_type) for _ in range(outputs)]
         names = [i or "" for i in inputs]
         self.add_node(op_type, names, outs, outs[0], attrs, domain)
@@ -230,6 +242,14 @@ class Emitter:
                 known = False
             self._defined[op_type] = known
         return known
+
+    def emit(self, op_type: str, *inputs: Optional[str], **attrs: Any) -> str:
+        """One node of the default-domain op ``op_type`` (named at run time): its output's name."""
+        return self.op(op_type, *inputs, **attrs)  # type: ignore[return-value]
+
+    def outputs(self, op_type: str, n: int, *inputs: Optional[str], **attrs: Any) -> List[str]:
+        """One node of ``op_type`` with ``n`` outputs: their names."""
+        return self.op(op_type, *inputs, outputs=n, **attrs)  # type: ignore[return-value]
 
     def add_node(self, op_type: str, inputs: List[str], outputs: List[str], name: str,
                  attrs: Dict[str, Any], domain: str = "") -> NodeProto:
@@ -282,7 +302,7 @@ class Emitter:
         self._const_values[name] = arr
         return name
 
-    def ints(self, values: Sequence[int]) -> str:
+    def ints(self, values: Union[Sequence[int], np.ndarray]) -> str:
         """A 1-D int64 constant (shapes, axes, pads, starts...)."""
         return self.const(np.asarray(list(values), dtype=np.int64), dtype=TensorProto.INT64)
 
@@ -312,9 +332,13 @@ class Emitter:
     def zeros_like(self, x: str) -> str:
         """Zeros with ``x``'s shape and dtype (recorded so rules may skip work on them)."""
         z = self.constant_of_shape(self.shape_of(x), 0.0, like=x)
-        self._shapes[z] = self.shape(x)  # type: ignore[assignment]
+        self._shapes[z] = self.shape(x)
         self.zeros.add(z)
         return z
+
+    def carries(self, grad: Optional[str]) -> "TypeGuard[str]":
+        """True for a gradient that may be nonzero: neither absent nor zero-filled by the engine."""
+        return not self.is_zero(grad)
 
     def is_zero(self, grad: Optional[str]) -> bool:
         """True for an absent output gradient or one the engine zero-filled: rules may skip it."""
@@ -326,7 +350,7 @@ class Emitter:
         if static is not None and int(np.prod(static)) <= 16:
             return self.const(np.ones(static), like=x)
         o = self.constant_of_shape(self.shape_of(x), 1.0, like=x)
-        self._shapes[o] = self.shape(x)  # type: ignore[assignment]
+        self._shapes[o] = self.shape(x)
         return o
 
     def reshape(self, x: str, shape: Union[str, Sequence[int]]) -> str:
@@ -505,7 +529,7 @@ class Emitter:
         if self.opset < 11:
             summed = self.MatMul(self.Transpose(self._one_hot(rows, depth, -1, like=updates), perm=[1, 0]), flat)
             return self.Reshape(summed, shape)
-        distinct, _, which, _ = self.op("Unique", rows, outputs=4, sorted=1)
+        distinct, _, which, _ = self.outputs("Unique", 4, rows, sorted=1)
         onehot = self._one_hot(which, self.Size(distinct), -1, like=updates)
         summed = self.MatMul(self.Transpose(onehot, perm=[1, 0]), flat)
         width = self.Slice(self.Shape(flat), self.ints([1]), self.ints([2]), self.ints([0]))

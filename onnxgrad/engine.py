@@ -14,7 +14,7 @@ Every walk is an explicit queue, so time and memory are linear in the graph size
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Dict, List, Optional, Sequence, Set
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Set
 
 from .emitter import Emitter, Op
 from .errors import GradientArgumentError, NoGradientError
@@ -28,7 +28,7 @@ from . import registry
 class _Ops:
     """Uniform view of real nodes and source pseudo-ops."""
 
-    def __init__(self, index: GraphIndex):
+    def __init__(self, index: GraphIndex) -> None:
         self.index = index
         n = len(index.nodes)
         self.n_nodes = n
@@ -143,7 +143,7 @@ def backprop(
             return t in xs_set
         return _rule_entry(index, p).status == registry.RULE or t in xs_set
 
-    ready = deque()
+    ready: Deque[int] = deque()
     seen_to: Set[int] = set()
     for y in ys:
         p = ops.producer(y)
@@ -209,7 +209,8 @@ def _apply(g: Emitter, index: GraphIndex, op: Op, entry: registry.GradientRule, 
     """Call ``entry``'s rule on ``op``: zero-fill float outputs without a gradient, check the
     count of gradients returned, undo broadcasting when the rule asks for it."""
     node = op.node
-    dys = [dg if dg is not None or not (o and g.is_float(o)) else g.zeros_like(o) for o, dg in zip(op.outputs, out_grads)]
+    dys = [dg if dg is not None or not (o and g.is_float(o)) else g.zeros_like(o)
+           for o, dg in zip(op.outputs, out_grads)]
     result = list(entry.fn(g, op, *dys))  # type: ignore[misc]
     n_in = len(op.inputs)
     # A rule may be written for the full signature: trailing entries for omitted optional

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict, Iterable, Iterator, List, Optional
+from typing import Dict, FrozenSet, Iterable, Iterator, List, Optional, Tuple
 
 import onnx
 from onnx import ModelProto, NodeProto, TensorProto
@@ -114,8 +114,9 @@ def subgraph_outer_names(node: NodeProto) -> List[str]:
     """Names a node's subgraphs (If/Loop/Scan bodies) read from the enclosing scope, in order."""
     found: List[str] = []
     seen = set()
-    stack = [
-        (g, frozenset()) for a in node.attribute for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs))
+    stack: List[Tuple[onnx.GraphProto, FrozenSet[str]]] = [
+        (g, frozenset()) for a in node.attribute
+        for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs))
     ]
     while stack:
         graph, outer_defined = stack.pop()
@@ -142,7 +143,7 @@ class GraphIndex:
     gradient flowing into an If/Loop/Scan body is seen (and reported as unsupported).
     """
 
-    def __init__(self, model: ModelProto):
+    def __init__(self, model: ModelProto) -> None:
         self.model = model
         self.graph = model.graph
         self.opset = default_opset(model)

@@ -136,7 +136,8 @@ def strict_inference(model: ModelProto, data: Optional[bytes] = None, parse: boo
         return model, first_line(e)
 
 
-def infer_types(model: ModelProto, inferred: ModelProto, data: bytes, producer: Dict[str, int]) -> Dict[str, TensorInfo]:
+def infer_types(model: ModelProto, inferred: ModelProto, data: bytes,
+                producer: Dict[str, int]) -> Dict[str, TensorInfo]:
     """TensorInfo of every tensor of ``model``'s main graph.
 
     ``inferred``: the strict inference of ``data``, the serialized :func:`light_view` of ``model``;

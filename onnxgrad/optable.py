@@ -129,8 +129,7 @@ def _depth_to_space(g: "Emitter", inputs: List[Optional[str]], attrs: Dict[str, 
 
 
 def _is_float(g: "Emitter", name: Optional[str]) -> bool:
-    return bool(name) and g.info(name).elem_type in (  # type: ignore[arg-type]
-        TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16)
+    return name is not None and name != "" and g.info(name).is_float
 
 
 def _equal(g: "Emitter", inputs: List[Optional[str]], attrs: Dict[str, Any]) -> Emission:
@@ -146,7 +145,7 @@ def _or_equal(strict: str, flipped: str) -> Adapter:
     def adapt(g: "Emitter", inputs: List[Optional[str]], attrs: Dict[str, Any]) -> Emission:
         if g.opset >= 12:
             return inputs, attrs
-        return g.Not(g.op(flipped, *inputs))  # type: ignore[arg-type]
+        return g.Not(g.emit(flipped, *inputs))
 
     adapt.__doc__ = f"{strict}OrEqual before opset 12: Not({flipped})."
     return adapt
@@ -167,7 +166,7 @@ def _constant_of_shape(g: "Emitter", inputs: List[Optional[str]], attrs: Dict[st
     if g.opset >= 20 or value is None or value.data_type != TensorProto.BFLOAT16:
         return inputs, attrs
     as_float = numpy_helper.from_array(numpy_helper.to_array(value).astype(np.float32), "value")
-    return g.Cast(g.op("ConstantOfShape", *inputs, value=as_float), to=TensorProto.BFLOAT16)  # type: ignore[arg-type]
+    return g.Cast(g.emit("ConstantOfShape", *inputs, value=as_float), to=TensorProto.BFLOAT16)
 
 
 def _gemm(g: "Emitter", inputs: List[Optional[str]], attrs: Dict[str, Any]) -> Emission:

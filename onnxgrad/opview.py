@@ -31,7 +31,7 @@ class SliceParams(NamedTuple):
 class Op:
     """Read-only view of the forward node a rule differentiates."""
 
-    def __init__(self, node: NodeProto, index: int, opset: int, constant: Optional[ConstantLookup] = None):
+    def __init__(self, node: NodeProto, index: int, opset: int, constant: Optional[ConstantLookup] = None) -> None:
         """``constant``: how to read constant inputs (the emitter's ``constant_value``)."""
         self.node = node
         self.index = index

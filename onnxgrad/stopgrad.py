@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Dict, List, Sequence, Union
 
-from onnx import ModelProto, helper
+from onnx import ModelProto, NodeProto, helper
 
 from .arguments import check_names, parse_names
 from .graph import GraphIndex
@@ -53,7 +53,7 @@ def stop_gradient(model: ModelLike, names: Union[str, Sequence[str]]) -> ModelPr
         positions[t] = (p, helper.make_node(MARKER_OP, [raw], [t], name=f"{t}/StopGradient", domain=MARKER_DOMAIN))
     # insert each marker right after its producer, keeping the node list topologically sorted
     new_nodes = []
-    after = {p: [] for p, _ in positions.values()}
+    after: Dict[int, List[NodeProto]] = {p: [] for p, _ in positions.values()}
     for p, marker in positions.values():
         after[p].append(marker)
     for i, node in enumerate(proto.graph.node):

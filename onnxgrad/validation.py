@@ -49,7 +49,7 @@ def check_initializer_size(t: TensorProto) -> None:
 
 
 #: Where each common element type keeps its values when not in raw_data.
-_TYPED_FIELD = {TensorProto.FLOAT: "float_data", TensorProto.DOUBLE: "double_data",
+_TYPED_FIELD: Dict[int, str] = {TensorProto.FLOAT: "float_data", TensorProto.DOUBLE: "double_data",
                 TensorProto.INT64: "int64_data", TensorProto.INT32: "int32_data"}
 #: Types whose raw size is not a whole number of bytes per element (or not fixed at all).
 _UNSIZED = frozenset({TensorProto.STRING, TensorProto.UNDEFINED}

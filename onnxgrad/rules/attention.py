@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -90,10 +90,11 @@ def _check_mask_length(g: Emitter, op: Op, mask: str) -> None:
     if past:
         lengths.append((g.shape(past) or (None,) * 3)[2])
     mask_length = (g.shape(mask) or (None,))[-1]
-    if all(isinstance(n, int) for n in lengths + [mask_length]) and mask_length not in (1, sum(lengths)):
+    known = [n for n in lengths if isinstance(n, int)]
+    if len(known) == len(lengths) and isinstance(mask_length, int) and mask_length not in (1, sum(known)):
         raise GradientArgumentError(
             f"Attention node '{op.name or op.outputs[0]}': attn_mask covers {mask_length} of the "
-            f"{sum(lengths)} keys; masks shorter than the total sequence are not supported")
+            f"{sum(known)} keys; masks shorter than the total sequence are not supported")
 
 
 def _repeat_heads(g: Emitter, t: str, groups: int) -> str:
@@ -114,7 +115,8 @@ def _sum_head_groups(g: Emitter, d_rep: str, like: str, groups: int) -> str:
 
 
 @register_gradient("Attention", since=23, inputs=(0, 1, 2, 3, 4, 5))
-def attention(g, op, dy, d_present_key=None, d_present_value=None, d_qk=None):
+def attention(g: Emitter, op: Op, dy: str, d_present_key: Optional[str] = None,
+              d_present_value: Optional[str] = None, d_qk: Optional[str] = None) -> List[Optional[str]]:
     """Scaled dot-product attention, recomputed in (B, heads, L, d) form:
 
         S0 = scale * q k^T,  S1 = softcap * tanh(S0 / softcap),  S2 = S1 + bias,
@@ -165,8 +167,8 @@ def attention(g, op, dy, d_present_key=None, d_present_value=None, d_qk=None):
         p = g.Where(blind, zero, g.Softmax(s2, axis=-1))
 
     mode = op.attr("qk_matmul_output_mode", 0)
-    d_at = {stage: None for stage in range(4)}
-    if not g.is_zero(d_qk):
+    d_at: Dict[int, Optional[str]] = {stage: None for stage in range(4)}
+    if g.carries(d_qk):
         d_at[mode] = d_qk
     dy4 = _heads_first(g, dy, q_heads)
     d_v_rep = g.MatMul(g.transpose(p, [0, 1, 3, 2]), dy4)
@@ -193,7 +195,7 @@ def attention(g, op, dy, d_present_key=None, d_present_value=None, d_qk=None):
             (1, d_k_rep, k_total, d_present_key, k, past_key),
             (2, d_v_rep, v_total, d_present_value, v, past_value)):
         d_total = _sum_head_groups(g, d_rep, total, groups)
-        if not g.is_zero(live_present):
+        if g.carries(live_present):
             d_total = g.Add(d_total, live_present)
         if past:
             split = g.dims(past, [2])
@@ -218,7 +220,7 @@ def _sum_to_mask(g: Emitter, d_scores: str, mask: str) -> str:
 
 # ---------------------------------------------------------------------------- RotaryEmbedding
 @register_gradient("RotaryEmbedding", since=23, inputs=(0, 1, 2))
-def rotary_embedding(g, op, dy):
+def rotary_embedding(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     """Each pair (x1, x2) is rotated by its position's angle: (x1 cos - x2 sin, x1 sin + x2 cos).
 
     The input gradient rotates dy back (the transpose of a rotation is the rotation by minus the

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-
 from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
 from ..registry import register_gradient

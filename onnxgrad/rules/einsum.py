@@ -11,7 +11,6 @@ from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
 from ..registry import register_gradient
 
-
 Term = List[Tuple[str, int]]  # (letter, axis of the operand) per subscript position
 
 
@@ -68,7 +67,7 @@ def _parse_einsum(g: Emitter, op: Op) -> Tuple[List[Term], str, List[str], List[
 
 
 @register_gradient("Einsum")
-def einsum(g, op, dy):
+def einsum(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     """d x_k = einsum(dy, the other operands -> x_k's subscripts).
 
     Letters of x_k found neither in the output nor in another operand were summed over x_k alone:

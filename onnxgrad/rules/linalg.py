@@ -1,22 +1,22 @@
 """Linear algebra: MatMul (numpy semantics), Gemm and Det."""
 
-from typing import Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ..emitter import Emitter
+from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
 from ..registry import register_gradient
 from ..tensorinfo import Dim
 
 
-def _mT(g, x):
+def _mT(g: Emitter, x: str) -> str:
     """Swap the last two axes."""
     r = g.rank(x)
     return g.transpose(x, list(range(r - 2)) + [r - 1, r - 2])
 
 
-def _product(g, x, y, tx=False, ty=False):
+def _product(g: Emitter, x: str, y: str, tx: bool = False, ty: bool = False) -> str:
     """x' @ y' with x' = x^T if tx (last two axes), y' likewise; one Gemm when both are matrices."""
     if g.rank(x) == 2 and g.rank(y) == 2:
         return g.gemm(x, y, trans_a=tx, trans_b=ty)
@@ -34,9 +34,9 @@ def _rows(g: Emitter, x: str) -> str:
 
 
 @register_gradient("MatMul")
-def matmul(g, op, dy):
+def matmul(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     a, b = op.inputs
-    y = op.output()
+    y = op.outputs[0]
     ra, rb = g.rank(a), g.rank(b)
     if ra == 1 and rb == 1:  # dot product, y is a scalar
         return [g.Mul(dy, b), g.Mul(dy, a)]
@@ -67,9 +67,9 @@ def matmul(g, op, dy):
 
 
 @register_gradient("Gemm")
-def gemm(g, op, dy):
+def gemm(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     # Y = alpha A' B' + beta C, A' = A^T if transA, B' = B^T if transB
-    a, b, c = op.input(0), op.input(1), op.input(2)
+    a, b, c = op.inputs[0], op.inputs[1], op.input(2)
     alpha, beta = op.attr("alpha", 1.0), op.attr("beta", 1.0)
     ta, tb = bool(op.attr("transA", 0)), bool(op.attr("transB", 0))
     if ta:
@@ -82,17 +82,17 @@ def gemm(g, op, dy):
         db = g.gemm(a, dy, alpha, trans_a=not ta)  # alpha A'^T dY
     dc = None
     if c is not None:
-        dc = g.sum_to(dy if beta == 1.0 else g.Mul(dy, g.const(beta, like=dy)), c, op.output())
+        dc = g.sum_to(dy if beta == 1.0 else g.Mul(dy, g.const(beta, like=dy)), c, op.outputs[0])
     return [da, db, dc]
 
 
 @register_gradient("Det", since=11)
-def det(g, op, dy):
+def det(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     # d det(X) / dX_ij is the cofactor (-1)^(i+j) det(minor_ij): exact even for singular X,
     # built from Det itself so it differentiates again.
-    x = op.input(0)
+    x = op.inputs[0]
     r = g.rank(x)
-    n = g.shape(x)[-1]
+    n = g.dims_of(x)[-1]
     if not isinstance(n, int):
         raise GradientArgumentError(f"the gradient of Det needs the static matrix size of {x!r}")
     dy = g.unsqueeze(dy, [r - 2, r - 1])

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Callable, List, Optional
 
+from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
 from ..registry import register_gradient
 
 
 @register_gradient("DequantizeLinear", since=10, inputs=[1])
-def dequantize_linear(g, op, dy):
+def dequantize_linear(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     # y = (x - zero_point) * scale: linear in the float scale (x and zero_point are integers)
-    x, scale, zero_point = op.input(0), op.input(1), op.input(2)
+    x, scale, zero_point = op.inputs[0], op.inputs[1], op.input(2)
     if op.attr("block_size", 0):
         raise GradientArgumentError("the gradient of blocked DequantizeLinear (block_size) is not supported")
     r = g.rank(x)
     axis = op.attr("axis", 1) % max(r, 1)
-    per_tensor = g.rank(scale) == 0 or (g.shape(scale) == (1,) and g.shape(x)[axis] != 1)
+    per_tensor = g.rank(scale) == 0 or (g.shape(scale) == (1,) and g.dims_of(x)[axis] != 1)
     centered = g.Cast(x, to=g.dtype(dy))
     if zero_point is not None:
         zp = g.Cast(zero_point, to=g.dtype(dy))
@@ -30,13 +32,14 @@ def dequantize_linear(g, op, dy):
 
 
 @register_gradient("DynamicQuantizeLinear", inputs=[0])
-def dynamic_quantize_linear(g, op, _dy, d_scale, _d_zero_point):
+def dynamic_quantize_linear(g: Emitter, op: Op, _dy: Optional[str], d_scale: str,
+                            _d_zero_point: Optional[str]) -> List[Optional[str]]:
     # y_scale = (max(0, max x) - min(0, min x)) / 255: the gradient reaches the extreme elements
     # (split evenly between ties) when they lie beyond 0. y and y_zero_point are integers.
-    x = op.input(0)
+    x = op.inputs[0]
     zero, one = g.const(0, like=x), g.const(1, like=x)
 
-    def extreme(reduce_op: str, beyond) -> str:
+    def extreme(reduce_op: str, beyond: Callable[[str, str], str]) -> str:
         top = g.reduce(reduce_op, x, None, keepdims=True)
         hit = g.cast_like(g.And(g.Equal(x, top), beyond(top, zero)), x)
         return g.Div(hit, g.Max(g.reduce_sum(hit, None, keepdims=True), one))

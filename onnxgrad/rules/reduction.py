@@ -16,6 +16,8 @@ uses Sign(0) = 0.
 
 from typing import Callable, List, Optional
 
+import numpy as np
+
 from ..emitter import Emitter, Op
 from ..registry import register_gradient
 
@@ -44,15 +46,15 @@ class _Reduced:
         """A y-shaped tensor with the reduced axes restored as size 1 (keepdims form)."""
         if self.keepdims:
             return t
-        if self.dynamic is None:
+        if self.axes is not None:
             return self.g.unsqueeze(t, self.axes)
         return self.g.Reshape(t, self.g.Shape(self.sum(self.x)))
 
     def reduce(self, op_type: str, t: str) -> str:
         """``op_type`` over the same axes, keepdims=1."""
-        if self.dynamic is None:
+        if self.axes is not None:
             return self.g.reduce(op_type, t, self.axes, keepdims=True)
-        return self.g.op(op_type, t, self.dynamic, keepdims=1, noop_with_empty_axes=self.noop)
+        return self.g.emit(op_type, t, self.dynamic, keepdims=1, noop_with_empty_axes=self.noop)
 
     def sum(self, t: str) -> str:
         """ReduceSum over the same axes, keepdims=1."""
@@ -62,11 +64,11 @@ class _Reduced:
         """How many elements each output element reduces, as a scalar of x's dtype."""
         g = self.g
         s = g.shape(self.x)
-        if self.dynamic is None and s is not None and all(isinstance(s[a], int) for a in self.axes):
-            n = 1
-            for a in self.axes:
-                n *= s[a]
-            return g.const(n, like=self.x)
+        if self.axes is not None and s is not None:
+            reduced = [s[a] for a in self.axes]
+            sizes = [d for d in reduced if isinstance(d, int)]
+            if len(sizes) == len(reduced):
+                return g.const(int(np.prod(sizes)), like=self.x)
         return g.cast_like(g.Div(g.Size(self.x), g.Size(self.sum(self.x))), self.x)
 
     def expand(self, t: str) -> str:
@@ -83,7 +85,7 @@ def reduction(op_type: str) -> Callable[[ReductionRule], ReductionRule]:
         @register_gradient(op_type)
         def rule(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
             r = _Reduced(g, op)
-            return [fn(g, r, op.input(0), r.keep(op.output()), r.keep(dy)), None]
+            return [fn(g, r, op.inputs[0], r.keep(op.outputs[0]), r.keep(dy)), None]
 
         return fn
 

@@ -9,13 +9,16 @@ proportional to (input positions) x (output positions) per image.
 
 from __future__ import annotations
 
+from typing import List, Optional, Sequence
+
 import numpy as np
 
+from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
 from ..registry import not_supported, register_gradient
 
 
-def _basis(g, x: str, batch: str, n_positions: int, spatial) -> str:
+def _basis(g: Emitter, x: str, batch: str, n_positions: int, spatial: Sequence[int]) -> str:
     """Identity images: channel q of every batch entry is 1 at spatial position q, 0 elsewhere."""
     eye = g.EyeLike(g.constant_of_shape(g.ints([n_positions, n_positions]), 0.0, like=x))
     eye = g.reshape(eye, [1, n_positions, *spatial])
@@ -25,10 +28,10 @@ def _basis(g, x: str, batch: str, n_positions: int, spatial) -> str:
 
 
 @register_gradient("GridSample", since=16, inputs=[0])
-def grid_sample(g, op, dy):
+def grid_sample(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     # Linear in X for a fixed grid. The grid's own gradient is not computed (the schema tags it
     # non-differentiable; it is piecewise smooth for bilinear/bicubic modes).
-    x, grid = op.input(0), op.input(1)
+    x, grid = op.inputs[0], op.input(1)
     shape = g.static_dims(x, "GridSample")
     y_shape = g.static_dims(dy, "GridSample")
     q, p = int(np.prod(shape[2:])), int(np.prod(y_shape[2:]))
@@ -40,7 +43,7 @@ def grid_sample(g, op, dy):
 
 
 @register_gradient("RoiAlign", since=10, inputs=[0])
-def roi_align(g, op, dy):
+def roi_align(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     # mode "avg" is linear in X; each roi's weights come from RoiAlign on one identity image,
     # then roi contributions are summed into their batch entries with a one-hot matrix.
     if op.attr("mode", "avg") != "avg":
@@ -63,11 +66,11 @@ def roi_align(g, op, dy):
 
 
 @register_gradient("AffineGrid", inputs=[0])
-def affine_grid(g, op, dy):
+def affine_grid(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     # grid[n, p, :] = theta[n] @ [coords_p, 1]: dtheta = dy^T [coords, 1], with the coordinates
     # from AffineGrid itself applied to the identity transform (they do not depend on theta).
-    theta, size = op.input(0), op.input(1)
-    nd = g.shape(theta)[1]
+    theta, size = op.inputs[0], op.input(1)
+    nd = g.dims_of(theta)[1]
     if not isinstance(nd, int):
         raise GradientArgumentError(f"the gradient of AffineGrid needs the static shape of {theta!r}")
     identity = g.const(np.eye(nd, nd + 1)[None], like=theta)
@@ -80,10 +83,10 @@ def affine_grid(g, op, dy):
 
 
 @register_gradient("Col2Im", inputs=[0])
-def col2im(g, op, dy):
+def col2im(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     # Col2Im sums blocks into an image; its adjoint extracts the blocks again (im2col), which is a
     # grouped Conv whose kernels pick one block offset each.
-    x = op.input(0)
+    x = op.inputs[0]
     block = [int(b) for b in op.constant_input(2, "block_shape")]
     k = int(np.prod(block))
     c = g.static_dims(x, "Col2Im")[1] // k

@@ -3,14 +3,17 @@ Range. Each picks or places elements, so its gradient places or picks dy back.""
 
 from __future__ import annotations
 
+from typing import List, Optional
+
 import numpy as np
 
+from ..emitter import Emitter, Op
 from ..registry import register_gradient
 
 
 @register_gradient("Compress", inputs=[0])
-def compress(g, op, dy):
-    x, condition = op.input(0), op.input(1)
+def compress(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    x, condition = op.inputs[0], op.input(1)
     picked = g.Transpose(g.NonZero(condition), perm=[1, 0])  # (k, 1) positions kept
     axis = op.attr("axis")
     if axis is None:
@@ -26,8 +29,8 @@ def compress(g, op, dy):
 
 
 @register_gradient("CenterCropPad", inputs=[0])
-def center_crop_pad(g, op, dy):
-    x = op.input(0)
+def center_crop_pad(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    x = op.inputs[0]
     dims = g.static_dims(x, "CenterCropPad")
     r = len(dims)
     target = [int(t) for t in op.constant_input(1, "shape")]
@@ -47,7 +50,7 @@ def center_crop_pad(g, op, dy):
 
 
 @register_gradient("MaxUnpool", inputs=[0])
-def max_unpool(g, op, dy):
+def max_unpool(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     # Y is zeros with X written at the flat positions I of Y, as onnxruntime (and PyTorch) do it.
     # onnx.reference instead addresses the shape inferred from the pooling attributes and places
     # that block at Y's origin; the two agree unless an explicit output_shape differs from it.
@@ -55,17 +58,17 @@ def max_unpool(g, op, dy):
 
 
 @register_gradient("ReverseSequence", inputs=[0])
-def reverse_sequence(g, op, dy):
+def reverse_sequence(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     # reversing each sequence's prefix is its own inverse and its own transpose
     return [g.ReverseSequence(dy, op.input(1), batch_axis=op.attr("batch_axis", 1),
                               time_axis=op.attr("time_axis", 0)), None]
 
 
 @register_gradient("Unique", inputs=[0])
-def unique(g, op, dy, *_int_outputs):
+def unique(g: Emitter, op: Op, dy: str, *_int_outputs: Optional[str]) -> List[Optional[str]]:
     # Where x has no repeated value (slice), Y is a permutation of x and dx = dY[inverse].
     # With repeats Y is not differentiable (a perturbation changes Y's shape).
-    x = op.input(0)
+    x = op.inputs[0]
     axis = op.attr("axis")
     inverse = op.output(2)
     if inverse is None:
@@ -76,19 +79,19 @@ def unique(g, op, dy, *_int_outputs):
 
 
 @register_gradient("OneHot", inputs=[2])
-def one_hot(g, op, dy):
+def one_hot(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     # y = off + (on - off) * mask: d off = sum(dy * (1 - mask)), d on = sum(dy * mask)
     values = op.input(2)
-    mask = g.op("OneHot", op.input(0), op.input(1), g.const([0, 1], like=values), axis=op.attr("axis", -1))
+    mask = g.op("OneHot", op.inputs[0], op.input(1), g.const([0, 1], like=values), axis=op.attr("axis", -1))
     on = g.reduce_sum(g.Mul(dy, mask), None, keepdims=False)
     off = g.Sub(g.reduce_sum(dy, None, keepdims=False), on)
     return [None, None, g.Concat(g.unsqueeze(off, [0]), g.unsqueeze(on, [0]), axis=0)]
 
 
 @register_gradient("Range", inputs=[0, 2])
-def range_(g, op, dy):
+def range_(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     # y_i = start + i * delta; the element count is piecewise constant in limit (zero gradient)
-    start = op.input(0)
+    start = op.inputs[0]
     i = g.cast_like(g.Range(g.scalar_int(0), g.Size(dy), g.scalar_int(1)), start)
     return [g.reduce_sum(dy, None, keepdims=False), None,
             g.reduce_sum(g.Mul(dy, i), None, keepdims=False)]

@@ -7,7 +7,7 @@ Softmax, LogSoftmax and Hardmax changed meaning at opset 13: before it the input
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -77,7 +77,8 @@ def _class_mask(g: Emitter, op: Op, labels: str, like: str) -> str:
     return g.Cast(hit, to=g.dtype(like))
 
 
-def _nll_grads(g: Emitter, op: Op, log_prob: str, labels: str, weights: Optional[str], dloss: str):
+def _nll_grads(g: Emitter, op: Op, log_prob: str, labels: str, weights: Optional[str], dloss: str
+               ) -> Tuple[str, Optional[str]]:
     """Gradients of the negative log-likelihood loss w.r.t. ``log_prob`` and ``weights``.
 
     With W_i the weight of sample i's label (1 without weights, 0 when ignored) the loss is
@@ -90,7 +91,7 @@ def _nll_grads(g: Emitter, op: Op, log_prob: str, labels: str, weights: Optional
     mask = _class_mask(g, op, labels, scores)
     weighted = mask if weights is None else g.Mul(mask, g.reshape(weights, [1, -1] + [1] * (rank - 2)))
     reduction = op.attr("reduction", "mean")
-    loss = op.output(0)
+    loss = op.outputs[0]
     # per-sample coefficient of d loss / d (-W_i * log_prob[i, label_i]), shaped (N, 1, d...)
     if reduction == "none":
         coef = g.unsqueeze(dloss, [1])
@@ -111,14 +112,15 @@ def _nll_grads(g: Emitter, op: Op, log_prob: str, labels: str, weights: Optional
 
 
 @register_gradient("NegativeLogLikelihoodLoss", inputs=(0, 2))
-def nll_loss(g, op, dloss):
+def nll_loss(g: Emitter, op: Op, dloss: str) -> List[Optional[str]]:
     log_prob, labels = op.inputs[0], op.inputs[1]
     d_log_prob, d_weights = _nll_grads(g, op, log_prob, labels, op.input(2), dloss)
     return [d_log_prob, None, d_weights]
 
 
 @register_gradient("SoftmaxCrossEntropyLoss", inputs=(0, 2))
-def softmax_cross_entropy_loss(g, op, dloss, d_log_prob_out=None):
+def softmax_cross_entropy_loss(g: Emitter, op: Op, dloss: str, d_log_prob_out: Optional[str] = None
+                               ) -> List[Optional[str]]:
     scores, labels = op.inputs[0], op.inputs[1]
     log_prob = op.output(1) or g.log_softmax(scores, axis=1)
     d_log_prob, d_weights = _nll_grads(g, op, log_prob, labels, op.input(2), dloss)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import List, Optional, Sequence
+
 import numpy as np
 
+from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
 from ..registry import register_gradient
 
 
-def _dft_adjoint(g, dy: str, a: int, r: int, n: int, inverse: int, onesided: int, real: bool, like: str) -> str:
+def _dft_adjoint(g: Emitter, dy: str, a: int, r: int, n: int, inverse: int, onesided: int, real: bool,
+                 like: str) -> str:
     """Adjoint of a length-n DFT along axis ``a`` (of rank-r tensors whose last dim is re/im).
 
     The DFT matrix F is complex-linear; the adjoint of x -> F x is F^H = n * IDFT (and of the
@@ -23,8 +27,8 @@ def _dft_adjoint(g, dy: str, a: int, r: int, n: int, inverse: int, onesided: int
 
 
 @register_gradient("DFT", since=17, inputs=[0])
-def dft(g, op, dy):
-    x = op.input(0)
+def dft(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    x = op.inputs[0]
     shape = g.static_dims(x, "DFT")
     r = len(shape)
     if op.is_dynamic("axis"):
@@ -43,7 +47,7 @@ def dft(g, op, dy):
     return [back, None, None]
 
 
-def _irfft_adjoint(g, op, dy: str, x: str, shape, a: int) -> str:
+def _irfft_adjoint(g: Emitter, op: Op, dy: str, x: str, shape: Sequence[int], a: int) -> str:
     # y = Re(IDFT(X extended by conjugate symmetry)). The adjoint of Re(IDFT) is DFT(dy) / n; the
     # extension copies bin j (conjugated) to n - j, so bins 1..n-m receive their mirror's share:
     # twice the onesided DFT of the real dy.
@@ -57,10 +61,10 @@ def _irfft_adjoint(g, op, dy: str, x: str, shape, a: int) -> str:
 
 
 @register_gradient("STFT", since=17, inputs=[0, 2])
-def stft(g, op, dy):
+def stft(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     # y[b, f] = DFT(signal[b, f*step : f*step + n] * window): frames are gathered, windowed and
     # transformed; the adjoint transforms back, and overlap-adds the frames into the signal.
-    signal, window = op.input(0), op.input(2)
+    signal, window = op.inputs[0], op.input(2)
     batch, length, parts = g.static_dims(signal, "STFT")
     step = int(np.asarray(op.constant_input(1, "frame_step")).reshape(-1)[0])
     if window is not None:
