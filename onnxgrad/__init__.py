@@ -22,6 +22,7 @@ from .errors import (
 )
 from .registry import no_gradient, register_gradient
 
+#: The package version (pyproject.toml reads it from here: the one place it is written).
 __version__ = "0.1.0"
 
 __all__ = [

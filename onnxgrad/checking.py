@@ -1,8 +1,9 @@
 """Numeric verification of gradients against central differences, run in onnxruntime.
 
-The directional check from SEMANTICS.md: random seed u (grad_ys) and random direction v per x;
-compare ``sum(grad_x * v)`` with ``(f(x + e v) - f(x - e v)) . u / (2 e)``. For small tensors the
-full Jacobian is compared as well. Used by ``onnxgrad check`` and by the test-suite.
+TensorFlow's directional check (README.md, "Checking gradients numerically"): random seed u
+(grad_ys) and random direction v per x; compare ``sum(grad_x * v)`` with
+``(f(x + e v) - f(x - e v)) . u / (2 e)``. For small tensors the full Jacobian is compared as
+well. Used by ``onnxgrad check`` and by the test-suite.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 Run from the repository root: ``PYTHONPATH=$PWD python tools/fingerprint.py [OUT.txt]``. A
 refactoring that keeps behaviour keeps every line; compare two runs with ``diff``. Each example of
-``models/`` is differentiated up to three times (``@params``: every float initializer, ``@inputs``: every float
-graph input; then every Constant output) with respect to every float graph output; each light-zoo model with respect to its
-weights (``tests/zoo.py``); each case of the rule tables (``tests/test_rules_*.py``) as its test
-builds it.
+``models/`` is differentiated up to three times (``@params``: every float initializer,
+``@inputs``: every float graph input; then every Constant output) with respect to every float
+graph output; each light-zoo model with respect to its weights (``tests/zoo.py``); each case of
+the rule tables (``tests/test_rules_*.py``) as its test builds it.
 """
 
 from __future__ import annotations
