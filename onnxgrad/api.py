@@ -250,10 +250,7 @@ def _seed(g: Emitter, index: GraphIndex, y: str, gy: GradY) -> str:
                     f"{y!r} is {TensorProto.DataType.Name(info.elem_type).lower()}; a float y needs a float gradient"
                 )
             return gy
-        shape = list(info.shape) if info.shape is not None else None
-        g.extra_inputs.append(helper.make_tensor_value_info(gy, info.elem_type, shape))
-        g.set_info(gy, info.elem_type, info.shape)
-        return gy
+        return g.add_input(gy, info)
     arr = np.asarray(gy)
     if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
         raise GradientTypeError(

@@ -179,9 +179,16 @@ class Emitter:
             raise GradientArgumentError(f"the gradient of {what} needs the static shape of {name!r}")
         return shape
 
+    def add_input(self, name: str, info: TensorInfo) -> str:
+        """A new graph input ``name`` of type ``info`` (fed at run time, e.g. a grad_ys seed)."""
+        shape = list(info.shape) if info.shape is not None else None
+        self.extra_inputs.append(helper.make_tensor_value_info(name, info.elem_type, shape))
+        self.set_info(name, info.elem_type, info.shape)
+        return name
+
     def set_info(self, name: str, elem_type: int, shape: Optional[Sequence[Dim]] = None) -> None:
-        """Record the type (and shape) of a tensor the emitter cannot see: a graph input the caller
-        adds. Rules do not call it (the op table records what the emitter emits)."""
+        """Record the type (and shape) of a tensor the emitter cannot see. Rules do not call it:
+        the op table records what the emitter emits, :meth:`as_gradient_of` what a gradient is."""
         self._types[name] = elem_type
         if shape is not None:
             self._shapes[name] = tuple(shape)
