@@ -254,7 +254,7 @@ class Emitter:
         """One node of the default-domain op ``op_type`` (named at run time): its output's name."""
         return self.op(op_type, *inputs, **attrs)  # type: ignore[return-value]
 
-    def outputs(self, op_type: str, n: int, *inputs: Optional[str], **attrs: Any) -> List[str]:
+    def emit_outputs(self, op_type: str, n: int, *inputs: Optional[str], **attrs: Any) -> List[str]:
         """One node of ``op_type`` with ``n`` outputs: their names."""
         return self.op(op_type, *inputs, outputs=n, **attrs)  # type: ignore[return-value]
 
@@ -536,7 +536,7 @@ class Emitter:
         if self.opset < 11:
             summed = self.MatMul(self.Transpose(self._one_hot(rows, depth, -1, like=updates), perm=[1, 0]), flat)
             return self.Reshape(summed, shape)
-        distinct, _, which, _ = self.outputs("Unique", 4, rows, sorted=1)
+        distinct, _, which, _ = self.emit_outputs("Unique", 4, rows, sorted=1)
         onehot = self._one_hot(which, self.Size(distinct), -1, like=updates)
         summed = self.MatMul(self.Transpose(onehot, perm=[1, 0]), flat)
         width = self.Slice(self.Shape(flat), self.ints([1]), self.ints([2]), self.ints([0]))
