@@ -27,6 +27,7 @@ import numpy as np
 from onnx import TensorProto, numpy_helper
 
 from .errors import GradientArgumentError
+from .shapes import concatenated, flattened, reshaped, unsqueezed
 from .tensorinfo import Dim
 
 if TYPE_CHECKING:
@@ -231,16 +232,9 @@ def _constant_shape(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any]) 
 
 
 def _reshape_shape(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any]) -> Shape:
-    """Rank and dims of Reshape(x, target) when target is a constant (0 copies, -1 infers)."""
-    value, have = g.constant_value(inputs[1]), g.shape(inputs[0])
-    if value is None:
-        return None
-    dims: List[Dim] = [int(d) if d > 0 else have[i] if d == 0 and have and i < len(have) else None
-                       for i, d in enumerate(value.tolist())]
-    size, static = g.static_shape(inputs[0]), [d for d in dims if d is not None]
-    if size is not None and len(static) == len(dims) - 1 and all(isinstance(d, int) for d in static):
-        dims[dims.index(None)] = int(np.prod(size)) // max(int(np.prod(static)), 1)  # type: ignore[arg-type]
-    return tuple(dims)
+    """Rank and dims of Reshape(x, target) when target is a constant."""
+    value = g.constant_value(inputs[1])
+    return None if value is None else reshaped(g.shape(inputs[0]), value.tolist())
 
 
 def _unsqueeze_shape(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any]) -> Shape:
@@ -249,47 +243,16 @@ def _unsqueeze_shape(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any])
     if axes is None and len(inputs) > 1:
         value = g.constant_value(inputs[1])
         axes = None if value is None else [int(a) for a in value.reshape(-1)]
-    if have is None or axes is None:
-        return None
-    rank = len(have) + len(axes)
-    dims = iter(have)
-    ones = {a % rank for a in axes}
-    return tuple(1 if i in ones else next(dims) for i in range(rank))
-
-
-def _product(dims: Sequence[Dim]) -> Dim:
-    """The product of ``dims``: a lone dim stays itself (even symbolic), None when not static."""
-    if len(dims) == 1:
-        return dims[0]
-    return int(np.prod(dims)) if all(isinstance(d, int) for d in dims) else None  # type: ignore[arg-type]
+    return None if have is None or axes is None else unsqueezed(have, axes)
 
 
 def _flatten_shape(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any]) -> Shape:
-    """(prod(dims before axis), prod(dims from axis))."""
     have = g.shape(inputs[0])
-    if have is None:
-        return None
-    axis = int(attrs.get("axis", 1)) % (len(have) + 1) if have else 0
-    return _product(have[:axis]), _product(have[axis:])
+    return None if have is None else flattened(have, int(attrs.get("axis", 1)))
 
 
 def _concat_shape(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any]) -> Shape:
-    """The inputs' common dims (the most precise each states) and the sum of the concatenated one."""
-    shapes = [g.shape(i) for i in inputs if i]
-    known = [s for s in shapes if s is not None]
-    if not known:
-        return None
-    rank = len(known[0])
-    axis = int(attrs["axis"]) % rank if rank else 0
-    along = [s[axis] if s is not None else None for s in shapes]
-    dims: List[Dim] = []
-    for a in range(rank):
-        if a == axis:
-            dims.append(sum(along) if all(isinstance(d, int) for d in along) else None)  # type: ignore[arg-type]
-        else:
-            stated = [s[a] for s in known if s[a] is not None]
-            dims.append(next((d for d in stated if isinstance(d, int)), stated[0] if stated else None))
-    return tuple(dims)
+    return concatenated([g.shape(i) for i in inputs if i], int(attrs["axis"]))
 
 
 # ---------------------------------------------------------------- the table
