@@ -1,4 +1,6 @@
-"""Numeric tests of the rules in onnxgrad/rules/misc.py and rules/sequence.py (one table, one checker)."""
+"""Numeric tests (one table, one checker) of the families split out of the former rules/misc.py
+(linalg's Det, scans' CumProd, selection, indexing's Scatter/TensorScatter, sampling, causal_conv,
+spectral, quantization) and of rules/sequence.py."""
 
 import numpy as np
 import onnx
