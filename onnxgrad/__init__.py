@@ -8,7 +8,8 @@ domain only), runnable by onnxruntime or any other ONNX runtime, and differentia
 """
 
 from . import rules as _rules  # noqa: F401  (registers the built-in gradient rules)
-from .api import AggregationMethod, GradientsResult, UnconnectedGradients, gradients, stop_gradient
+from .api import AggregationMethod, GradientsResult, UnconnectedGradients, gradients
+from .stopgrad import stop_gradient
 from .emitter import Emitter, Op
 from .errors import (
     GradientArgumentError,
@@ -23,6 +24,7 @@ from .modelio import save
 from .params import data_inputs, parameters
 from .registry import no_gradient, register_gradient
 
+#: The package version (pyproject.toml reads it from here: the one place it is written).
 __version__ = "0.1.0"
 
 __all__ = [

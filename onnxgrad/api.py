@@ -1,42 +1,31 @@
-"""The public API: :func:`gradients` and :func:`stop_gradient`, TensorFlow's semantics on ONNX."""
+"""The public API: :func:`gradients`, TensorFlow's semantics on ONNX (and :func:`stop_gradient`,
+from :mod:`onnxgrad.stopgrad`)."""
 
 from __future__ import annotations
 
-import difflib
-import enum
 import functools
 import gc
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 import onnx
 from onnx import ModelProto, TensorProto, helper
 
 from . import engine
+from .arguments import (AggregationMethod, GradY, UnconnectedGradients, aggregator, check_names, parse_grad_ys,
+                        parse_names, parse_unconnected, unique_prefix)
 from .emitter import Emitter
 from .errors import GradientArgumentError, GradientTypeError
-from .graph import (FLOAT_TYPES, GraphIndex, ModelLike, TensorInfo, check_gradient_model, load_model,
-                    parse_names, subgraph_outer_names)
+from .graph import FLOAT_TYPES, GraphIndex, subgraph_outer_names
+from .loading import ModelLike, load_model
+from .stopgrad import stop_gradient
+from .tensorinfo import TensorInfo
+from .validation import check_gradient_model
 
-#: Domain and op type of the marker :func:`stop_gradient` inserts (a model-local function).
-MARKER_DOMAIN = "onnxgrad"
-MARKER_OP = "StopGradient"
+__all__ = ["AggregationMethod", "GradientsResult", "UnconnectedGradients", "append_gradients", "gradients",
+           "stop_gradient"]
 
-
-class UnconnectedGradients(str, enum.Enum):
-    """What :func:`gradients` returns for an x that no y depends on (``tf.UnconnectedGradients``)."""
-
-    NONE = "none"
-    ZERO = "zero"
-
-
-class AggregationMethod(enum.IntEnum):
-    """How several gradient contributions to one tensor are summed (``tf.AggregationMethod``)."""
-
-    ADD_N = 0
-    DEFAULT = 0
-    EXPERIMENTAL_TREE = 1
-    EXPERIMENTAL_ACCUMULATE_N = 2
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class GradientsResult(NamedTuple):
@@ -46,7 +35,6 @@ class GradientsResult(NamedTuple):
     names: List[Optional[str]]
 
 
-GradY = Union[None, str, float, int, np.ndarray]
 
 
 def gradients(
@@ -100,32 +88,12 @@ def gradients(
 
     Integer, bool and string tensors are constants: gradients never flow through them.
     """
-    return _gradients(model, None, ys, xs, grad_ys, name, aggregation_method, stop_gradients, unconnected_gradients)
+    return _differentiate(lambda: GraphIndex(load_model(model)), ys, xs, grad_ys, name, aggregation_method,
+                          stop_gradients, unconnected_gradients)
 
 
-def _without_gc(fn):
-    """Run ``fn`` with the cyclic garbage collector paused.
-
-    A large graph's backward pass allocates millions of small objects (names, lists, protobuf
-    wrappers) that live until the end: the collector would scan them again and again (15-20% of
-    the time at 100k nodes) to find almost no cycles. Those there are get collected afterwards.
-    """
-    @functools.wraps(fn)
-    def run(*args, **kwargs):
-        paused = gc.isenabled()
-        gc.disable()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            if paused:
-                gc.enable()
-    return run
-
-
-@_without_gc
-def _gradients(
-    model: ModelLike,
-    index: Optional[GraphIndex],
+def append_gradients(
+    index: GraphIndex,
     ys: Union[str, Sequence[str]],
     xs: Union[str, Sequence[str]],
     grad_ys: Optional[Union[GradY, Sequence[GradY]]] = None,
@@ -134,36 +102,69 @@ def _gradients(
     stop_gradients: Optional[Union[str, Sequence[str]]] = None,
     unconnected_gradients: Union[str, UnconnectedGradients] = UnconnectedGradients.NONE,
 ) -> GradientsResult:
-    """:func:`gradients`; with ``index`` (a GraphIndex the caller built with ``load_model``'s
-    private copy, as the CLI does), ``model`` is ignored and ``index.model`` is extended in place
-    instead of being copied and validated again."""
+    """:func:`gradients` on a model already loaded and indexed, as the command line does
+    (``GraphIndex(load_model(path))``): ``index.model`` is extended in place, instead of being
+    copied, validated and shape-inferred a second time. The index must not be used afterwards."""
+    return _differentiate(lambda: index, ys, xs, grad_ys, name, aggregation_method, stop_gradients,
+                          unconnected_gradients)
+
+
+def _without_gc(fn: F) -> F:
+    """Run ``fn`` with the cyclic garbage collector paused.
+
+    A large graph's backward pass allocates millions of small objects (names, lists, protobuf
+    wrappers) that live until the end: the collector would scan them again and again (15-20% of
+    the time at 100k nodes) to find almost no cycles. Those there are get collected afterwards.
+    """
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if paused:
+                gc.enable()
+    return run  # type: ignore[return-value]
+
+
+@_without_gc
+def _differentiate(
+    load: Callable[[], GraphIndex],
+    ys: Union[str, Sequence[str]],
+    xs: Union[str, Sequence[str]],
+    grad_ys: Optional[Union[GradY, Sequence[GradY]]],
+    name: str,
+    aggregation_method: Optional[int],
+    stop_gradients: Optional[Union[str, Sequence[str]]],
+    unconnected_gradients: Union[str, UnconnectedGradients],
+) -> GradientsResult:
+    """:func:`gradients` on the index ``load`` gives (called once the arguments parse); its model is
+    private (a copy, or handed over) and is extended in place."""
     ys_l = parse_names(ys, "ys")
     xs_l = parse_names(xs, "xs")
     stops = parse_names(stop_gradients, "stop_gradients")
     if not ys_l:
         raise GradientArgumentError("ys is empty: name at least one tensor to differentiate")
-    unconnected = _parse_unconnected(unconnected_gradients)
-    aggregate = _aggregator(aggregation_method)
-    gys = _parse_grad_ys(grad_ys, len(ys_l))
+    unconnected = parse_unconnected(unconnected_gradients)
+    aggregate = aggregator(aggregation_method)
+    gys = parse_grad_ys(grad_ys, len(ys_l))
 
-    if index is None:
-        proto = load_model(model)
-        index = GraphIndex(proto)
-    else:
-        proto = index.model
-    for what, names in (("ys", ys_l), ("xs", xs_l), ("stop_gradients", stops)):
-        _check_names(index, names, what)
+    index = load()
+    proto = index.model
+    for what, given in (("ys", ys_l), ("xs", xs_l), ("stop_gradients", stops)):
+        check_names(index, given, what)
 
     n_forward = len(proto.graph.node)
-    # nodes are built in place in the graph (proto is private: a copy, or handed over by the CLI)
-    g = Emitter(index, _unique_prefix(index, name), sink=proto.graph.node)
+    # nodes are built in place in the graph
+    g = Emitter(index, unique_prefix(index, name), sink=proto.graph.node)
     seeds = [_seed(g, index, y, gy) for y, gy in zip(ys_l, gys)]
     raw = engine.backprop(g, ys_l, xs_l, seeds, set(stops), aggregate)
 
     names: List[Optional[str]] = []
     outputs: List[Tuple[str, onnx.TypeProto]] = []
     types: Dict[TensorInfo, onnx.TypeProto] = {}  # many xs share a type: build each TypeProto once
-    done = {}
+    done: Dict[str, Optional[str]] = {}
     for x, dx in zip(xs_l, raw):
         if x in done:
             names.append(done[x])
@@ -174,7 +175,6 @@ def _gradients(
             done[x] = None
             names.append(None)
             continue
-        g.scope = g.prefix
         out = g.fresh(f"{x.replace('/', '_')}_grad")
         g.add_node("Identity", [dx], [out], out, {})
         info = index.tensor_info(x)
@@ -230,78 +230,6 @@ def _prune(g: Emitter, outputs: Sequence[str]) -> List[int]:
     return dead[::-1]
 
 
-def _parse_unconnected(value: Union[str, UnconnectedGradients]) -> UnconnectedGradients:
-    try:
-        return UnconnectedGradients(value.value if isinstance(value, UnconnectedGradients) else value)
-    except (ValueError, AttributeError, TypeError):
-        raise GradientArgumentError(
-            f"Unknown value for unconnected_gradients: {value!r}; accepted values are 'none' and 'zero'"
-        ) from None
-
-
-def _sum_n(g: Emitter, parts: List[str]) -> str:
-    return g.Sum(*parts)
-
-
-def _add_chain(g: Emitter, parts: List[str]) -> str:
-    total = parts[0]
-    for p in parts[1:]:
-        total = g.Add(total, p)
-    return total
-
-
-def _aggregator(method: Optional[int]):
-    if method is None:
-        return _sum_n
-    if isinstance(method, bool) or not isinstance(method, (int, np.integer)):
-        raise GradientArgumentError(
-            f"Invalid aggregation_method specified {method!r}. Accepted values are [0, 1, 2]"
-        )
-    if int(method) == AggregationMethod.ADD_N:
-        return _sum_n
-    if int(method) in (AggregationMethod.EXPERIMENTAL_TREE, AggregationMethod.EXPERIMENTAL_ACCUMULATE_N):
-        return _add_chain
-    raise GradientArgumentError(f"Invalid aggregation_method specified {method}. Accepted values are [0, 1, 2]")
-
-
-def _parse_grad_ys(grad_ys: Any, n: int) -> List[GradY]:
-    if grad_ys is None:
-        return [None] * n
-    if isinstance(grad_ys, (str, np.ndarray, float, int)) and not (isinstance(grad_ys, np.ndarray) and grad_ys.dtype == object):
-        grad_ys = [grad_ys]
-    grad_ys = list(grad_ys)
-    if len(grad_ys) != n:
-        raise GradientArgumentError(f"Passed {len(grad_ys)} grad_ys for {n} ys")
-    return grad_ys
-
-
-def _check_names(index: GraphIndex, names: Sequence[str], what: str) -> None:
-    unknown = [n for n in names if not index.exists(n)]
-    if not unknown:
-        return
-    n = unknown[0]
-    near = difflib.get_close_matches(n, list(index.all_names()), n=3, cutoff=0.5)
-    # without a near match, name the graph's interface so the user sees what exists
-    known = list(dict.fromkeys(index.graph_inputs + sorted(index.initializers) + index.graph_outputs))
-    shown = ", ".join(repr(k) for k in known[:8]) + (", ..." if len(known) > 8 else "")
-    hint = f"; did you mean {', '.join(repr(c) for c in near)}?" if near else \
-        (f"; its inputs, initializers and outputs are {shown}" if known else "")
-    raise GradientArgumentError(f"{what}: no tensor named {n!r} in the model's main graph{hint}")
-
-
-def _unique_prefix(index: GraphIndex, name: str) -> str:
-    if not isinstance(name, str) or not name:
-        raise GradientArgumentError(f"name must be a non-empty string, got {name!r}")
-    used = set(index.all_names()) | {n.name for n in index.nodes if n.name}
-    taken = lambda p: any(u == p or u.startswith(p + "/") for u in used)  # noqa: E731
-    if not taken(name):
-        return name
-    i = 1
-    while taken(f"{name}_{i}"):
-        i += 1
-    return f"{name}_{i}"
-
-
 def _seed(g: Emitter, index: GraphIndex, y: str, gy: GradY) -> str:
     info = index.tensor_info(y)
     if gy is None and info.elem_type in (TensorProto.COMPLEX64, TensorProto.COMPLEX128):
@@ -322,10 +250,7 @@ def _seed(g: Emitter, index: GraphIndex, y: str, gy: GradY) -> str:
                     f"{y!r} is {TensorProto.DataType.Name(info.elem_type).lower()}; a float y needs a float gradient"
                 )
             return gy
-        shape = list(info.shape) if info.shape is not None else None
-        g.extra_inputs.append(helper.make_tensor_value_info(gy, info.elem_type, shape))
-        g.set_info(gy, info.elem_type, info.shape)
-        return gy
+        return g.add_input(gy, info)
     arr = np.asarray(gy)
     if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
         raise GradientTypeError(
@@ -350,52 +275,4 @@ def _seed(g: Emitter, index: GraphIndex, y: str, gy: GradY) -> str:
             ) from None
     return g.const(arr, like=y)
 
-
-def stop_gradient(model: ModelLike, names: Union[str, Sequence[str]]) -> ModelProto:
-    """Return a copy of ``model`` where backprop stops at each named tensor (``tf.stop_gradient``).
-
-    Each named intermediate tensor ``t`` is re-produced by an ``onnxgrad.StopGradient`` node, a
-    model-local function whose body is ``Identity``: the model computes exactly what it did (in
-    onnxruntime, onnx.reference or any runtime that inlines local functions), while
-    :func:`gradients` sees a non-differentiable op. Gradients with respect to ``t`` itself are
-    still available. Graph inputs and initializers are already where backprop ends, so marking
-    them changes nothing.
-    """
-    names_l = parse_names(names, "names")
-    proto = load_model(model)
-    index = GraphIndex(proto)
-    _check_names(index, names_l, "names")
-    opset = index.opset
-    if not any(f.domain == MARKER_DOMAIN and f.name == MARKER_OP for f in proto.functions):
-        proto.functions.append(helper.make_function(
-            MARKER_DOMAIN, MARKER_OP, ["x"], ["y"], [helper.make_node("Identity", ["x"], ["y"])],
-            [helper.make_opsetid("", opset)]))
-    if not any(i.domain == MARKER_DOMAIN for i in proto.opset_import):
-        proto.opset_import.append(helper.make_opsetid(MARKER_DOMAIN, 1))
-    taken = set(index.all_names())
-    positions = {}
-    for t in names_l:
-        p = index.producer.get(t)
-        if p is None or t in positions:
-            continue  # graph input / initializer / already marked
-        raw = f"{t}/before_stop_gradient"
-        k = 1
-        while raw in taken:
-            raw = f"{t}/before_stop_gradient_{k}"
-            k += 1
-        taken.add(raw)
-        node = proto.graph.node[p]
-        node.output[list(node.output).index(t)] = raw
-        positions[t] = (p, helper.make_node(MARKER_OP, [raw], [t], name=f"{t}/StopGradient", domain=MARKER_DOMAIN))
-    # insert each marker right after its producer, keeping the node list topologically sorted
-    new_nodes = []
-    after = {p: [] for p, _ in positions.values()}
-    for p, marker in positions.values():
-        after[p].append(marker)
-    for i, node in enumerate(proto.graph.node):
-        new_nodes.append(node)
-        new_nodes.extend(after.get(i, ()))
-    del proto.graph.node[:]
-    proto.graph.node.extend(new_nodes)
-    return proto
 

@@ -1,8 +1,9 @@
 """Numeric verification of gradients against central differences, run in onnxruntime.
 
-The directional check from SEMANTICS.md: random seed u (grad_ys) and random direction v per x;
-compare ``sum(grad_x * v)`` with ``(f(x + e v) - f(x - e v)) . u / (2 e)``. For small tensors the
-full Jacobian is compared as well. Used by ``onnxgrad check`` and by the test-suite.
+TensorFlow's directional check (README.md, "Checking gradients numerically"): random seed u
+(grad_ys) and random direction v per x; compare ``sum(grad_x * v)`` with
+``(f(x + e v) - f(x - e v)) . u / (2 e)``. For small tensors the full Jacobian is compared as
+well. Used by ``onnxgrad check`` and by the test-suite.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import numpy as np
 import onnx
 from onnx import ModelProto, TensorProto, helper
 
-from .api import _check_names, gradients
+from .api import gradients
+from .arguments import check_names, parse_names
 from .errors import GradientArgumentError
-from .graph import FLOAT_TYPES, GraphIndex, ModelLike, load_model, parse_names
+from .graph import FLOAT_TYPES, GraphIndex
+from .loading import ModelLike, load_model
 
 #: Step and relative tolerance per element type.
 STEP = {TensorProto.DOUBLE: 1e-6, TensorProto.FLOAT: 1e-3, TensorProto.FLOAT16: 1e-2, TensorProto.BFLOAT16: 1e-2}
@@ -147,8 +150,8 @@ def check_gradients(
     ys_l = parse_names(ys, "ys") if ys else [o for o in index.graph_outputs if index.tensor_info(o).is_float]
     if not ys_l:
         raise GradientArgumentError("the model has no float output to differentiate; pass ys explicitly")
-    _check_names(index, ys_l, "ys")  # before onnxruntime sees them: a clear error, not an ORT failure
-    _check_names(index, xs_l, "xs")
+    check_names(index, ys_l, "ys")  # before onnxruntime sees them: a clear error, not an ORT failure
+    check_names(index, xs_l, "xs")
     rng = np.random.default_rng(seed)
     feeds = dict(feeds) if feeds is not None else {}
     for k, v in random_feeds(proto, rng).items():

@@ -41,9 +41,10 @@ import numpy as np
 from onnx import ModelProto, TensorProto
 
 from . import __version__
-from .api import AggregationMethod, GradientsResult, _gradients
+from .api import AggregationMethod, GradientsResult, append_gradients
 from .errors import GradientArgumentError, ModelReadError, OnnxGradError
-from .graph import GraphIndex, load_model
+from .graph import GraphIndex
+from .loading import load_model
 from .modelio import output_path, write_file, write_model
 from .params import select_data_inputs, select_parameters, without
 
@@ -328,7 +329,7 @@ class _Ticker:
 def gradients(index: GraphIndex, ys: Sequence[str], xs: Sequence[str], **options: Any) -> GradientsResult:
     """``onnxgrad.gradients`` on the model the command loaded and indexed: ``index.model`` is
     extended in place instead of being copied, validated and shape-inferred a second time."""
-    return _gradients(index.model, index, ys, xs, **options)
+    return append_gradients(index, ys, xs, **options)
 
 
 def _split(values: Sequence[str]) -> list[str]:

@@ -9,6 +9,7 @@ recorded for some opset in the range) and the reason. ``onnxgrad ops`` prints :f
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from dataclasses import dataclass
@@ -38,7 +39,9 @@ class Row:
     reason: str
 
 
+@functools.lru_cache(maxsize=1)
 def _default_domain_schemas() -> Dict[str, List[onnx.defs.OpSchema]]:
+    """Every schema version of each default-domain op, oldest first."""
     found: Dict[str, List[onnx.defs.OpSchema]] = {}
     for s in onnx.defs.get_all_schemas_with_history():
         if s.domain in ("", "ai.onnx"):
@@ -97,7 +100,8 @@ def _status_for(op_type: str, lo: int, hi: int) -> Tuple[str, str, List[registry
 
 def _span(opsets: List[int]) -> str:
     parts, start, prev = [], opsets[0], opsets[0]
-    for o in opsets[1:] + [None]:  # type: ignore[list-item]
+    ends: List[Optional[int]] = [*opsets[1:], None]
+    for o in ends:
         if o is not None and o == prev + 1:
             prev = o
             continue
@@ -105,6 +109,30 @@ def _span(opsets: List[int]) -> str:
         if o is not None:
             start = prev = o
     return ", ".join(parts)
+
+
+def live_range(op_type: str) -> Optional[Tuple[int, int]]:
+    """The opsets in [MIN_OPSET, newest] where the default-domain op ``op_type`` exists."""
+    versions_ = _default_domain_schemas().get(op_type)
+    return _live_range(versions_, onnx.defs.onnx_opset_version()) if versions_ else None
+
+
+def versions(op_type: str) -> List[int]:
+    """The opsets at which the default-domain op ``op_type`` got a new schema version."""
+    return [s.since_version for s in _default_domain_schemas().get(op_type, [])]
+
+
+def signature_changes(op_type: str) -> List[int]:
+    """The opsets at which ``op_type``'s inputs, outputs or attributes change (not its type lists)."""
+    changes: List[int] = []
+    previous = None
+    for s in _default_domain_schemas().get(op_type, []):
+        signature = (tuple((i.name, i.option) for i in s.inputs), tuple(sorted(s.attributes)),
+                     tuple((o.name, o.option) for o in s.outputs))
+        if previous is not None and signature != previous:
+            changes.append(s.since_version)
+        previous = signature
+    return changes
 
 
 def rows() -> List[Row]:

@@ -1,61 +1,32 @@
 """The emitter: the only place that writes backward nodes.
 
-It owns tensor and node names, constants, dtypes and every difference between opsets (ReduceSum
-axes as attribute or input, Split/Squeeze/Unsqueeze/Slice/Pad signatures), so that rules read
-like formulas: ``g.Mul(dy, g.Sub(g.const(1, like=y), g.Mul(y, y)))``.
+It owns tensor and node names, constants, dtypes and shapes, and, through its op table
+(:mod:`onnxgrad.optable`), every difference between opsets and runtime kernels (ReduceSum axes as
+attribute or input, Split/Squeeze/Unsqueeze/Slice/Pad signatures, float ``Equal`` before opset
+11), so that rules read like formulas: ``g.Mul(dy, g.Sub(g.const(1, like=y), g.Mul(y, y)))``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import onnx
 from onnx import NodeProto, TensorProto, helper, numpy_helper
 
-from .errors import GradientArgumentError
-from .graph import FLOAT_TYPES, UNKNOWN, Dim, GraphIndex, TensorInfo
+from .errors import GradientArgumentError, OpTableError
+from .graph import GraphIndex
+from .opview import Op, SliceParams
+from .optable import END, OPS, first_typed
+from .tensorinfo import FLOAT_TYPES, UNKNOWN, Dim, TensorInfo
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeGuard
+
+__all__ = ["END", "Emitter", "Op", "SliceParams"]  # Op and SliceParams: what rules read, next to what they write
 
 Axes = Sequence[int]
-
-
-class Op:
-    """Read-only view of the forward node a rule differentiates."""
-
-    def __init__(self, node: NodeProto, index: int, opset: int):
-        self.node = node
-        self.index = index
-        self.opset = opset
-        self.op_type = node.op_type
-        self.inputs: List[str] = list(node.input)
-        self.outputs: List[str] = list(node.output)
-        self._attrs = {a.name: a for a in node.attribute}
-
-    @property
-    def name(self) -> str:
-        return self.node.name
-
-    def input(self, i: int) -> Optional[str]:
-        """Name of input ``i``, or None when it is absent or an omitted optional input."""
-        return self.inputs[i] if i < len(self.inputs) and self.inputs[i] else None
-
-    def output(self, i: int = 0) -> Optional[str]:
-        return self.outputs[i] if i < len(self.outputs) and self.outputs[i] else None
-
-    def attr(self, name: str, default: Any = None) -> Any:
-        """Attribute value (bytes decoded to str), or ``default``."""
-        a = self._attrs.get(name)
-        if a is None:
-            return default
-        v = helper.get_attribute_value(a)
-        if isinstance(v, bytes):
-            return v.decode()
-        if isinstance(v, list) and v and isinstance(v[0], bytes):
-            return [x.decode() for x in v]
-        return v
-
-    def has_attr(self, name: str) -> bool:
-        return name in self._attrs
 
 
 def _fill_node(node: NodeProto, op_type: str, inputs: List[str], outputs: List[str], name: str, domain: str,
@@ -105,7 +76,7 @@ class Emitter:
     be made ``like=`` any tensor, forward or backward.
     """
 
-    def __init__(self, index: GraphIndex, prefix: str, sink: Optional[Any] = None):
+    def __init__(self, index: GraphIndex, prefix: str, sink: Optional[Any] = None) -> None:
         """``sink``: a GraphProto's repeated ``node`` field to build the nodes in (saving a copy
         of each when they end up there); they are also listed in ``nodes``."""
         self.index = index
@@ -123,6 +94,7 @@ class Emitter:
         self._const_cache: Dict[Tuple[int, bytes, Tuple[int, ...]], str] = {}
         self._const_values: Dict[str, np.ndarray] = {}
         self._shape_of_cache: Dict[str, str] = {}
+        self._defined: Dict[str, bool] = {}  # op type -> whether the opset defines it
         self.zeros: Set[str] = set()
         self.extra_inputs: List[onnx.ValueInfoProto] = []
 
@@ -147,14 +119,29 @@ class Emitter:
         """Every tensor and node name fresh() avoids (a nested graph's emitter must avoid them too)."""
         return self._taken
 
+    @contextmanager
+    def scoped(self, scope: str) -> Iterator[None]:
+        """Name what is emitted inside the ``with`` block under ``<prefix>/<scope>``."""
+        saved, self.scope = self.scope, f"{self.prefix}/{scope}"
+        try:
+            yield
+        finally:
+            self.scope = saved
+
     # ---------------------------------------------------------------- types and shapes
     def info(self, name: str) -> TensorInfo:
+        """What is known about a tensor, forward or emitted."""
         if name in self._types:
             return TensorInfo(self._types[name], self._shapes.get(name))
         return self.index.tensor_info(name)
 
+    def known_dtype(self, name: str) -> int:
+        """ONNX element type of a tensor (forward or emitted), 0 when unknown."""
+        t = self._types.get(name)
+        return t if t is not None else self.index.tensor_info(name).elem_type
+
     def dtype(self, name: str) -> int:
-        """ONNX element type of a tensor (forward or emitted)."""
+        """ONNX element type of a tensor (forward or emitted); an error when unknown."""
         t = self._types[name] if name in self._types else self.index.tensor_info(name).elem_type
         if not t:
             raise GradientArgumentError(f"the element type of tensor {name!r} is unknown (shape inference failed)")
@@ -167,6 +154,7 @@ class Emitter:
         return self.index.info.get(name, UNKNOWN).shape
 
     def rank(self, name: str) -> int:
+        """The rank of a tensor; an error when unknown."""
         s = self.shape(name)
         if s is None:
             raise GradientArgumentError(
@@ -175,29 +163,108 @@ class Emitter:
             )
         return len(s)
 
+    def dims_of(self, name: str) -> Tuple[Dim, ...]:
+        """The dims of a tensor (ints, symbols or None); an error when its rank is unknown."""
+        s = self.shape(name)
+        if s is None:
+            self.rank(name)  # the error
+            raise AssertionError("unreachable")
+        return s
+
     def static_shape(self, name: str) -> Optional[Tuple[int, ...]]:
         """The shape if every dimension is a known int, else None."""
         s = self.shape(name)
-        if s is None or any(not isinstance(d, int) for d in s):
+        if s is None:
             return None
-        return tuple(s)  # type: ignore[return-value]
+        dims = [d for d in s if isinstance(d, int)]
+        return tuple(dims) if len(dims) == len(s) else None
+
+    def static_dims(self, name: str, what: str) -> Tuple[int, ...]:
+        """The static shape of a tensor; an error naming ``what`` (the op whose gradient needs it)
+        when some dimension is not known."""
+        shape = self.static_shape(name)
+        if shape is None:
+            raise GradientArgumentError(f"the gradient of {what} needs the static shape of {name!r}")
+        return shape
+
+    def add_input(self, name: str, info: TensorInfo) -> str:
+        """A new graph input ``name`` of type ``info`` (fed at run time, e.g. a grad_ys seed)."""
+        shape = list(info.shape) if info.shape is not None else None
+        self.extra_inputs.append(helper.make_tensor_value_info(name, info.elem_type, shape))
+        self.set_info(name, info.elem_type, info.shape)
+        return name
 
     def set_info(self, name: str, elem_type: int, shape: Optional[Sequence[Dim]] = None) -> None:
+        """Record the type (and shape) of a tensor the emitter cannot see. Rules do not call it:
+        the op table records what the emitter emits, :meth:`as_gradient_of` what a gradient is."""
         self._types[name] = elem_type
         if shape is not None:
             self._shapes[name] = tuple(shape)
 
+    def as_gradient_of(self, grad: str, x: str) -> str:
+        """``grad``, known from now on to have the shape of ``x`` (a gradient is shaped like its
+        tensor) where its own shape is unknown."""
+        if self.shape(grad) is None and self.shape(x) is not None:
+            self.set_info(grad, self.known_dtype(grad) or self.known_dtype(x), self.shape(x))
+        return grad
+
     # ---------------------------------------------------------------- node emission
     def op(self, op_type: str, *inputs: Optional[str], outputs: int = 1, domain: str = "",
            **attrs: Any) -> Union[str, List[str]]:
-        """Emit one node; return its output name (or the list when ``outputs`` > 1)."""
+        """Emit one node; return its output name (or the list when ``outputs`` > 1).
+
+        A default-domain op is written as its entry of the op table (:data:`onnxgrad.optable.OPS`)
+        says: in the form the model's opset wants, with its result's dtype and shape recorded.
+        Other domains (a user's custom ops) are emitted as given."""
+        spec = None
+        if not domain:
+            spec = OPS.get(op_type)
+            if spec is None:
+                raise OpTableError(
+                    f"the emitter's op table (onnxgrad/optable.py, OPS) has no entry for {op_type!r}; add one "
+                    "(its result dtype, shape rule and opset adapter) before a rule emits it")
+            if not self.can_emit(op_type):
+                raise GradientArgumentError(
+                    f"the backward nodes {self.scope + '/...'!r} need the ONNX operator {op_type}, which opset "
+                    f"{self.opset} does not define; convert the model to a newer opset "
+                    "(onnx.version_converter.convert_version)")
+            if spec.adapt is not None:
+                adapted = spec.adapt(self, list(inputs), attrs)
+                if isinstance(adapted, str):  # the adapter emitted a stand-in itself
+                    return adapted
+                inputs, attrs = tuple(adapted[0]), adapted[1]
         outs = [self.fresh(op_type) for _ in range(outputs)]
-        self.add_node(op_type, [i or "" for i in inputs], outs, outs[0], attrs, domain)
-        et = self._result_type(op_type, [i for i in inputs if i], attrs)
+        names = [i or "" for i in inputs]
+        self.add_node(op_type, names, outs, outs[0], attrs, domain)
+        present = [i for i in names if i]
+        et = spec.dtype(self, present, attrs) if spec is not None else first_typed(self, present, attrs)
         for o in outs:
             if et:
                 self._types[o] = et
+        if spec is not None and spec.shape is not None:
+            shape = spec.shape(self, names, attrs)
+            if shape is not None:
+                self._shapes[outs[0]] = shape
         return outs if outputs > 1 else outs[0]
+
+    def can_emit(self, op_type: str) -> bool:
+        """Whether the model's opset defines the default-domain op ``op_type`` (not deprecated)."""
+        known = self._defined.get(op_type)
+        if known is None:
+            try:
+                known = not onnx.defs.get_schema(op_type, self.opset, "").deprecated
+            except onnx.defs.SchemaError:
+                known = False
+            self._defined[op_type] = known
+        return known
+
+    def emit(self, op_type: str, *inputs: Optional[str], **attrs: Any) -> str:
+        """One node of the default-domain op ``op_type`` (named at run time): its output's name."""
+        return self.op(op_type, *inputs, **attrs)  # type: ignore[return-value]
+
+    def emit_outputs(self, op_type: str, n: int, *inputs: Optional[str], **attrs: Any) -> List[str]:
+        """One node of ``op_type`` with ``n`` outputs: their names."""
+        return self.op(op_type, *inputs, outputs=n, **attrs)  # type: ignore[return-value]
 
     def add_node(self, op_type: str, inputs: List[str], outputs: List[str], name: str,
                  attrs: Dict[str, Any], domain: str = "") -> NodeProto:
@@ -220,35 +287,8 @@ class Emitter:
         self.node_io.append((list(node.input), list(node.output), any(a.type in graph_kinds for a in node.attribute)))
         return copy
 
-    _INT64_RESULT = frozenset({"Shape", "Size", "ArgMax", "ArgMin", "NonZero"})
-    _BOOL_RESULT = frozenset({"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or",
-                              "Xor", "IsNaN", "IsInf"})
-
-    def _result_type(self, op_type: str, inputs: List[str], attrs: Dict[str, Any]) -> int:
-        if op_type in self._INT64_RESULT:
-            return TensorProto.INT64
-        if op_type in self._BOOL_RESULT:
-            return TensorProto.BOOL
-        if op_type == "Cast":
-            return int(attrs["to"])
-        if op_type == "CastLike":
-            return self.info(inputs[1]).elem_type
-        if op_type == "ConstantOfShape":
-            v = attrs.get("value")
-            return v.data_type if v is not None else TensorProto.FLOAT
-        if op_type == "Where":
-            return self.info(inputs[1]).elem_type
-        if op_type in ("OneHot",):
-            return self.info(inputs[2]).elem_type
-        for i in inputs:  # as info(i).elem_type, without building a TensorInfo per input
-            t = self._types.get(i)
-            if t is None:
-                t = self.index.tensor_info(i).elem_type
-            if t:
-                return t
-        return 0
-
-    def __getattr__(self, op_type: str):
+    def __getattr__(self, op_type: str) -> Callable[..., str]:
+        """``g.Mul(a, b)``: :meth:`op` for the op type named by the attribute."""
         if not op_type[:1].isupper():
             raise AttributeError(op_type)
 
@@ -276,7 +316,7 @@ class Emitter:
             tensor = helper.make_tensor("value", dtype, arr.shape, arr.astype(np.float32).ravel().tolist())
         else:
             tensor = numpy_helper.from_array(arr, "value")
-        saved, self.scope = self.scope, self.prefix
+        saved, self.scope = self.scope, self.prefix  # constants are shared by every scope
         name = self.fresh("Const")
         self.scope = saved
         self.add_node("Constant", [], [name], name, {"value": tensor})
@@ -286,11 +326,12 @@ class Emitter:
         self._const_values[name] = arr
         return name
 
-    def ints(self, values: Sequence[int]) -> str:
+    def ints(self, values: Union[Sequence[int], np.ndarray]) -> str:
         """A 1-D int64 constant (shapes, axes, pads, starts...)."""
         return self.const(np.asarray(list(values), dtype=np.int64), dtype=TensorProto.INT64)
 
     def scalar_int(self, value: int) -> str:
+        """A 0-D int64 constant."""
         return self.const(np.asarray(value, dtype=np.int64), dtype=TensorProto.INT64)
 
     # ---------------------------------------------------------------- shape helpers
@@ -305,12 +346,7 @@ class Emitter:
 
     def constant_of_shape(self, shape: str, value: float, like: str) -> str:
         """A tensor filled with ``value`` of ``like``'s dtype, shape given as an int64 tensor."""
-        dtype = self.dtype(like)
-        if dtype == TensorProto.BFLOAT16 and self.opset < 20:
-            filled = self.op("ConstantOfShape", shape,
-                             value=numpy_helper.from_array(np.array([value], np.float32), "value"))
-            return self.Cast(filled, to=dtype)
-        return self.op("ConstantOfShape", shape, value=self._scalar_tensor(value, dtype))  # type: ignore[return-value]
+        return self.op("ConstantOfShape", shape, value=self._scalar_tensor(value, self.dtype(like)))  # type: ignore[return-value]
 
     def _scalar_tensor(self, value: float, dtype: int) -> TensorProto:
         if dtype == TensorProto.BFLOAT16:
@@ -320,127 +356,115 @@ class Emitter:
     def zeros_like(self, x: str) -> str:
         """Zeros with ``x``'s shape and dtype (recorded so rules may skip work on them)."""
         z = self.constant_of_shape(self.shape_of(x), 0.0, like=x)
-        self._shapes[z] = self.shape(x)  # type: ignore[assignment]
+        self._shapes[z] = self.shape(x)
         self.zeros.add(z)
         return z
+
+    def carries(self, grad: Optional[str]) -> "TypeGuard[str]":
+        """True for a gradient that may be nonzero: neither absent nor zero-filled by the engine."""
+        return not self.is_zero(grad)
 
     def is_zero(self, grad: Optional[str]) -> bool:
         """True for an absent output gradient or one the engine zero-filled: rules may skip it."""
         return grad is None or grad in self.zeros
 
     def ones_like(self, x: str) -> str:
+        """Ones with ``x``'s shape and dtype."""
         static = self.static_shape(x)
         if static is not None and int(np.prod(static)) <= 16:
             return self.const(np.ones(static), like=x)
         o = self.constant_of_shape(self.shape_of(x), 1.0, like=x)
-        self._shapes[o] = self.shape(x)  # type: ignore[assignment]
+        self._shapes[o] = self.shape(x)
         return o
 
     def reshape(self, x: str, shape: Union[str, Sequence[int]]) -> str:
         """Reshape to an int64 tensor or a static list of ints (0 copies, -1 infers)."""
-        target = shape if isinstance(shape, str) else self.ints(shape)
-        out = self.Reshape(x, target)
-        value, have = self.constant_value(target), self.shape(x)
-        if value is not None:  # record the result's rank and the dims it states
-            dims = [int(d) if d > 0 else have[i] if d == 0 and have and i < len(have) else None
-                    for i, d in enumerate(value.tolist())]
-            size, static = self.static_shape(x), [d for d in dims if d is not None]
-            if size is not None and len(static) == len(dims) - 1 and all(isinstance(d, int) for d in static):
-                dims[dims.index(None)] = int(np.prod(size)) // max(int(np.prod(static)), 1)
-            self._shapes[out] = tuple(dims)
-        return out
+        return self.Reshape(x, shape if isinstance(shape, str) else self.ints(shape))
 
     def reshape_like(self, x: str, like: str) -> str:
+        """``x`` reshaped to ``like``'s shape (``x`` itself when they are statically equal)."""
         if self.shape(x) is not None and self.shape(x) == self.shape(like) and self.static_shape(like) is not None:
             return x
         return self.reshape(x, self.shape_of(like))
 
-    # ---------------------------------------------------------------- opset-dependent ops
+    # ---------------------------------------------------------------- helpers over the op table
     def reduce(self, op_type: str, x: str, axes: Optional[Axes], keepdims: bool = True) -> str:
-        """ReduceXxx over ``axes`` (None = all) in the form the opset wants."""
+        """ReduceXxx over ``axes`` (None = all; empty = none, ``x`` itself)."""
         kd = 1 if keepdims else 0
-        input_form = self.opset >= (13 if op_type == "ReduceSum" else 18)
         if axes is None:
             return self.op(op_type, x, keepdims=kd)  # type: ignore[return-value]
         axes = [int(a) for a in axes]
         if not axes:
             return x
-        if input_form:
-            return self.op(op_type, x, self.ints(axes), keepdims=kd)  # type: ignore[return-value]
         return self.op(op_type, x, axes=axes, keepdims=kd)  # type: ignore[return-value]
 
     def reduce_sum(self, x: str, axes: Optional[Axes], keepdims: bool = True) -> str:
+        """ReduceSum over ``axes`` (None = all; empty = none, ``x`` itself)."""
         return self.reduce("ReduceSum", x, axes, keepdims)
 
     def squeeze(self, x: str, axes: Axes) -> str:
+        """Drop the size-1 ``axes`` (none: ``x`` itself)."""
         if not axes:
             return x
-        if self.opset >= 13:
-            return self.Squeeze(x, self.ints(axes))
         return self.Squeeze(x, axes=list(axes))
 
     def unsqueeze(self, x: str, axes: Axes) -> str:
+        """Insert size-1 ``axes`` (none: ``x`` itself)."""
         if not axes:
             return x
-        out = self.Unsqueeze(x, self.ints(axes)) if self.opset >= 13 else self.Unsqueeze(x, axes=list(axes))
-        have = self.shape(x)
-        if have is not None:
-            rank = len(have) + len(axes)
-            dims = iter(have)
-            ones = {a % rank for a in axes}
-            self._shapes[out] = tuple(1 if i in ones else next(dims) for i in range(rank))
-        return out
+        return self.Unsqueeze(x, axes=list(axes))
 
     def split(self, x: str, sizes: Sequence[int], axis: int) -> List[str]:
         """Split into pieces of static ``sizes`` along ``axis``."""
-        if self.opset >= 13:
-            return self.op("Split", x, self.ints(sizes), outputs=len(sizes), axis=axis)  # type: ignore[return-value]
         return self.op("Split", x, outputs=len(sizes), axis=axis, split=list(sizes))  # type: ignore[return-value]
 
-    def slice(self, x: str, starts: Sequence[int], ends: Sequence[int], axes: Sequence[int],
+    def slice(self, x: str, starts: Sequence[int], ends: Sequence[Optional[int]], axes: Sequence[int],
               steps: Optional[Sequence[int]] = None) -> str:
-        """Static Slice; steps need opset 10."""
-        if self.opset >= 10:
-            args = [x, self.ints(starts), self.ints(ends), self.ints(axes)]
-            if steps is not None:
-                args.append(self.ints(steps))
-            return self.Slice(*args)
-        if steps is not None and any(s != 1 for s in steps):
-            raise GradientArgumentError("Slice with steps needs opset 10 or newer")
-        return self.Slice(x, starts=list(starts), ends=list(ends), axes=list(axes))
+        """Static Slice; an end of None runs to the end of its axis. Steps other than 1 need opset 10."""
+        ends = [END if e is None else int(e) for e in ends]
+        if steps is not None and all(s == 1 for s in steps) and self.opset < 10:
+            steps = None
+        return self.Slice(x, starts=list(starts), ends=ends, axes=list(axes),
+                          steps=None if steps is None else list(steps))
 
     def pad(self, x: str, pads: Union[str, Sequence[int]], value: float = 0.0) -> str:
         """Constant-pad ``x``; ``pads`` is ONNX's [begin..., end...] as ints or an int64 tensor."""
-        if self.opset >= 11:
-            p = pads if isinstance(pads, str) else self.ints(pads)
-            if value == 0.0:
-                return self.Pad(x, p)
-            return self.Pad(x, p, self.const(value, like=x))
         if isinstance(pads, str):
-            raise GradientArgumentError("dynamic pads need opset 11 or newer")
+            return self.Pad(x, pads, self.const(value, like=x)) if value != 0.0 else self.Pad(x, pads)
         return self.Pad(x, pads=list(pads), value=float(value))
 
     def transpose(self, x: str, perm: Sequence[int]) -> str:
+        """Transpose by ``perm`` (``x`` itself for the identity permutation)."""
         perm = [int(p) for p in perm]
         if perm == sorted(perm):
             return x
         return self.Transpose(x, perm=perm)
 
     def gemm(self, a: str, b: str, alpha: float = 1.0, trans_a: bool = False, trans_b: bool = False) -> str:
-        """``alpha * op(a) @ op(b)`` for matrices, ``op`` transposing when asked; one Gemm node.
-
-        Gemm's C input is optional from opset 11; before that a scalar 0 is passed.
-        """
-        c = [self.const(0, like=a)] if self.opset < 11 else []
-        return self.Gemm(a, b, *c, alpha=None if alpha == 1.0 else float(alpha),
+        """``alpha * op(a) @ op(b)`` for matrices, ``op`` transposing when asked; one Gemm node."""
+        return self.Gemm(a, b, alpha=None if alpha == 1.0 else float(alpha),
                          transA=1 if trans_a else None, transB=1 if trans_b else None)
 
     def where(self, cond: str, a: str, b: str) -> str:
-        """``Where(cond, a, b)``; Where has no bfloat16 before opset 16, so such branches go through float."""
-        if self.opset < 16 and self.dtype(a) == TensorProto.BFLOAT16:
-            f = TensorProto.FLOAT
-            return self.Cast(self.Where(cond, self.Cast(a, to=f), self.Cast(b, to=f)), to=TensorProto.BFLOAT16)
+        """``Where(cond, a, b)`` (kept for rules written against it; ``g.Where`` is the same)."""
         return self.Where(cond, a, b)
+
+    def log_softmax(self, x: str, axis: int) -> str:
+        """LogSoftmax over ``axis`` alone at any opset (before opset 13 LogSoftmax normalizes over
+        every axis from ``axis`` on: the axis is moved last there)."""
+        rank = self.rank(x)
+        axis %= rank
+        if self.opset >= 13 or axis == rank - 1:
+            return self.LogSoftmax(x, axis=axis)
+        to_last = [a for a in range(rank) if a != axis] + [axis]
+        back = list(np.argsort(to_last))
+        return self.transpose(self.LogSoftmax(self.transpose(x, to_last), axis=rank - 1), back)
+
+    def cast(self, x: str, dtype: int) -> str:
+        """Cast ``x`` to element type ``dtype`` (no-op if already equal)."""
+        if self.known_dtype(x) == dtype:
+            return x
+        return self.Cast(x, to=dtype)
 
     def cast_like(self, x: str, like: str) -> str:
         """Cast ``x`` to ``like``'s element type (no-op if already equal)."""
@@ -529,7 +553,7 @@ class Emitter:
         if self.opset < 11:
             summed = self.MatMul(self.Transpose(self._one_hot(rows, depth, -1, like=updates), perm=[1, 0]), flat)
             return self.Reshape(summed, shape)
-        distinct, _, which, _ = self.op("Unique", rows, outputs=4, sorted=1)
+        distinct, _, which, _ = self.emit_outputs("Unique", 4, rows, sorted=1)
         onehot = self._one_hot(which, self.Size(distinct), -1, like=updates)
         summed = self.MatMul(self.Transpose(onehot, perm=[1, 0]), flat)
         width = self.Slice(self.Shape(flat), self.ints([1]), self.ints([2]), self.ints([0]))
@@ -575,7 +599,11 @@ class Emitter:
 
         Static where the shapes decide it; otherwise the axes are computed at run time.
         """
-        xs, ys = self.shape(x), self.shape(like)
+        return self.sum_to_shape(grad, x, self.shape(like))
+
+    def sum_to_shape(self, grad: str, x: str, ys: Optional[Tuple[Dim, ...]]) -> str:
+        """:meth:`sum_to` for a ``grad`` of static shape ``ys`` (None: unknown)."""
+        xs = self.shape(x)
         if xs is None or ys is None:
             return self._sum_to_dynamic(grad, x)
         if xs == ys and all(d is not None for d in xs):

@@ -14,7 +14,7 @@ Every walk is an explicit queue, so time and memory are linear in the graph size
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Dict, List, Optional, Sequence, Set
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Set
 
 from .emitter import Emitter, Op
 from .errors import GradientArgumentError, NoGradientError
@@ -28,7 +28,7 @@ from . import registry
 class _Ops:
     """Uniform view of real nodes and source pseudo-ops."""
 
-    def __init__(self, index: GraphIndex):
+    def __init__(self, index: GraphIndex) -> None:
         self.index = index
         n = len(index.nodes)
         self.n_nodes = n
@@ -125,15 +125,10 @@ def backprop(
         if not contributions:
             return None
         if len(contributions) > 1:
-            saved, g.scope = g.scope, f"{g.prefix}/{_safe(t)}_grad"
-            total = aggregate(g, contributions)
-            g.scope = saved
-            grads[t] = [total]
-        total = grads[t][0]
-        # a gradient has its tensor's shape; rules downstream (MatMul, Gemm...) need the rank
-        if g.shape(total) is None and g.shape(t) is not None:
-            g.set_info(total, g.info(total).elem_type or g.info(t).elem_type, g.shape(t))
-        return total
+            with g.scoped(f"{_safe(t)}_grad"):
+                grads[t] = [aggregate(g, contributions)]
+        # rules downstream (MatMul, Gemm...) need the rank: a gradient has its tensor's shape
+        return g.as_gradient_of(grads[t][0], t)
 
     xs_set = set(xs)
 
@@ -148,7 +143,7 @@ def backprop(
             return t in xs_set
         return _rule_entry(index, p).status == registry.RULE or t in xs_set
 
-    ready = deque()
+    ready: Deque[int] = deque()
     seen_to: Set[int] = set()
     for y in ys:
         p = ops.producer(y)
@@ -209,17 +204,26 @@ def _call_rule(g: Emitter, index: GraphIndex, op_id: int, out_grads: List[Option
     entry = _rule_entry(index, op_id)
     if entry.status == registry.NON_DIFFERENTIABLE:
         return ()
-    op = Op(node, op_id, index.opset)
-    g.scope = f"{g.prefix}/{_safe(node.name or node.output[0])}_grad"
-    dys = [dg if dg is not None or not (o and g.is_float(o)) else g.zeros_like(o) for o, dg in zip(op.outputs, out_grads)]
+    op = Op(node, op_id, index.opset, g.constant_value)
+    with g.scoped(f"{_safe(node.name or node.output[0])}_grad"):
+        return _apply(g, index, op, entry, out_grads, wanted)
+
+
+def _apply(g: Emitter, index: GraphIndex, op: Op, entry: registry.GradientRule, out_grads: List[Optional[str]],
+           wanted: Callable[[str], bool]) -> Sequence[Optional[str]]:
+    """Call ``entry``'s rule on ``op``: zero-fill float outputs without a gradient, check the
+    count of gradients returned, undo broadcasting when the rule asks for it."""
+    node = op.node
+    dys = [dg if dg is not None or not (o and g.is_float(o)) else g.zeros_like(o)
+           for o, dg in zip(op.outputs, out_grads)]
     result = list(entry.fn(g, op, *dys))  # type: ignore[misc]
     # a node with subgraphs also gives a gradient to each enclosing-scope value they read (after its inputs)
-    n_in = len(index.node_inputs[op_id])
+    n_in = len(index.node_inputs[op.index])
     # A rule may be written for the full signature: trailing entries for omitted optional
     # inputs must then be None.
     if len(result) < n_in or any(r is not None for r in result[n_in:]):
         where = f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
-        label = index.node_label(op_id)
+        label = index.node_label(op.index)
         raise GradientArgumentError(
             f"the gradient rule for {where} returned {len(result)} gradients for node '{label}', "
             f"which has {n_in} inputs"
@@ -229,5 +233,4 @@ def _call_rule(g: Emitter, index: GraphIndex, op_id: int, out_grads: List[Option
         y = op.outputs[0]
         # an input nobody needs a gradient for may have an unknown shape (a stop op's output)
         result = [g.sum_to(r, x, y) if r is not None and wanted(x) else None for r, x in zip(result, op.inputs)]
-    g.scope = g.prefix
     return result

@@ -8,6 +8,12 @@ TensorFlow catches them unchanged. ``exit_code`` is what the command line return
 from __future__ import annotations
 
 
+def first_line(e: Exception) -> str:
+    """The first line of an exception from onnx or protobuf, shortened, for one of our messages."""
+    text = " ".join(str(e).split("\n", 1)[0].split()) or type(e).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 class OnnxGradError(Exception):
     """Base class of every error onnxgrad raises on purpose."""
 
@@ -48,3 +54,10 @@ class OutputWriteError(OnnxGradError, OSError):
     """The output model cannot be written."""
 
     exit_code = 6
+
+
+class OpTableError(OnnxGradError, RuntimeError):
+    """A rule emitted an op the emitter's op table (:mod:`onnxgrad.optable`) does not declare: a
+    bug in that rule or a missing table entry, never the user's model."""
+
+    exit_code = 7

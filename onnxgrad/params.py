@@ -32,7 +32,9 @@ from collections.abc import Sequence
 from onnx import AttributeProto, NodeProto
 
 from . import registry
-from .graph import FLOAT_TYPES, GraphIndex, ModelLike, load_model, parse_names
+from .arguments import parse_names
+from .graph import FLOAT_TYPES, GraphIndex
+from .loading import ModelLike, load_model
 
 #: Inputs that depend on a rule-differentiable op's output but that training never updates by
 #: gradient, by (op type, default domain): input positions.

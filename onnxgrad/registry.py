@@ -18,11 +18,12 @@ engine sums each back to its input's shape (undoing numpy-style broadcasting in 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from .errors import GradientArgumentError
 
 RuleFn = Callable[..., Sequence[Optional[str]]]
+F = TypeVar("F", bound=RuleFn)
 
 RULE = "rule"
 NON_DIFFERENTIABLE = "non-differentiable"
@@ -85,7 +86,7 @@ def register_gradient(
     inputs: Optional[Sequence[int]] = None,
     broadcast: bool = False,
     override: bool = False,
-) -> Callable[[RuleFn], RuleFn]:
+) -> Callable[[F], F]:
     """Decorator registering ``fn`` as the gradient of ``op_type`` in ``domain``.
 
     Args:
@@ -102,7 +103,7 @@ def register_gradient(
     see the module docstring for an example.
     """
 
-    def decorate(fn: RuleFn) -> RuleFn:
+    def decorate(fn: F) -> F:
         _add(
             GradientRule(
                 op_type,

@@ -1,19 +1,24 @@
-"""Shapes where ONNX's own inference gives up.
+"""Shape arithmetic, and shapes where ONNX's own inference gives up.
+
+The pure functions (:func:`broadcast_shapes`, :func:`unsqueezed`, :func:`squeezed`,
+:func:`reshaped`, :func:`flattened`, :func:`concatenated`) are the one place onnxgrad computes a
+shape from others: the forward pass below and the emitter's op table both use them.
 
 onnx's shape inference loses the rank as soon as a value it needs is computed at run time (a
 ``ReduceMean`` whose axes come from ``Range``, a ``Reshape(x, Shape(y))`` inside an expanded
-function body). Rules need ranks, so this pass fills the gaps it can prove from the structure
-alone: shape-preserving unary ops, numpy broadcasting, ``Reshape``/``Expand`` to ``Shape(t)``,
-and reductions with ``keepdims=1``. It never overrides what onnx inferred.
+function body). Rules need ranks, so :func:`complete_shapes` fills the gaps it can prove from the
+structure alone: shape-preserving unary ops, numpy broadcasting, ``Reshape``/``Expand`` to
+``Shape(t)``, and reductions with ``keepdims=1``. It never overrides what onnx inferred.
 """
 
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 from onnx import NodeProto, TensorProto, helper, numpy_helper
 
-from .graph import Dim, TensorInfo
+from .tensorinfo import Dim, TensorInfo
 
 #: Output 0 has the shape and element type of input 0.
 SAME_SHAPE = frozenset("""
@@ -49,6 +54,68 @@ def broadcast_shapes(shapes: Sequence[Tuple[Dim, ...]]) -> Tuple[Dim, ...]:
             out.append(ints.pop() if len(ints) == 1 and None not in non_one and all(
                 isinstance(d, int) for d in non_one) else None)
     return tuple(out)
+
+
+Shape = Tuple[Dim, ...]
+
+
+def unsqueezed(shape: Shape, axes: Sequence[int]) -> Shape:
+    """``shape`` with size-1 dims inserted at ``axes`` (of the result; negative from its end)."""
+    rank = len(shape) + len(axes)
+    ones, rest = {a % rank for a in axes}, iter(shape)
+    return tuple(1 if a in ones else next(rest) for a in range(rank))
+
+
+def squeezed(shape: Shape, axes: Sequence[int]) -> Shape:
+    """``shape`` without the dims at ``axes``."""
+    gone = {a % len(shape) for a in axes}
+    return tuple(d for a, d in enumerate(shape) if a not in gone)
+
+
+def reshaped(have: Optional[Shape], target: Sequence[int]) -> Shape:
+    """The result of Reshape to the constant ``target`` (0 copies a dim of ``have``, -1 infers
+    it when ``have`` is static)."""
+    dims: List[Dim] = [int(d) if d > 0 else have[i] if d == 0 and have and i < len(have) else None
+                       for i, d in enumerate(target)]
+    size = [d for d in have if isinstance(d, int)] if have is not None else []
+    static = [d for d in dims if isinstance(d, int)]
+    if have is not None and len(size) == len(have) and len(static) == len(dims) - 1:
+        dims[dims.index(None)] = int(np.prod(size)) // max(int(np.prod(static)), 1)
+    return tuple(dims)
+
+
+def _product(dims: Sequence[Dim]) -> Dim:
+    """The product of ``dims``: a lone dim stays itself (even symbolic), None when not static."""
+    if len(dims) == 1:
+        return dims[0]
+    static = [d for d in dims if isinstance(d, int)]
+    return int(np.prod(static)) if len(static) == len(dims) else None
+
+
+def flattened(shape: Shape, axis: int) -> Shape:
+    """The result of Flatten at ``axis``: (prod(dims before it), prod(dims from it))."""
+    axis = axis % (len(shape) + 1) if shape else 0
+    return _product(shape[:axis]), _product(shape[axis:])
+
+
+def concatenated(shapes: Sequence[Optional[Shape]], axis: int) -> Optional[Shape]:
+    """The result of Concat along ``axis``: the common dims (the most precise stated) and the sum
+    of the concatenated ones; None when no input's rank is known."""
+    known = [s for s in shapes if s is not None]
+    if not known:
+        return None
+    rank = len(known[0])
+    axis = axis % rank if rank else 0
+    along = [s[axis] if s is not None else None for s in shapes]
+    lengths = [d for d in along if isinstance(d, int)]
+    dims: List[Dim] = []
+    for a in range(rank):
+        if a == axis:
+            dims.append(sum(lengths) if len(lengths) == len(along) else None)
+        else:
+            stated = [s[a] for s in known if s[a] is not None]
+            dims.append(next((d for d in stated if isinstance(d, int)), stated[0] if stated else None))
+    return tuple(dims)
 
 
 def complete_shapes(nodes: Sequence[NodeProto], info: Dict[str, TensorInfo]) -> None:
@@ -112,12 +179,7 @@ def _guess(node: NodeProto, index: int, info: Dict[str, TensorInfo], shape_sourc
         axes = attrs.get("axes") if "axes" in attrs else ints.get(ins[1]) if len(ins) > 1 else None
         if axes is None:
             return None
-        if op == "Unsqueeze":
-            rank = len(src) + len(axes)
-            ones, rest = {a % rank for a in axes}, iter(src)
-            return TensorInfo(_elem(info, ins[0]), tuple(1 if a in ones else next(rest) for a in range(rank)))
-        gone = {a % len(src) for a in axes}
-        return TensorInfo(_elem(info, ins[0]), tuple(d for a, d in enumerate(src) if a not in gone))
+        return TensorInfo(_elem(info, ins[0]), unsqueezed(src, axes) if op == "Unsqueeze" else squeezed(src, axes))
     if op in SAME_SHAPE or op in _SAME_SHAPE_BOOL:
         elem = TensorProto.BOOL if op in _SAME_SHAPE_BOOL else _elem(info, ins[0])
         return TensorInfo(elem, _shape(info, ins[0]))

@@ -27,7 +27,8 @@ from onnx import GraphProto, NodeProto, TensorProto, helper, numpy_helper
 from . import engine
 from .emitter import Emitter
 from .errors import GradientArgumentError
-from .graph import GraphIndex, TensorInfo, _info_from_type, subgraph_outer_names
+from .graph import GraphIndex, subgraph_outer_names
+from .tensorinfo import TensorInfo, info_from_type
 
 _GRAPH_KINDS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 _PLACEHOLDER, _PLACEHOLDER_DOMAIN = "EnclosingValue", "onnxgrad.subgraph"
@@ -351,7 +352,7 @@ def declared(vi: Optional[onnx.ValueInfoProto]) -> Optional[TensorInfo]:
     """The tensor type a graph input or output declares, or None when it declares none."""
     if vi is None or not vi.type.tensor_type.elem_type:
         return None
-    return _info_from_type(vi.type)
+    return info_from_type(vi.type)
 
 
 def _safe(name: str) -> str:

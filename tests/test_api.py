@@ -1,4 +1,4 @@
-"""``onnxgrad.gradients`` reproduces tf.gradients' behaviour (SEMANTICS.md), one test per point.
+"""``onnxgrad.gradients`` reproduces tf.gradients' behaviour (README.md), one test per point.
 
 Models are built here with onnx.helper; gradient values come from onnxruntime (and
 onnx.reference where the point is that any runtime runs the result).
@@ -75,7 +75,8 @@ def square_chain() -> onnx.ModelProto:
 
 def linear_chain() -> onnx.ModelProto:
     """y = 2x, z = 3y."""
-    return make([const("two", 2.0), const("three", 3.0), node("Mul", ["two", "x"], "y"), node("Mul", ["three", "y"], "z")],
+    return make([const("two", 2.0), const("three", 3.0), node("Mul", ["two", "x"], "y"),
+                 node("Mul", ["three", "y"], "z")],
                 [("x", FLOAT, [])], [("z", FLOAT, [])])
 
 
@@ -276,7 +277,8 @@ def mystery_model() -> onnx.ModelProto:
 
 
 def test_op_without_rule_is_lookup_error_naming_node_and_op():
-    with pytest.raises(LookupError, match=r"No gradient defined for operation 'mystery_node' \(op type: my\.ops::Mystery"):
+    with pytest.raises(LookupError,
+                       match=r"No gradient defined for operation 'mystery_node' \(op type: my\.ops::Mystery"):
         onnxgrad.gradients(mystery_model(), "y", "x")
     assert issubclass(onnxgrad.NoGradientError, LookupError)
 
@@ -324,7 +326,8 @@ def test_add_n_is_one_sum(method):
     assert not [n for n in added if n.op_type == "Add"]
 
 
-@pytest.mark.parametrize("method", [AggregationMethod.EXPERIMENTAL_TREE, AggregationMethod.EXPERIMENTAL_ACCUMULATE_N, 1, 2])
+@pytest.mark.parametrize("method", [AggregationMethod.EXPERIMENTAL_TREE, AggregationMethod.EXPERIMENTAL_ACCUMULATE_N,
+                                    1, 2])
 def test_tree_and_accumulate_n_are_a_chain_of_add(method):
     m = fan_out()
     res = onnxgrad.gradients(m, "s", "x", aggregation_method=method)
@@ -480,7 +483,8 @@ def test_stop_gradient_unknown_name():
 def cube_model() -> onnx.ModelProto:
     """y = my.ops::Cube(x) with a model-local function (x * x * x) so runtimes can run it."""
     fn = helper.make_function("my.ops", "Cube", ["x"], ["y"],
-                              [helper.make_node("Mul", ["x", "x"], ["x2"]), helper.make_node("Mul", ["x2", "x"], ["y"])],
+                              [helper.make_node("Mul", ["x", "x"], ["x2"]),
+                               helper.make_node("Mul", ["x2", "x"], ["y"])],
                               [helper.make_opsetid("", 17)])
     return make([helper.make_node("Cube", ["x"], ["y"], name="cube", domain="my.ops")],
                 [("x", FLOAT, [2, 3])], [("y", FLOAT, [2, 3])], functions=[fn], domains=["my.ops"])
@@ -542,7 +546,8 @@ def mlp(opset: int, batch="N") -> onnx.ModelProto:
     inits = [init("w1", rng.standard_normal((4, 5)) * 0.5), init("b1", rng.standard_normal(5) * 0.1),
              init("w2", rng.standard_normal((5, 2)) * 0.5), init("b2", rng.standard_normal(2) * 0.1)]
     nodes = [node("MatMul", ["x", "w1"], "xw1"), node("Add", ["xw1", "b1"], "pre"), node("Tanh", ["pre"], "h"),
-             node("MatMul", ["h", "w2"], "hw2"), node("Add", ["hw2", "b2"], "out"), node("Sub", ["out", "target"], "err"),
+             node("MatMul", ["h", "w2"], "hw2"), node("Add", ["hw2", "b2"], "out"),
+             node("Sub", ["out", "target"], "err"),
              node("Mul", ["err", "err"], "sq"), node("ReduceMean", ["sq"], "loss", keepdims=0)]
     return make(nodes, [("x", FLOAT, [batch, 4]), ("target", FLOAT, [batch, 2])],
                 [("out", FLOAT, [batch, 2]), ("loss", FLOAT, [])], inits, opset=opset)
@@ -552,7 +557,8 @@ def mlp(opset: int, batch="N") -> onnx.ModelProto:
 def test_mlp_at_several_opsets(opset):
     m = mlp(opset, batch=3)
     rng = np.random.default_rng(1)
-    feeds = {"x": rng.standard_normal((3, 4)).astype(np.float32), "target": rng.standard_normal((3, 2)).astype(np.float32)}
+    feeds = {"x": rng.standard_normal((3, 4)).astype(np.float32),
+             "target": rng.standard_normal((3, 2)).astype(np.float32)}
     report = check_gradients(m, MLP_PARAMS + ["x"], ["loss"], feeds=feeds)
     bad = [(c.name, c.analytic, c.numeric, c.jacobian_ratio) for c in report.checks if not c.ok]
     assert not bad and len(report.checks) == 5

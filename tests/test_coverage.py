@@ -38,3 +38,15 @@ def test_docs_match_the_registry():
 def test_plain_render_has_one_line_per_op():
     text = coverage.render(markdown=False)
     assert len(text.splitlines()) == len(coverage.rows()) + 3  # header, blank line, summary
+
+
+def test_rules_package_imports_every_family():
+    """A family module missing from rules/__init__.py would register nothing, silently."""
+    import pkgutil
+    import sys
+
+    import onnxgrad.rules
+
+    modules = {m.name for m in pkgutil.iter_modules(onnxgrad.rules.__path__)}
+    missing = [m for m in sorted(modules) if f"onnxgrad.rules.{m}" not in sys.modules]
+    assert not missing, f"add {missing} to the imports of onnxgrad/rules/__init__.py"

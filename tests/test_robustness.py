@@ -333,7 +333,7 @@ def test_byte_identical_across_processes(tmp_path):
         folder.mkdir()
         script = ("import sys, onnxgrad; from onnxgrad.modelio import write_model\n"
                   "for i, m in enumerate(sys.argv[2:]):\n"
-                  "    r = onnxgrad.gradients(m, 'loss', [t.name for t in onnxgrad.graph.load_model(m).graph.initializer"
+                  "    r = onnxgrad.gradients(m, 'loss', [t.name for t in onnxgrad.loading.load_model(m).graph.initializer"
                   " if t.data_type == 1])\n"
                   "    write_model(r.model, f'{sys.argv[1]}/{i}.onnx')\n")
         env = dict(os.environ, PYTHONHASHSEED=seed)

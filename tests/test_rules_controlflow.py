@@ -322,7 +322,8 @@ def test_body_writes_a_new_subgraph() -> None:
     """subgraph.Body with no forward nodes is the emitter of a new Loop body (as a recurrent rule
     would write one): h <- tanh(h @ w) three times, w read from the enclosing graph."""
     from onnxgrad.emitter import Emitter
-    from onnxgrad.graph import GraphIndex, TensorInfo
+    from onnxgrad.graph import GraphIndex
+    from onnxgrad.tensorinfo import TensorInfo
     from onnxgrad.subgraph import Body
 
     model = _model([node("Identity", ["h0"], ["h_in"])], [("h0", D, [1, 3]), ("w", D, [3, 3])], [("h_in", D, [1, 3])])

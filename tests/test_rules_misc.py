@@ -1,4 +1,6 @@
-"""Numeric tests of the rules in onnxgrad/rules/misc.py and rules/sequence.py (one table, one checker)."""
+"""Numeric tests (one table, one checker) of the families split out of the former rules/misc.py
+(linalg's Det, scans' CumProd, selection, indexing's Scatter/TensorScatter, sampling, causal_conv,
+spectral, quantization) and of rules/sequence.py."""
 
 import numpy as np
 import onnx
@@ -65,8 +67,8 @@ CASES = [
          opset=11, n_outputs=4),
     Case("Unique/only-y-output", "Unique", [("x", rand(5))], attrs={"axis": 0}, opset=11),
     # OneHot: the values pair
-    Case("OneHot/last-axis", "OneHot", [("i", i64(0, 2, -1, 1)), ("depth", np.array(3, np.int64)), ("v", rand(2))], opset=11,
-         constant=["depth"], dtypes=F32),
+    Case("OneHot/last-axis", "OneHot", [("i", i64(0, 2, -1, 1)), ("depth", np.array(3, np.int64)), ("v", rand(2))],
+         opset=11, constant=["depth"], dtypes=F32),
     Case("OneHot/axis0", "OneHot", [("i", np.array([[1, 0], [2, 2]], np.int64)), ("depth", np.array(4, np.int64)),
                                     ("v", rand(2, seed=1))], attrs={"axis": 0}, opset=9, constant=["depth"],
          dtypes=F32),

@@ -1,4 +1,5 @@
-"""Numeric tests of Dropout, Einsum (one table, one checker) and Dropout in training mode."""
+"""Numeric tests (one table per family, one checker) of rules/dropout.py (also in training mode),
+rules/einsum.py and rules/attention.py (Attention, RotaryEmbedding)."""
 
 import numpy as np
 import onnx

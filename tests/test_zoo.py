@@ -14,10 +14,10 @@ before float32 rounding takes over. Measured on SqueezeNet against the float64 d
 (0.412613, onnxgrad: 0.412620): the float32 quotient reads 0.4227, 0.4294, 0.4309, 0.4409 at steps
 1e-4, 3e-4, 1e-3, 3e-3 (+2.4 % .. +6.8 %); on AlexNet the quotient along one weight matrix
 swings between -0.0028 and -0.0116 for steps 1e-2 .. 1e-5 (its fc ReLU inputs reach 5e-4).
-``RTOL`` = 0.1 bounds that; it is a smoke test of every rule on the real graph. The exact check is :func:`test_light_model_float64`: the same
-directional derivative by a float64 central difference (step 1e-7, onnx.reference, no kink
-in reach) must match onnxgrad's float32 gradients to 1e-4 plus the float32 rounding of the
-contraction (measured: 1e-7 .. 2e-5 relative).
+``RTOL`` = 0.1 bounds that; it is a smoke test of every rule on the real graph. The exact check
+is :func:`test_light_model_float64`: the same directional derivative by a float64 central
+difference (step 1e-7, onnx.reference, no kink in reach) must match onnxgrad's float32 gradients
+to 1e-4 plus the float32 rounding of the contraction (measured: 1e-7 .. 2e-5 relative).
 """
 
 from __future__ import annotations

@@ -5,51 +5,55 @@ output where ``f'`` is simplest in terms of it (Relu, Elu, Selu, Celu, HardSigmo
 gradient is the one of the piece ONNX selects with a strict comparison (Relu: 0 at x = 0).
 """
 
+from __future__ import annotations
+
 import math
+from typing import List, Optional
 
 import onnx
 
-from ..registry import register_gradient
+from ..emitter import Emitter, Op
+from ..registry import not_supported, register_gradient
 
 
-def _where(g, cond, a, b=None):
+def _where(g: Emitter, cond: str, a: str, b: Optional[str] = None) -> str:
     """a where ``cond`` else b (default 0)."""
     return g.where(cond, a, b if b is not None else g.const(0, like=a))
 
 
-def _positive(g, x):
+def _positive(g: Emitter, x: str) -> str:
     return g.Greater(x, g.const(0, like=x))
 
 
 @register_gradient("Relu")
-def relu(g, op, dy):
-    return [_where(g, _positive(g, op.output()), dy)]
+def relu(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    return [_where(g, _positive(g, op.outputs[0]), dy)]
 
 
 @register_gradient("LeakyRelu")
-def leaky_relu(g, op, dy):
+def leaky_relu(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     x = op.inputs[0]
     alpha = g.const(op.attr("alpha", 0.01), like=x)
     return [_where(g, _positive(g, x), dy, g.Mul(dy, alpha))]
 
 
 @register_gradient("PRelu", broadcast=True)
-def prelu(g, op, dy):
+def prelu(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     x, slope = op.inputs
     pos = _positive(g, x)
     return [_where(g, pos, dy, g.Mul(dy, slope)), _where(g, pos, g.const(0, like=dy), g.Mul(dy, x))]
 
 
 @register_gradient("ThresholdedRelu", since=10)
-def thresholded_relu(g, op, dy):
+def thresholded_relu(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     x = op.inputs[0]
     return [_where(g, g.Greater(x, g.const(op.attr("alpha", 1.0), like=x)), dy)]
 
 
 @register_gradient("Elu")
-def elu(g, op, dy):
+def elu(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     # x <= 0: y = alpha (e^x - 1), so y' = y + alpha
-    x, y = op.inputs[0], op.output()
+    x, y = op.inputs[0], op.outputs[0]
     alpha = g.const(op.attr("alpha", 1.0), like=x)
     return [_where(g, _positive(g, x), dy, g.Mul(dy, g.Add(y, alpha)))]
 
@@ -59,44 +63,44 @@ _SELU_GAMMA = 1.05070102214813232421875
 
 
 @register_gradient("Selu")
-def selu(g, op, dy):
+def selu(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     # x > 0: y = gamma x; x <= 0: y = gamma alpha (e^x - 1), so y' = y + gamma alpha
-    x, y = op.inputs[0], op.output()
+    x, y = op.inputs[0], op.outputs[0]
     alpha, gamma = op.attr("alpha", _SELU_ALPHA), op.attr("gamma", _SELU_GAMMA)
     return [_where(g, _positive(g, x), g.Mul(dy, g.const(gamma, like=x)),
                    g.Mul(dy, g.Add(y, g.const(alpha * gamma, like=x))))]
 
 
 @register_gradient("Celu", since=12)
-def celu(g, op, dy):
+def celu(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     # x <= 0: y = alpha (e^(x/alpha) - 1), so y' = e^(x/alpha) = y / alpha + 1
-    x, y = op.inputs[0], op.output()
+    x, y = op.inputs[0], op.outputs[0]
     alpha = g.const(op.attr("alpha", 1.0), like=x)
     return [_where(g, _positive(g, x), dy, g.Mul(dy, g.Add(g.Div(y, alpha), g.const(1, like=x))))]
 
 
 @register_gradient("Softplus")
-def softplus(g, op, dy):
+def softplus(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     return [g.Mul(dy, g.Sigmoid(op.inputs[0]))]
 
 
 @register_gradient("Softsign")
-def softsign(g, op, dy):
+def softsign(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     x = op.inputs[0]
     d = g.Add(g.const(1, like=x), g.Abs(x))
     return [g.Div(dy, g.Mul(d, d))]
 
 
 @register_gradient("HardSigmoid")
-def hard_sigmoid(g, op, dy):
+def hard_sigmoid(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     # y = max(0, min(1, alpha x + beta)): slope alpha strictly between the flat pieces
-    y = op.output()
+    y = op.outputs[0]
     inside = g.And(_positive(g, y), g.Less(y, g.const(1, like=y)))
     return [_where(g, inside, g.Mul(dy, g.const(op.attr("alpha", 0.2), like=y)))]
 
 
 @register_gradient("HardSwish", since=14)
-def hard_swish(g, op, dy):
+def hard_swish(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     # y = x * clip(x / 6 + 1/2, 0, 1): 0 below -3, 1 above 3, x / 3 + 1/2 between
     x = op.inputs[0]
     three = g.const(3, like=x)
@@ -105,13 +109,13 @@ def hard_swish(g, op, dy):
 
 
 @register_gradient("Shrink", since=9)
-def shrink(g, op, dy):
+def shrink(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     x = op.inputs[0]
     return [_where(g, g.Greater(g.Abs(x), g.const(op.attr("lambd", 0.5), like=x)), dy)]
 
 
 @register_gradient("Gelu", since=20)
-def gelu(g, op, dy):
+def gelu(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     x = op.inputs[0]
     half, one = g.const(0.5, like=x), g.const(1, like=x)
     if op.attr("approximate", "none") == "tanh":
@@ -130,7 +134,7 @@ def gelu(g, op, dy):
 
 
 @register_gradient("Mish", since=18)
-def mish(g, op, dy):
+def mish(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     # y = x tanh(softplus(x)): y' = t + x (1 - t^2) sigmoid(x)
     x = op.inputs[0]
     t = g.Tanh(g.Softplus(x))
@@ -141,9 +145,12 @@ def mish(g, op, dy):
 if onnx.defs.has("Swish"):
 
     @register_gradient("Swish", since=onnx.defs.get_schema("Swish").since_version)
-    def swish(g, op, dy):
+    def swish(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
         # y = x s, s = sigmoid(alpha x): y' = s + alpha y (1 - s)
-        x, y = op.inputs[0], op.output()
+        x, y = op.inputs[0], op.outputs[0]
         alpha = g.const(op.attr("alpha", 1.0), like=x)
         s = g.Sigmoid(g.Mul(alpha, x))
         return [g.Mul(dy, g.Add(s, g.Mul(g.Mul(alpha, y), g.Sub(g.const(1, like=x), s))))]
+
+
+not_supported("SwiGLU", "opset 28, which onnxruntime 1.32 cannot run, so no rule could be verified numerically")

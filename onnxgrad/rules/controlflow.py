@@ -25,7 +25,8 @@ from onnx import GraphProto, NodeProto, TensorProto, helper
 from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
 from ..functions import through_body
-from ..graph import TensorInfo, subgraph_outer_names
+from ..graph import subgraph_outer_names
+from ..tensorinfo import TensorInfo
 from ..registry import register_gradient
 from ..subgraph import Body, Carried, Stepped, declared, outer_reads, reverse_loop, step_count, value_info
 

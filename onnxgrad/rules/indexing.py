@@ -1,4 +1,5 @@
-"""Indexing: gathers, scatters, Trilu, CumSum, TopK.
+"""Indexing: gathers, scatters (ScatterElements, ScatterND, the deprecated Scatter, TensorScatter),
+Trilu, TopK.
 
 A gather's gradient is a scatter-add of dy to the gathered positions (repeated indices
 accumulate), written with :meth:`Emitter.scatter_nd_add` / :meth:`Emitter.scatter_elements_add`,
@@ -11,14 +12,20 @@ output at their position, split evenly among ties (the ReduceMax convention); ``
 the product rule, exact at zeros as ReduceProd is (its second derivative only without zeros).
 """
 
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
 import numpy as np
 from onnx import TensorProto
 
+from ..emitter import Emitter, Op
+from ..errors import GradientArgumentError
 from ..registry import register_gradient
 
 
 @register_gradient("Gather")
-def gather(g, op, dy):
+def gather(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     data, idx = op.inputs
     rank = g.rank(data)
     axis = op.attr("axis", 0) % rank
@@ -33,13 +40,13 @@ def gather(g, op, dy):
 
 
 @register_gradient("GatherElements")
-def gather_elements(g, op, dy):
+def gather_elements(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     data, idx = op.inputs
     return [g.scatter_elements_add(g.shape_of(data), idx, dy, op.attr("axis", 0)), None]
 
 
 @register_gradient("GatherND")
-def gather_nd(g, op, dy):
+def gather_nd(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     data, idx = op.inputs
     b = op.attr("batch_dims", 0)
     if b:
@@ -47,13 +54,14 @@ def gather_nd(g, op, dy):
     return [g.scatter_nd_add(g.shape_of(data), idx, dy), None]
 
 
-def _with_batch_coordinates(g, idx: str, b: int) -> str:
+def _with_batch_coordinates(g: Emitter, idx: str, b: int) -> str:
     """Prefix each index tuple with its batch position, turning batch_dims=b into batch_dims=0."""
     rank = g.rank(idx)
-    shape = g.shape(idx)
+    shape = g.dims_of(idx)
     lead = shape[:-1]
-    if all(isinstance(d, int) for d in lead):
-        coords = g.const(np.moveaxis(np.indices(lead)[:b], 0, -1), dtype=TensorProto.INT64)
+    static = [d for d in lead if isinstance(d, int)]
+    if len(static) == len(lead):
+        coords = g.const(np.moveaxis(np.indices(static)[:b], 0, -1), dtype=TensorProto.INT64)
     else:
         target = g.Concat(g.dims(idx, list(range(rank - 1))), g.ints([1]), axis=0)
         parts = []
@@ -62,11 +70,9 @@ def _with_batch_coordinates(g, idx: str, b: int) -> str:
             ramp = g.Range(g.scalar_int(0), n, g.scalar_int(1))
             ramp = g.reshape(ramp, [-1 if i == j else 1 for i in range(rank)])
             parts.append(g.Expand(ramp, target))
-        coords = parts[0] if b == 1 else g.Concat(*parts, axis=-1)
-    full = g.Concat(coords, idx, axis=-1)
-    k = shape[-1]
-    g.set_info(full, TensorProto.INT64, (*lead, b + k if isinstance(k, int) else None))
-    return full
+        # b coordinates per index tuple: the last dim stated for the scatter, which needs it static
+        coords = g.reshape(parts[0] if b == 1 else g.Concat(*parts, axis=-1), [0] * (rank - 1) + [b])
+    return g.Concat(coords, idx, axis=-1)
 
 
 class _Scatter:
@@ -74,12 +80,12 @@ class _Scatter:
     each update's position, ``combine(base, u, reduction)`` is the op itself on other tensors,
     ``add(u)`` sums update-shaped ``u`` into a zero data-shaped tensor (repeats accumulate)."""
 
-    def __init__(self, g, op):
+    def __init__(self, g: Emitter, op: Op) -> None:
         self.g, self.data, self.idx, self.updates = g, *op.inputs
         self.op_type = op.op_type
         self.elements = op.op_type == "ScatterElements"
         # onnx.reference mishandles a negative axis
-        self.axis = op.attr("axis", 0) % g.rank(self.idx) if self.elements else None
+        self.axis: int = op.attr("axis", 0) % g.rank(self.idx) if self.elements else 0
 
     def gather(self, t: str) -> str:
         if self.elements:
@@ -87,10 +93,10 @@ class _Scatter:
         return self.g.GatherND(t, self.idx)
 
     def combine(self, base: str, u: str, reduction: str = "none") -> str:
-        attrs = {"axis": self.axis} if self.elements else {}
+        attrs: Dict[str, Any] = {"axis": self.axis} if self.elements else {}
         if reduction != "none":
             attrs["reduction"] = reduction
-        return self.g.op(self.op_type, base, self.idx, u, **attrs)
+        return self.g.emit(self.op_type, base, self.idx, u, **attrs)
 
     def add(self, u: str) -> str:
         if self.elements:
@@ -98,7 +104,7 @@ class _Scatter:
         return self.g.scatter_nd_add(self.g.shape_of(self.data), self.idx, u)
 
 
-def _scatter(g, op, dy):
+def _scatter(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     s = _Scatter(g, op)
     reduction = op.attr("reduction", "none")
     if reduction == "none":
@@ -107,10 +113,10 @@ def _scatter(g, op, dy):
         return [dy, None, s.gather(dy)]
     if reduction == "mul":
         return _scatter_mul(g, s, dy)
-    return _scatter_extremum(g, s, op.output(), dy)
+    return _scatter_extremum(g, s, op.outputs[0], dy)
 
 
-def _scatter_extremum(g, s: _Scatter, y: str, dy):
+def _scatter_extremum(g: Emitter, s: _Scatter, y: str, dy: str) -> List[Optional[str]]:
     """max/min: y at a position is the extremum of data and the updates sent there; the
     gradient goes to those equal to it, split evenly among ties (as for ReduceMax)."""
     data_wins = g.cast_like(g.Equal(s.data, y), s.data)
@@ -119,7 +125,7 @@ def _scatter_extremum(g, s: _Scatter, y: str, dy):
     return [g.Mul(share, data_wins), None, g.Mul(s.gather(share), update_wins)]
 
 
-def _scatter_mul(g, s: _Scatter, dy):
+def _scatter_mul(g: Emitter, s: _Scatter, dy: str) -> List[Optional[str]]:
     """mul: y = data * (product of the updates sent there). Each factor's gradient is dy times
     the product of the other factors at its position, computed without dividing by zero as for
     ReduceProd: the product of the nonzero factors, divided by the factor itself when it is
@@ -137,27 +143,62 @@ def _scatter_mul(g, s: _Scatter, dy):
 
 
 @register_gradient("ScatterElements")
-def scatter_elements(g, op, dy):
+def scatter_elements(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     return _scatter(g, op, dy)
 
 
 @register_gradient("ScatterND")
-def scatter_nd(g, op, dy):
+def scatter_nd(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     return _scatter(g, op, dy)
 
 
 @register_gradient("Trilu")
-def trilu(g, op, dy):
+def trilu(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     return [g.Trilu(dy, op.input(1), upper=op.attr("upper", 1)), None]
 
 
-@register_gradient("CumSum")
-def cumsum(g, op, dy):
-    # each x_j reaches every y_i that sums it: the same sum taken in the other direction
-    return [g.CumSum(dy, op.input(1), exclusive=op.attr("exclusive", 0), reverse=1 - op.attr("reverse", 0)), None]
-
-
 @register_gradient("TopK")
-def topk(g, op, dvalues, dindices=None):
-    x = op.input(0)
-    return [g.scatter_elements_add(g.shape_of(x), op.output(1), dvalues, op.attr("axis", -1), unique=True), None]
+def topk(g: Emitter, op: Op, dvalues: str, dindices: Optional[str] = None) -> List[Optional[str]]:
+    x = op.inputs[0]
+    return [g.scatter_elements_add(g.shape_of(x), op.outputs[1], dvalues, op.attr("axis", -1), unique=True), None]
+
+
+def _scatter_positions(g: Emitter, updates: str, indices: str, axis: int, data_dims: Sequence[int]) -> str:
+    """Flat positions in data of each update element (axis coordinate taken from indices)."""
+    upd_dims = g.static_dims(updates, "Scatter")
+    strides = np.cumprod((list(data_dims[1:]) + [1])[::-1])[::-1]
+    grid = np.indices(upd_dims)
+    base = sum(grid[d] * strides[d] for d in range(len(upd_dims)) if d != axis)
+    idx = g.Cast(indices, to=TensorProto.INT64)
+    return g.Add(g.Mul(idx, g.scalar_int(int(strides[axis]))), g.ints(base.astype(np.int64)))
+
+
+@register_gradient("Scatter", since=9, until=10, inputs=[0, 2])
+def scatter(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    # The deprecated ScatterElements of opsets 9-10, which also lack GatherElements: the update
+    # gradient reads dy at flat positions instead.
+    data, indices, updates = op.inputs
+    axis = op.attr("axis", 0) % g.rank(data)
+    d_data = g.Scatter(dy, indices, g.zeros_like(updates), axis=axis)
+    positions = _scatter_positions(g, updates, indices, axis, g.static_dims(data, "Scatter"))
+    return [d_data, None, g.Gather(g.reshape(dy, [-1]), positions, axis=0)]
+
+
+@register_gradient("TensorScatter", inputs=[0, 1])
+def tensor_scatter(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    cache, update, write = op.inputs[0], op.inputs[1], op.input(2)
+    mode, axis = op.attr("mode", "linear"), op.attr("axis", -2)
+    dims = g.static_dims(update, "TensorScatter")
+    r = len(dims)
+    a = axis % r
+    d_cache = g.TensorScatter(dy, g.zeros_like(update), write, mode=mode, axis=axis)
+    steps = g.ints(np.arange(dims[a]).reshape([dims[a] if d == a else 1 for d in range(r)]))
+    if write is not None:
+        steps = g.Add(g.reshape(write, [-1] + [1] * (r - 1)), steps)
+    if mode == "circular":
+        length = g.dims_of(cache)[a]
+        if not isinstance(length, int):
+            raise GradientArgumentError(f"the gradient of circular TensorScatter needs the static length of {cache!r}")
+        steps = g.Mod(steps, g.ints([length]))
+    positions = g.Expand(steps, g.ints(dims))
+    return [d_cache, g.GatherElements(dy, positions, axis=a), None]

@@ -8,8 +8,10 @@ derivative (integer/bool/string results, piecewise-constant results, random samp
 that depend only on shapes).
 """
 
-from ..api import MARKER_DOMAIN, MARKER_OP
+from __future__ import annotations
+
 from ..registry import no_gradient, not_supported
+from ..stopgrad import MARKER_DOMAIN, MARKER_OP
 
 no_gradient(MARKER_OP, MARKER_DOMAIN, reason="stop-gradient marker inserted by onnxgrad.stop_gradient")
 

@@ -39,8 +39,9 @@ def _count(g: Emitter, x: str, axes: Sequence[int]) -> str:
     """Number of elements of ``x`` each reduction over ``axes`` sees, as a scalar of x's dtype."""
     shape = g.shape(x)
     dims = [shape[a] for a in axes] if shape is not None else [None]
-    if all(isinstance(d, int) for d in dims):
-        return g.const(float(np.prod(dims)), like=x)
+    sizes = [d for d in dims if isinstance(d, int)]
+    if len(sizes) == len(dims):
+        return g.const(float(np.prod(sizes)), like=x)
     return g.cast_like(g.reduce("ReduceProd", g.dims(x, axes), [0], keepdims=False), x)
 
 
@@ -55,14 +56,23 @@ def _norm_axes(g: Emitter, x: str, first: int) -> List[int]:
 
 
 # ---------------------------------------------------------------------------- BatchNormalization
-@register_gradient("BatchNormalization", inputs=(0, 1, 2, 3, 4))
-def batch_normalization(g, op, dy, d_running_mean=None, d_running_var=None, *unused_training_outputs):
-    # Before opset 14 the extra outputs are the deprecated training statistics, which runtimes do
-    # not compute in inference; only Y is differentiated there.
+@register_gradient("BatchNormalization", since=14, inputs=(0, 1, 2, 3, 4))
+def batch_normalization(g: Emitter, op: Op, dy: str, d_running_mean: Optional[str] = None,
+                        d_running_var: Optional[str] = None) -> List[Optional[str]]:
+    """With ``training_mode`` the batch statistics, else the running ones (see below)."""
+    if op.attr("training_mode", 0):
+        return _batch_norm_training(g, op, dy, d_running_mean, d_running_var)
+    return batch_normalization_inference(g, op, dy)
+
+
+@register_gradient("BatchNormalization", until=13, inputs=(0, 1, 2, 3, 4))
+def batch_normalization_inference(g: Emitter, op: Op, dy: str, *unused_training_outputs: Optional[str]
+                                  ) -> List[Optional[str]]:
+    """Y normalized with the running statistics. Before opset 14 the extra outputs are the
+    deprecated training statistics, which runtimes do not compute in inference; only Y is
+    differentiated there."""
     x, scale, bias, mean, var = op.inputs[:5]
     eps = op.attr("epsilon", 1e-5)
-    if g.opset >= 14 and op.attr("training_mode", 0):
-        return _batch_norm_training(g, op, dy, d_running_mean, d_running_var)
     if op.has_attr("spatial") and op.attr("spatial") == 0:
         raise GradientArgumentError("BatchNormalization with spatial=0 (opset 7-8) is not supported")
     axes = [0] + list(range(2, g.rank(x)))
@@ -79,7 +89,8 @@ def batch_normalization(g, op, dy, d_running_mean=None, d_running_var=None, *unu
     return [d_x, d_scale, d_bias, d_mean, d_var]
 
 
-def _batch_norm_training(g: Emitter, op: Op, dy: str, d_rm: Optional[str], d_rv: Optional[str]):
+def _batch_norm_training(g: Emitter, op: Op, dy: str, d_rm: Optional[str], d_rv: Optional[str]
+                         ) -> List[Optional[str]]:
     """Y normalizes with the batch statistics; running_* = input * momentum + batch * (1 - momentum)."""
     x, scale = op.inputs[0], op.inputs[1]
     axes = [0] + list(range(2, g.rank(x)))
@@ -91,10 +102,10 @@ def _batch_norm_training(g: Emitter, op: Op, dy: str, d_rm: Optional[str], d_rv:
     d_mean = d_var = None
     # the batch mean moves by dx / n, the batch (biased) variance by 2 (x - mean) dx / n
     through_stats = []
-    if not g.is_zero(d_rm):
+    if g.carries(d_rm):
         through_stats.append(_per_channel(g, d_rm, x))
         d_mean = g.Mul(d_rm, g.const(momentum, like=d_rm))
-    if not g.is_zero(d_rv):
+    if g.carries(d_rv):
         through_stats.append(g.Mul(g.Mul(_per_channel(g, d_rv, x), g.const(2.0, like=x)), xc))
         d_var = g.Mul(d_rv, g.const(momentum, like=d_rv))
     if through_stats:
@@ -105,7 +116,7 @@ def _batch_norm_training(g: Emitter, op: Op, dy: str, d_rm: Optional[str], d_rv:
 
 # ---------------------------------------------------------------------------- Instance / Layer / Group
 @register_gradient("InstanceNormalization")
-def instance_normalization(g, op, dy):
+def instance_normalization(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     x, scale, _ = op.inputs
     axes = _norm_axes(g, x, 2)
     _, inv, xhat = _standardize(g, x, axes, op.attr("epsilon", 1e-5))
@@ -116,7 +127,8 @@ def instance_normalization(g, op, dy):
 
 
 @register_gradient("LayerNormalization")
-def layer_normalization(g, op, dy, d_mean=None, d_inv_std=None):
+def layer_normalization(g: Emitter, op: Op, dy: str, d_mean: Optional[str] = None,
+                        d_inv_std: Optional[str] = None) -> List[Optional[str]]:
     x, scale = op.inputs[0], op.inputs[1]
     bias = op.input(2)
     axes = _norm_axes(g, x, op.attr("axis", -1))
@@ -124,9 +136,9 @@ def layer_normalization(g, op, dy, d_mean=None, d_inv_std=None):
     d_x = _standardized_grad(g, g.Mul(dy, scale), xhat, inv, axes)
     # Mean moves by dx / n, InvStdDev by -inv^3 (x - mean) dx / n; both may be stashed in float32
     through_stats = []
-    if not g.is_zero(d_mean):
+    if g.carries(d_mean):
         through_stats.append(g.cast_like(d_mean, x))
-    if not g.is_zero(d_inv_std):
+    if g.carries(d_inv_std):
         through_stats.append(g.Neg(g.Mul(g.cast_like(d_inv_std, x), g.Mul(g.Mul(inv, inv), xhat))))
     if through_stats:
         d_x = g.Add(d_x, g.Div(g.Sum(*through_stats), _count(g, x, axes)))
@@ -135,32 +147,42 @@ def layer_normalization(g, op, dy, d_mean=None, d_inv_std=None):
     return [d_x, d_scale, d_bias]
 
 
-@register_gradient("GroupNormalization")
-def group_normalization(g, op, dy):
-    """Statistics per (sample, group of C/G channels); scale and bias per group before opset 21,
-    per channel from 21."""
+def _group_stats(g: Emitter, op: Op) -> Tuple[List[int], str, str]:
+    """Statistics per (sample, group of C/G channels): the grouped shape, 1 / std and x-hat, grouped."""
+    grouped = [0, op.attr("num_groups"), -1]
+    _, inv, xhat_g = _standardize(g, g.reshape(op.inputs[0], grouped), [2], op.attr("epsilon", 1e-5))
+    return grouped, inv, xhat_g
+
+
+@register_gradient("GroupNormalization", since=21)
+def group_normalization(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    """Scale and bias per channel."""
     x, scale, bias = op.inputs
-    groups = op.attr("num_groups")
-    grouped = [0, groups, -1]
-    xg = g.reshape(x, grouped)
-    _, inv, xhat_g = _standardize(g, xg, [2], op.attr("epsilon", 1e-5))
-    if g.opset >= 21:
-        xhat = g.reshape(xhat_g, g.shape_of(x))
-        d_xhat_g = g.reshape(g.Mul(dy, _per_channel(g, scale, x)), grouped)
-        not_channel = [0] + list(range(2, g.rank(x)))
-        d_scale = g.reduce_sum(g.Mul(dy, xhat), not_channel, keepdims=False)
-        d_bias = g.reduce_sum(dy, not_channel, keepdims=False)
-    else:
-        dy_g = g.reshape(dy, grouped)
-        d_xhat_g = g.Mul(dy_g, g.reshape(scale, [1, -1, 1]))
-        d_scale = g.reduce_sum(g.Mul(dy_g, xhat_g), [0, 2], keepdims=False)
-        d_bias = g.reduce_sum(dy_g, [0, 2], keepdims=False)
+    grouped, inv, xhat_g = _group_stats(g, op)
+    xhat = g.reshape(xhat_g, g.shape_of(x))
+    d_xhat_g = g.reshape(g.Mul(dy, _per_channel(g, scale, x)), grouped)
+    not_channel = [0] + list(range(2, g.rank(x)))
+    d_scale = g.reduce_sum(g.Mul(dy, xhat), not_channel, keepdims=False)
+    d_bias = g.reduce_sum(dy, not_channel, keepdims=False)
+    d_x = g.reshape(_standardized_grad(g, d_xhat_g, xhat_g, inv, [2]), g.shape_of(x))
+    return [d_x, d_scale, d_bias]
+
+
+@register_gradient("GroupNormalization", until=20)
+def group_normalization_18(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    """Scale and bias per group (the deprecated GroupNormalization-18)."""
+    x, scale, bias = op.inputs
+    grouped, inv, xhat_g = _group_stats(g, op)
+    dy_g = g.reshape(dy, grouped)
+    d_xhat_g = g.Mul(dy_g, g.reshape(scale, [1, -1, 1]))
+    d_scale = g.reduce_sum(g.Mul(dy_g, xhat_g), [0, 2], keepdims=False)
+    d_bias = g.reduce_sum(dy_g, [0, 2], keepdims=False)
     d_x = g.reshape(_standardized_grad(g, d_xhat_g, xhat_g, inv, [2]), g.shape_of(x))
     return [d_x, d_scale, d_bias]
 
 
 @register_gradient("RMSNormalization")
-def rms_normalization(g, op, dy):
+def rms_normalization(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     """y = x * r * scale with r = 1/sqrt(mean(x^2) + eps) over the axes from ``axis`` on."""
     x, scale = op.inputs
     axes = _norm_axes(g, x, op.attr("axis", -1))
@@ -172,7 +194,7 @@ def rms_normalization(g, op, dy):
 
 
 @register_gradient("MeanVarianceNormalization")
-def mean_variance_normalization(g, op, dy):
+def mean_variance_normalization(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     """y = (x - mean) / (std + 1e-9), std the biased standard deviation over ``axes``."""
     x = op.inputs[0]
     rank = g.rank(x)
@@ -187,10 +209,10 @@ def mean_variance_normalization(g, op, dy):
 
 
 @register_gradient("LpNormalization")
-def lp_normalization(g, op, dy):
+def lp_normalization(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     """y = x / |x|_p along ``axis``; dx = (dy - d|x|_p/dx * sum(dy * y)) / |x|_p."""
     x = op.inputs[0]
-    y = op.output()
+    y = op.outputs[0]
     axes = [op.attr("axis", -1) % g.rank(x)]
     p = op.attr("p", 2)
     if p == 2:
@@ -213,13 +235,12 @@ def _channel_window_sum(g: Emitter, t: str, rank: int, before: int, after: int) 
     pads = [0] * (2 * rank)
     pads[1], pads[rank + 1] = before, after
     padded = g.pad(t, pads)
-    big = np.iinfo(np.int64).max
-    parts = [g.slice(padded, [k], [k - width if k < width else big], [1]) for k in range(width + 1)]
+    parts = [g.slice(padded, [k], [k - width if k < width else None], [1]) for k in range(width + 1)]
     return g.Sum(*parts)
 
 
 @register_gradient("LRN")
-def lrn(g, op, dy):
+def lrn(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     """y = x * d^-beta, d = bias + alpha/size * (window sum of x^2 across channels)."""
     x = op.inputs[0]
     rank = g.rank(x)

@@ -14,33 +14,31 @@ exact only for slices without zeros). ReduceL2 at an all-zero slice gives x / 0 
 uses Sign(0) = 0.
 """
 
-from typing import List, Optional
+from typing import Callable, List, Optional
 
+import numpy as np
+
+from ..emitter import Emitter, Op
 from ..registry import register_gradient
+
+#: ``fn(g, r, x, y_kept, dy_kept) -> dx``: a reduction's gradient in the keepdims form
+ReductionRule = Callable[[Emitter, "_Reduced", str, str, str], str]
 
 
 class _Reduced:
     """The reduced axes of one ReduceXxx node, static when known."""
 
-    def __init__(self, g, op):
-        self.g, self.x = g, op.input(0)
+    def __init__(self, g: Emitter, op: Op) -> None:
+        self.g, self.x = g, op.inputs[0]
         self.keepdims = bool(op.attr("keepdims", 1))
         self.noop = int(op.attr("noop_with_empty_axes", 0))
-        self.dynamic: Optional[str] = None  # the axes input when its value is only known at run time
-        axes: Optional[List[int]]  # None = every axis
-        if op.opset >= (13 if op.op_type == "ReduceSum" else 18):
-            name = op.input(1)
-            value = g.constant_value(name)
-            if name is not None and value is None:
-                self.dynamic, axes = name, None
-            elif value is None or value.size == 0:
-                axes = [] if self.noop else None
-            else:
-                axes = [int(a) for a in value.reshape(-1)]
-        else:
-            axes = op.attr("axes")
+        # the axes input when its value is only known at run time
+        self.dynamic: Optional[str] = op.arg_input("axes") if op.is_dynamic("axes") else None
         self.axes: Optional[List[int]] = None
         if self.dynamic is None:
+            axes = op.axes()
+            if not axes:  # absent or empty: every axis, or none with noop_with_empty_axes
+                axes = [] if self.noop else None
             rank = g.rank(self.x)
             self.axes = sorted(a % rank for a in (range(rank) if axes is None else axes))
 
@@ -48,28 +46,29 @@ class _Reduced:
         """A y-shaped tensor with the reduced axes restored as size 1 (keepdims form)."""
         if self.keepdims:
             return t
-        if self.dynamic is None:
+        if self.axes is not None:
             return self.g.unsqueeze(t, self.axes)
         return self.g.Reshape(t, self.g.Shape(self.sum(self.x)))
 
     def reduce(self, op_type: str, t: str) -> str:
         """``op_type`` over the same axes, keepdims=1."""
-        if self.dynamic is None:
+        if self.axes is not None:
             return self.g.reduce(op_type, t, self.axes, keepdims=True)
-        return self.g.op(op_type, t, self.dynamic, keepdims=1, noop_with_empty_axes=self.noop)
+        return self.g.emit(op_type, t, self.dynamic, keepdims=1, noop_with_empty_axes=self.noop)
 
     def sum(self, t: str) -> str:
+        """ReduceSum over the same axes, keepdims=1."""
         return self.reduce("ReduceSum", t)
 
     def count(self) -> str:
         """How many elements each output element reduces, as a scalar of x's dtype."""
         g = self.g
         s = g.shape(self.x)
-        if self.dynamic is None and s is not None and all(isinstance(s[a], int) for a in self.axes):
-            n = 1
-            for a in self.axes:
-                n *= s[a]
-            return g.const(n, like=self.x)
+        if self.axes is not None and s is not None:
+            reduced = [s[a] for a in self.axes]
+            sizes = [d for d in reduced if isinstance(d, int)]
+            if len(sizes) == len(reduced):
+                return g.const(int(np.prod(sizes)), like=self.x)
         return g.cast_like(g.Div(g.Size(self.x), g.Size(self.sum(self.x))), self.x)
 
     def expand(self, t: str) -> str:
@@ -79,14 +78,14 @@ class _Reduced:
         return self.g.Expand(t, self.g.shape_of(self.x))
 
 
-def reduction(op_type: str):
+def reduction(op_type: str) -> Callable[[ReductionRule], ReductionRule]:
     """Register ``fn(g, r, x, y_kept, dy_kept) -> dx`` as the rule of ``op_type``."""
 
-    def decorate(fn):
+    def decorate(fn: ReductionRule) -> ReductionRule:
         @register_gradient(op_type)
-        def rule(g, op, dy):
+        def rule(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
             r = _Reduced(g, op)
-            return [fn(g, r, op.input(0), r.keep(op.output()), r.keep(dy)), None]
+            return [fn(g, r, op.inputs[0], r.keep(op.outputs[0]), r.keep(dy)), None]
 
         return fn
 
@@ -94,16 +93,16 @@ def reduction(op_type: str):
 
 
 @reduction("ReduceSum")
-def reduce_sum(g, r, x, y, dy):
+def reduce_sum(g: Emitter, r: _Reduced, x: str, y: str, dy: str) -> str:
     return r.expand(dy)
 
 
 @reduction("ReduceMean")
-def reduce_mean(g, r, x, y, dy):
+def reduce_mean(g: Emitter, r: _Reduced, x: str, y: str, dy: str) -> str:
     return r.expand(g.Div(dy, r.count()))
 
 
-def _extremum(g, r, x, y, dy):
+def _extremum(g: Emitter, r: _Reduced, x: str, y: str, dy: str) -> str:
     # ties share the gradient equally
     mask = g.cast_like(g.Equal(x, y), x)
     return g.Mul(g.Div(dy, r.sum(mask)), mask)
@@ -114,7 +113,7 @@ reduction("ReduceMin")(_extremum)
 
 
 @reduction("ReduceProd")
-def reduce_prod(g, r, x, y, dy):
+def reduce_prod(g: Emitter, r: _Reduced, x: str, y: str, dy: str) -> str:
     # d(prod)/dx_i = product of the others = p / x_i when no zero; p = product of the nonzeros.
     # It is nonzero only where the zeros of the slice other than x_i number zero, i.e. where
     # (zeros in the slice) == (1 if x_i is zero else 0).
@@ -128,25 +127,25 @@ def reduce_prod(g, r, x, y, dy):
 
 
 @reduction("ReduceSumSquare")
-def reduce_sum_square(g, r, x, y, dy):
+def reduce_sum_square(g: Emitter, r: _Reduced, x: str, y: str, dy: str) -> str:
     return g.Mul(dy, g.Mul(g.const(2, like=x), x))
 
 
 @reduction("ReduceL1")
-def reduce_l1(g, r, x, y, dy):
+def reduce_l1(g: Emitter, r: _Reduced, x: str, y: str, dy: str) -> str:
     return g.Mul(dy, g.Sign(x))
 
 
 @reduction("ReduceL2")
-def reduce_l2(g, r, x, y, dy):
+def reduce_l2(g: Emitter, r: _Reduced, x: str, y: str, dy: str) -> str:
     return g.Mul(dy, g.Div(x, y))
 
 
 @reduction("ReduceLogSum")
-def reduce_log_sum(g, r, x, y, dy):
+def reduce_log_sum(g: Emitter, r: _Reduced, x: str, y: str, dy: str) -> str:
     return r.expand(g.Div(dy, g.Exp(y)))
 
 
 @reduction("ReduceLogSumExp")
-def reduce_log_sum_exp(g, r, x, y, dy):
+def reduce_log_sum_exp(g: Emitter, r: _Reduced, x: str, y: str, dy: str) -> str:
     return g.Mul(dy, g.Exp(g.Sub(x, y)))

@@ -7,31 +7,31 @@ so a symbolic batch dimension never blocks a gradient. Integer inputs (shapes, a
 repeats) get no gradient.
 """
 
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
 from ..registry import register_gradient
 
-INT64_MAX = np.iinfo(np.int64).max
 
-
-def _shape_vector(g, parts: Sequence[Union[int, str]]) -> str:
+def _shape_vector(g: Emitter, parts: Sequence[Union[int, str]]) -> str:
     """A 1-D int64 shape from ints and 1-element int64 tensors."""
     if all(isinstance(p, (int, np.integer)) for p in parts):
         return g.ints([int(p) for p in parts])
     return g.Concat(*(g.ints([p]) if isinstance(p, (int, np.integer)) else p for p in parts), axis=0)
 
 
-def _static_dim(g, x: str, axis: int) -> Optional[int]:
+def _static_dim(g: Emitter, x: str, axis: int) -> Optional[int]:
     s = g.shape(x)
-    return s[axis] if s is not None and -len(s) <= axis < len(s) and isinstance(s[axis], int) else None
+    d = s[axis] if s is not None and -len(s) <= axis < len(s) else None
+    return d if isinstance(d, int) else None
 
 
 # ---------------------------------------------------------------- reshapes: y has x's elements in order
-def _reshape_back(g, op, dy):
-    return [g.reshape_like(dy, op.input(0)), None]
+def _reshape_back(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    return [g.reshape_like(dy, op.inputs[0]), None]
 
 
 for _op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze"):
@@ -39,31 +39,31 @@ for _op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze"):
 
 
 @register_gradient("Transpose")
-def transpose(g, op, dy):
-    perm = op.attr("perm") or list(reversed(range(g.rank(op.input(0)))))
+def transpose(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    perm = op.attr("perm") or list(reversed(range(g.rank(op.inputs[0]))))
     return [g.transpose(dy, list(np.argsort(perm)))]
 
 
 @register_gradient("Expand", broadcast=True)
-def expand(g, op, dy):
+def expand(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     return [dy, None]
 
 
 # ---------------------------------------------------------------- concatenation and splitting
 @register_gradient("Concat")
-def concat(g, op, dy):
+def concat(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     xs = op.inputs
     if len(xs) == 1:
         return [dy]
     # any known rank normalizes the axis; without one, Shape/Gather/Slice take it negative too
-    rank = next((len(s) for s in map(g.shape, xs + [op.output()]) if s is not None), None)
+    rank = next((len(s) for s in map(g.shape, xs + [op.outputs[0]]) if s is not None), None)
     axis = op.attr("axis") % rank if rank is not None else op.attr("axis")
     sizes = [_static_dim(g, x, axis) for x in xs]
-    if all(s is not None for s in sizes):
-        return g.split(dy, sizes, axis)
-    if g.opset < 10:
-        raise GradientArgumentError("the gradient of Concat along a symbolic dimension needs opset 10 or newer")
-    grads, start = [], g.ints([0])
+    static = [s for s in sizes if s is not None]
+    if len(static) == len(sizes):
+        return [*g.split(dy, static, axis)]
+    grads: List[Optional[str]] = []
+    start = g.ints([0])
     for x in xs:
         end = g.Add(start, g.dims(x, [axis]))
         grads.append(g.Slice(dy, start, end, g.ints([axis])))
@@ -72,33 +72,22 @@ def concat(g, op, dy):
 
 
 @register_gradient("Split")
-def split(g, op, *dys):
+def split(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]:
     # outputs nobody used arrive as zeros from the engine
     return [g.Concat(*dys, axis=op.attr("axis", 0)), None]
 
 
 # ---------------------------------------------------------------- Slice: zero-fill what was dropped
-def _slice_params(g, op):
-    """(starts, ends, axes, steps) as int lists, or None when any is known only at run time."""
-    if op.opset < 10:
-        starts, ends = op.attr("starts"), op.attr("ends")
-        return starts, ends, op.attr("axes", list(range(len(starts)))), [1] * len(starts)
-    values = [g.constant_value(op.input(i)) for i in range(1, 5)]
-    if any(op.input(i) is not None and v is None for i, v in zip(range(1, 5), values)):
-        return None
-    starts, ends, axes, steps = ([int(v) for v in val.reshape(-1)] if val is not None else None for val in values)
-    return starts, ends, axes or list(range(len(starts))), steps or [1] * len(starts)
-
-
 @register_gradient("Slice")
-def slice_(g, op, dy):
-    x = op.input(0)
+def slice_(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    x = op.inputs[0]
     rank = g.rank(x)
-    params = _slice_params(g, op)
+    params = op.slice_params()
     if params is not None:
         starts, ends, axes, steps = params
-        dims = [_static_dim(g, x, a % rank) for a in axes]
-        if all(st == 1 for st in steps) and all(d is not None for d in dims):
+        maybe = [_static_dim(g, x, a % rank) for a in axes]
+        dims = [d for d in maybe if d is not None]
+        if all(st == 1 for st in steps) and len(dims) == len(maybe):
             pads = [0] * (2 * rank)
             for a, s, e, d in zip(axes, starts, ends, dims):
                 lo, hi, _ = slice(s, e).indices(d)
@@ -108,7 +97,7 @@ def slice_(g, op, dy):
     static = g.static_shape(x)
     size = g.ints([int(np.prod(static))]) if static is not None else g.Reshape(g.Size(x), g.ints([1]))
     flat_dy = g.reshape(dy, [-1])
-    if g.opset >= 11:
+    if g.can_emit("Range"):  # positions computed at run time serve any parameters and shapes
         positions = g.Reshape(g.Range(g.scalar_int(0), g.Size(x), g.scalar_int(1)), g.shape_of(x))
         picked = g.Slice(positions, *op.inputs[1:])
     elif params is not None and static is not None:
@@ -118,14 +107,14 @@ def slice_(g, op, dy):
             index[a % rank] = slice(s, e, st)
         picked = g.ints(np.arange(int(np.prod(static))).reshape(static)[tuple(index)].reshape(-1))
     else:
-        raise GradientArgumentError("the gradient of Slice with run-time parameters or shapes needs opset 11 or newer")
+        raise GradientArgumentError("the gradient of Slice with run-time parameters or shapes needs opset 11 (Range)")
     flat = g.scatter_elements_add(size, g.reshape(picked, [-1]), flat_dy, axis=0, unique=True)
     return [g.reshape(flat, g.shape_of(x))] + [None] * 4
 
 
 # ---------------------------------------------------------------- Tile: sum the copies
 @register_gradient("Tile")
-def tile(g, op, dy):
+def tile(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     x, repeats = op.inputs[0], op.inputs[1]
     rank = g.rank(x)
     reps = g.constant_value(repeats)
@@ -142,42 +131,42 @@ def tile(g, op, dy):
 
 
 # ---------------------------------------------------------------- Pad
-def _pad_params(g, op):
+def _pad_params(g: Emitter, op: Op) -> Tuple[str, Optional[List[int]], Optional[str]]:
     """(mode, pads as [begin..., end...] over every axis or None when dynamic, constant value input)."""
-    x = op.input(0)
+    x = op.inputs[0]
     rank = g.rank(x)
     mode = op.attr("mode", "constant")
-    if op.opset < 11:
-        return mode, list(op.attr("pads")), None
-    pads = g.constant_value(op.input(1))
+    value = op.arg_input("value")  # a tensor (from opset 11) has a gradient, an attribute not
     axes_name = op.input(3)
     axes = g.constant_value(axes_name) if axes_name else np.arange(rank)
-    if pads is None or axes is None:
-        return mode, None, op.input(2)
+    if op.is_dynamic("pads") or axes is None:
+        return mode, None, value
+    pads = op.ints("pads") or []  # a required argument
     full = [0] * (2 * rank)
     k = len(axes)
     for i, a in enumerate(int(a) % rank for a in axes):
         full[a], full[rank + a] = int(pads[i]), int(pads[k + i])
-    return mode, full, op.input(2)
+    return mode, full, value
 
 
-def _unpad_constant(g, dy, pads: List[int], rank: int) -> str:
+def _unpad_constant(g: Emitter, dy: str, pads: List[int], rank: int) -> str:
     """Crop what Pad added, zero-fill what negative pads cropped away."""
     axes = [a for a in range(rank) if pads[a] > 0 or pads[rank + a] > 0]
     if axes:
         dy = g.slice(dy, [max(pads[a], 0) for a in axes],
-                     [-pads[rank + a] if pads[rank + a] > 0 else INT64_MAX for a in axes], axes)
+                     [-pads[rank + a] if pads[rank + a] > 0 else None for a in axes], axes)
     restore = [max(-p, 0) for p in pads]
     return g.pad(dy, restore) if any(restore) else dy
 
 
-def _unpad_dynamic(g, op, dy) -> str:
+def _unpad_dynamic(g: Emitter, op: Op, dy: str) -> str:
     """Constant mode with pads known only at run time (opset 11+)."""
-    x, pads, axes = op.input(0), op.input(1), op.input(3)
+    x, pads, axes = op.inputs[0], op.input(1), op.input(3)
     rank = g.rank(x)
-    if axes is not None and g.constant_value(axes) is None:
+    axes_value = g.constant_value(axes)
+    if axes is not None and axes_value is None:
         raise GradientArgumentError("the gradient of Pad needs its axes input to be a constant")
-    axes_list = [int(a) % rank for a in g.constant_value(axes)] if axes is not None else list(range(rank))
+    axes_list = [int(a) % rank for a in axes_value] if axes_value is not None else list(range(rank))
     k = len(axes_list)
     zero = g.const(0, like=pads)
     added = g.Where(g.Less(pads, zero), zero, pads)
@@ -189,7 +178,7 @@ def _unpad_dynamic(g, op, dy) -> str:
     return g.Pad(kept, cropped)
 
 
-def _border_grads(g, dy, axis: int, rank: int, b: int, e: int, n: int, mode: str) -> List[str]:
+def _border_grads(g: Emitter, dy: str, axis: int, rank: int, b: int, e: int, n: int, mode: str) -> List[str]:
     """Contributions of the two padded borders of ``axis`` to the gradient of x (length n)."""
 
     def place(t: str, before: int, after: int) -> str:
@@ -226,8 +215,8 @@ def _border_grads(g, dy, axis: int, rank: int, b: int, e: int, n: int, mode: str
 
 
 @register_gradient("Pad")
-def pad(g, op, dy):
-    x = op.input(0)
+def pad(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    x = op.inputs[0]
     rank = g.rank(x)
     mode, pads, value = _pad_params(g, op)
     if pads is None:
@@ -259,13 +248,13 @@ def pad(g, op, dy):
 
 # ---------------------------------------------------------------- block rearrangements
 @register_gradient("SpaceToDepth")
-def space_to_depth(g, op, dy):
-    return [g.DepthToSpace(dy, blocksize=op.attr("blocksize"), mode="DCR" if g.opset >= 11 else None)]
+def space_to_depth(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    return [g.DepthToSpace(dy, blocksize=op.attr("blocksize"), mode="DCR")]
 
 
 @register_gradient("DepthToSpace")
-def depth_to_space(g, op, dy):
-    x, b = op.input(0), op.attr("blocksize")
+def depth_to_space(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    x, b = op.inputs[0], op.attr("blocksize")
     moved = g.SpaceToDepth(dy, blocksize=b)  # the inverse of DCR: channels ordered (b1, b2, c)
     if op.attr("mode", "DCR") == "DCR":
         return [moved]

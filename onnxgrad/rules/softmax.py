@@ -7,37 +7,51 @@ Softmax, LogSoftmax and Hardmax changed meaning at opset 13: before it the input
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
 from ..emitter import Emitter, Op
 from ..registry import register_gradient
 
+#: reads the axes a Softmax-family node normalizes over
+AxesReader = Callable[[Emitter, Op], List[int]]
+Rule = Callable[[Emitter, Op, str], List[Optional[str]]]
 
-def _softmax_axes(g: Emitter, op: Op) -> List[int]:
-    x = op.inputs[0]
-    rank = g.rank(x)
-    if g.opset >= 13:
-        return [op.attr("axis", -1) % rank]
+
+def _axis_alone(g: Emitter, op: Op) -> List[int]:
+    """The normalized axes from opset 13: ``axis`` alone (default -1)."""
+    return [op.attr("axis", -1) % g.rank(op.inputs[0])]
+
+
+def _axis_onwards(g: Emitter, op: Op) -> List[int]:
+    """The normalized axes before opset 13: every axis from ``axis`` on (default 1)."""
+    rank = g.rank(op.inputs[0])
     return list(range(op.attr("axis", 1) % rank, rank))
 
 
-@register_gradient("Softmax")
-def softmax(g, op, dy):
-    y = op.output()
-    axes = _softmax_axes(g, op)
-    return [g.Mul(y, g.Sub(dy, g.reduce_sum(g.Mul(dy, y), axes)))]
+def _softmax(axes_of: AxesReader) -> Rule:
+    def rule(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+        y = op.outputs[0]
+        return [g.Mul(y, g.Sub(dy, g.reduce_sum(g.Mul(dy, y), axes_of(g, op))))]
+
+    return rule
 
 
-@register_gradient("LogSoftmax")
-def log_softmax(g, op, dy):
-    axes = _softmax_axes(g, op)
-    return [g.Sub(dy, g.Mul(g.Exp(op.output()), g.reduce_sum(dy, axes)))]
+def _log_softmax(axes_of: AxesReader) -> Rule:
+    def rule(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+        return [g.Sub(dy, g.Mul(g.Exp(op.outputs[0]), g.reduce_sum(dy, axes_of(g, op))))]
+
+    return rule
+
+
+for _since, _until, _axes in ((1, 12, _axis_onwards), (13, None, _axis_alone)):
+    register_gradient("Softmax", since=_since, until=_until)(_softmax(_axes))
+    register_gradient("LogSoftmax", since=_since, until=_until)(_log_softmax(_axes))
 
 
 @register_gradient("Hardmax")
-def hardmax(g, op, dy):
+def hardmax(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     # Piecewise constant: the derivative is zero wherever it exists.
     return [g.zeros_like(op.inputs[0])]
 
@@ -63,7 +77,8 @@ def _class_mask(g: Emitter, op: Op, labels: str, like: str) -> str:
     return g.Cast(hit, to=g.dtype(like))
 
 
-def _nll_grads(g: Emitter, op: Op, log_prob: str, labels: str, weights: Optional[str], dloss: str):
+def _nll_grads(g: Emitter, op: Op, log_prob: str, labels: str, weights: Optional[str], dloss: str
+               ) -> Tuple[str, Optional[str]]:
     """Gradients of the negative log-likelihood loss w.r.t. ``log_prob`` and ``weights``.
 
     With W_i the weight of sample i's label (1 without weights, 0 when ignored) the loss is
@@ -76,7 +91,7 @@ def _nll_grads(g: Emitter, op: Op, log_prob: str, labels: str, weights: Optional
     mask = _class_mask(g, op, labels, scores)
     weighted = mask if weights is None else g.Mul(mask, g.reshape(weights, [1, -1] + [1] * (rank - 2)))
     reduction = op.attr("reduction", "mean")
-    loss = op.output(0)
+    loss = op.outputs[0]
     # per-sample coefficient of d loss / d (-W_i * log_prob[i, label_i]), shaped (N, 1, d...)
     if reduction == "none":
         coef = g.unsqueeze(dloss, [1])
@@ -96,27 +111,18 @@ def _nll_grads(g: Emitter, op: Op, log_prob: str, labels: str, weights: Optional
     return d_log_prob, d_weights
 
 
-def _log_softmax_classes(g: Emitter, scores: str) -> str:
-    """LogSoftmax over axis 1 alone (before opset 13 LogSoftmax would flatten the trailing axes)."""
-    rank = g.rank(scores)
-    if g.opset >= 13 or rank == 2:
-        return g.LogSoftmax(scores, axis=1)
-    to_last = [0] + list(range(2, rank)) + [1]
-    back = [0, rank - 1] + list(range(1, rank - 1))
-    return g.transpose(g.LogSoftmax(g.transpose(scores, to_last), axis=rank - 1), back)
-
-
 @register_gradient("NegativeLogLikelihoodLoss", inputs=(0, 2))
-def nll_loss(g, op, dloss):
+def nll_loss(g: Emitter, op: Op, dloss: str) -> List[Optional[str]]:
     log_prob, labels = op.inputs[0], op.inputs[1]
     d_log_prob, d_weights = _nll_grads(g, op, log_prob, labels, op.input(2), dloss)
     return [d_log_prob, None, d_weights]
 
 
 @register_gradient("SoftmaxCrossEntropyLoss", inputs=(0, 2))
-def softmax_cross_entropy_loss(g, op, dloss, d_log_prob_out=None):
+def softmax_cross_entropy_loss(g: Emitter, op: Op, dloss: str, d_log_prob_out: Optional[str] = None
+                               ) -> List[Optional[str]]:
     scores, labels = op.inputs[0], op.inputs[1]
-    log_prob = op.output(1) or _log_softmax_classes(g, scores)
+    log_prob = op.output(1) or g.log_softmax(scores, axis=1)
     d_log_prob, d_weights = _nll_grads(g, op, log_prob, labels, op.input(2), dloss)
     if d_log_prob_out is not None:
         d_log_prob = g.Add(d_log_prob, d_log_prob_out)

@@ -1,152 +1,17 @@
-"""Dropout, Einsum, Attention and RotaryEmbedding."""
+"""Attention (scaled dot-product, with heads, masks, caches) and RotaryEmbedding."""
 
 from __future__ import annotations
 
-import string
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
-from ..registry import register_gradient
+from ..optable import END
+from ..registry import not_supported, register_gradient
 
 
-# ---------------------------------------------------------------------------- Dropout
-@register_gradient("Dropout", inputs=(0,))
-def dropout(g, op, dy, d_mask=None):
-    """Identity in inference; dy * mask / (1 - ratio) in training mode (opset 12+)."""
-    x = op.inputs[0]
-    training = op.input(2)
-    # Before opset 12 runtimes run Dropout as inference (the ratio attribute is never applied).
-    if g.opset < 12 or training is None:
-        return [dy, None, None]
-    flag = g.constant_value(training)
-    if flag is not None and not bool(flag):
-        return [dy, None, None]
-    mask = op.output(1)
-    if mask is None:
-        raise GradientArgumentError(
-            f"Dropout node '{op.name or op.outputs[0]}' may run in training mode (training_mode input "
-            f"{training!r}) but has no mask output, and its gradient needs the mask that the forward pass "
-            "drew. Give the node a second output (the mask), e.g. node.output.append('dropout_mask'), "
-            "or feed training_mode as a constant false."
-        )
-    ratio = op.input(1)
-    keep = g.const(0.5, like=x) if ratio is None else g.Sub(g.const(1.0, like=x), g.cast_like(ratio, x))
-    scale = g.Reciprocal(keep)
-    if flag is None:
-        # training_mode is only known at run time; in inference the mask is all true and y = x
-        scale = g.Where(training, scale, g.const(1.0, like=x))
-    return [g.Mul(g.Mul(dy, g.Cast(mask, to=g.dtype(x))), scale), None, None]
-
-
-# ---------------------------------------------------------------------------- Einsum
-Term = List[Tuple[str, int]]  # (letter, axis of the operand) per subscript position
-
-
-def _parse_einsum(g: Emitter, op: Op) -> Tuple[List[Term], str, List[str], List[List[int]], List[str]]:
-    """The equation with every ellipsis spelled out as letters, and broadcast dims removed.
-
-    Returns (terms, output letters, operand tensors to use, squeezed axes per operand, spare
-    letters). An operand dim of size 1 that broadcasts against a larger one in an ellipsis does
-    not depend on its letter; that dim is squeezed away and its letter dropped from the term.
-    """
-    equation = op.attr("equation").replace(" ", "")
-    lhs, arrow, rhs = equation.partition("->")
-    spare = [c for c in string.ascii_letters if c not in equation]
-    raw_terms = lhs.split(",")
-    ranks = [g.rank(x) for x in op.inputs]
-    n_ell = max([r - len(t.replace("...", "")) for t, r in zip(raw_terms, ranks) if "..." in t] or [0])
-    ell = spare[:n_ell]
-    spare = spare[n_ell:]
-
-    terms: List[Term] = []
-    for t, r in zip(raw_terms, ranks):
-        before, has_ell, after = t.partition("...")
-        own = r - len(before) - len(after) if has_ell else 0
-        letters = list(before) + ell[n_ell - own:] + list(after)
-        terms.append([(c, axis) for axis, c in enumerate(letters)])
-
-    if arrow:
-        out = rhs.replace("...", "".join(ell))
-    else:
-        counts: Dict[str, int] = {}
-        for t in raw_terms:
-            for c in t.replace("...", ""):
-                counts[c] = counts.get(c, 0) + 1
-        out = ("".join(ell) if "..." in lhs else "") + "".join(sorted(c for c, k in counts.items() if k == 1))
-
-    shapes = [g.shape(x) or () for x in op.inputs]  # ranks are known: g.rank checked them
-    sizes: Dict[str, set] = {}
-    for shape, term in zip(shapes, terms):
-        for c, axis in term:
-            sizes.setdefault(c, set()).add(shape[axis])
-    operands, squeezed = [], []
-    for x, shape, term in zip(op.inputs, shapes, terms):
-        varying = [axis for c, axis in term if c in ell and len(sizes[c]) > 1]
-        if any(not isinstance(shape[axis], int) for axis in varying):
-            raise GradientArgumentError(
-                f"Einsum node '{op.name or op.outputs[0]}': an ellipsis dim of {x!r} is symbolic and may "
-                "broadcast; give the model's inputs static shapes in the ellipsis dims"
-            )
-        drop = [axis for axis in varying if shape[axis] == 1]
-        term[:] = [(c, axis) for c, axis in term if axis not in drop]
-        operands.append(g.squeeze(x, drop))
-        squeezed.append(drop)
-    return terms, out, operands, squeezed, spare
-
-
-@register_gradient("Einsum")
-def einsum(g, op, dy):
-    """d x_k = einsum(dy, the other operands -> x_k's subscripts).
-
-    Letters of x_k found neither in the output nor in another operand were summed over x_k alone:
-    a ones operand over them broadcasts the gradient back. A letter repeated in x_k (a diagonal)
-    gets a fresh letter at each repeat, tied to the first by an identity matrix operand, so the
-    gradient lands on the diagonal only.
-    """
-    terms, out, operands, squeezed, spare = _parse_einsum(g, op)
-    grads: List[Optional[str]] = []
-    for k, x in enumerate(op.inputs):
-        if not g.is_float(x):
-            grads.append(None)
-            continue
-        others = [(operands[j], terms[j]) for j in range(len(terms)) if j != k]
-        available = set(out).union(*({c for c, _ in t} for _, t in others))
-        inputs: List[Tuple[str, str]] = [(dy, out)] + [(t_x, "".join(c for c, _ in t)) for t_x, t in others]
-        seen: Dict[str, int] = {}
-        target = ""
-        fresh = iter(spare)
-        for c, axis in terms[k]:
-            if c not in seen:
-                seen[c] = axis
-                target += c
-                continue
-            twin = next(fresh)
-            target += twin
-            inputs.append((_eye(g, x, axis), c + twin))
-        summed_alone = [c for c in seen if c not in available]
-        if summed_alone:
-            ones = g.constant_of_shape(g.dims(x, [seen[c] for c in summed_alone]), 1.0, like=x)
-            inputs.append((ones, "".join(summed_alone)))
-        equation = ",".join(t for _, t in inputs) + "->" + target
-        grad = g.Einsum(*(t_x for t_x, _ in inputs), equation=equation)
-        grads.append(g.unsqueeze(grad, squeezed[k]))
-    return grads
-
-
-def _eye(g: Emitter, x: str, axis: int) -> str:
-    """Identity matrix of x's dim ``axis``, in x's dtype."""
-    shape = g.shape(x)
-    n = shape[axis] if shape is not None else None
-    if isinstance(n, int):
-        return g.const(np.eye(n), like=x)
-    d = g.dims(x, [axis])
-    return g.EyeLike(g.constant_of_shape(g.Concat(d, d, axis=0), 0.0, like=x))
-
-
-# ---------------------------------------------------------------------------- Attention
 def _heads_first(g: Emitter, t: str, heads: int) -> str:
     """(B, L, heads * d) -> (B, heads, L, d); 4-D tensors pass unchanged."""
     if g.rank(t) == 4:
@@ -225,10 +90,11 @@ def _check_mask_length(g: Emitter, op: Op, mask: str) -> None:
     if past:
         lengths.append((g.shape(past) or (None,) * 3)[2])
     mask_length = (g.shape(mask) or (None,))[-1]
-    if all(isinstance(n, int) for n in lengths + [mask_length]) and mask_length not in (1, sum(lengths)):
+    known = [n for n in lengths if isinstance(n, int)]
+    if len(known) == len(lengths) and isinstance(mask_length, int) and mask_length not in (1, sum(known)):
         raise GradientArgumentError(
             f"Attention node '{op.name or op.outputs[0]}': attn_mask covers {mask_length} of the "
-            f"{sum(lengths)} keys; masks shorter than the total sequence are not supported")
+            f"{sum(known)} keys; masks shorter than the total sequence are not supported")
 
 
 def _repeat_heads(g: Emitter, t: str, groups: int) -> str:
@@ -249,7 +115,8 @@ def _sum_head_groups(g: Emitter, d_rep: str, like: str, groups: int) -> str:
 
 
 @register_gradient("Attention", since=23, inputs=(0, 1, 2, 3, 4, 5))
-def attention(g, op, dy, d_present_key=None, d_present_value=None, d_qk=None):
+def attention(g: Emitter, op: Op, dy: str, d_present_key: Optional[str] = None,
+              d_present_value: Optional[str] = None, d_qk: Optional[str] = None) -> List[Optional[str]]:
     """Scaled dot-product attention, recomputed in (B, heads, L, d) form:
 
         S0 = scale * q k^T,  S1 = softcap * tanh(S0 / softcap),  S2 = S1 + bias,
@@ -300,8 +167,8 @@ def attention(g, op, dy, d_present_key=None, d_present_value=None, d_qk=None):
         p = g.Where(blind, zero, g.Softmax(s2, axis=-1))
 
     mode = op.attr("qk_matmul_output_mode", 0)
-    d_at = {stage: None for stage in range(4)}
-    if not g.is_zero(d_qk):
+    d_at: Dict[int, Optional[str]] = {stage: None for stage in range(4)}
+    if g.carries(d_qk):
         d_at[mode] = d_qk
     dy4 = _heads_first(g, dy, q_heads)
     d_v_rep = g.MatMul(g.transpose(p, [0, 1, 3, 2]), dy4)
@@ -328,13 +195,13 @@ def attention(g, op, dy, d_present_key=None, d_present_value=None, d_qk=None):
             (1, d_k_rep, k_total, d_present_key, k, past_key),
             (2, d_v_rep, v_total, d_present_value, v, past_value)):
         d_total = _sum_head_groups(g, d_rep, total, groups)
-        if not g.is_zero(live_present):
+        if g.carries(live_present):
             d_total = g.Add(d_total, live_present)
         if past:
             split = g.dims(past, [2])
-            big = g.ints([np.iinfo(np.int64).max])
+            end = g.ints([END])
             grads[slot + 3] = g.Slice(d_total, g.ints([0]), split, g.ints([2]))
-            d_total = g.Slice(d_total, split, big, g.ints([2]))
+            d_total = g.Slice(d_total, split, end, g.ints([2]))
         grads[slot] = _heads_back(g, d_total, cur)
     return grads + [None] * (len(op.inputs) - 6)
 
@@ -353,7 +220,7 @@ def _sum_to_mask(g: Emitter, d_scores: str, mask: str) -> str:
 
 # ---------------------------------------------------------------------------- RotaryEmbedding
 @register_gradient("RotaryEmbedding", since=23, inputs=(0, 1, 2))
-def rotary_embedding(g, op, dy):
+def rotary_embedding(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     """Each pair (x1, x2) is rotated by its position's angle: (x1 cos - x2 sin, x1 sin + x2 cos).
 
     The input gradient rotates dy back (the transpose of a rotation is the rotation by minus the
@@ -372,8 +239,8 @@ def rotary_embedding(g, op, dy):
     d_cos = g.reduce_sum(g.Add(g.Mul(dy1, x1), g.Mul(dy2, x2)), [2], keepdims=False)
     d_sin = g.reduce_sum(g.Sub(g.Mul(dy2, x1), g.Mul(dy1, x2)), [2], keepdims=False)
     if positions:
-        rows = g.unsqueeze(positions, [2])
-        g.set_info(rows, g.dtype(positions), tuple(g.shape(positions) or (None, None)) + (1,))
+        # position_ids is [batch, sequence]: one 1-tuple of row indices per position
+        rows = g.reshape(positions, [0, 0, 1]) if g.shape(positions) is None else g.unsqueeze(positions, [2])
         d_cos = g.scatter_nd_add(g.shape_of(cos), rows, d_cos)
         d_sin = g.scatter_nd_add(g.shape_of(sin), rows, d_sin)
     return [d_x, d_cos, d_sin, None]
@@ -397,3 +264,5 @@ def _rotary_halves(g: Emitter, op: Op, t: str) -> Tuple[str, str]:
     if op.attr("interleaved", 0):
         return g.slice(bshd, [0], [rot], [3], [2]), g.slice(bshd, [1], [rot], [3], [2])
     return g.slice(bshd, [0], [rot // 2], [3]), g.slice(bshd, [rot // 2], [rot], [3])
+
+

@@ -1,0 +1,103 @@
+"""Sampling: GridSample, RoiAlign, AffineGrid, Col2Im.
+
+Several ops here are linear in their data input but defined by intricate index arithmetic
+(GridSample's padding modes and align_corners, RoiAlign's sampling grid). Their adjoint is
+written with the op itself: applied to an identity basis, the op returns its own weight matrix W,
+and the gradient is W^T dy. That is exact for every mode the op supports, at the cost of memory
+proportional to (input positions) x (output positions) per image.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from ..emitter import Emitter, Op
+from ..errors import GradientArgumentError
+from ..registry import not_supported, register_gradient
+
+
+def _basis(g: Emitter, x: str, batch: str, n_positions: int, spatial: Sequence[int]) -> str:
+    """Identity images: channel q of every batch entry is 1 at spatial position q, 0 elsewhere."""
+    eye = g.EyeLike(g.constant_of_shape(g.ints([n_positions, n_positions]), 0.0, like=x))
+    eye = g.reshape(eye, [1, n_positions, *spatial])
+    return g.Expand(eye, g.Concat(batch, g.ints([n_positions, *spatial]), axis=0))
+
+
+
+
+@register_gradient("GridSample", since=16, inputs=[0])
+def grid_sample(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    # Linear in X for a fixed grid. The grid's own gradient is not computed (the schema tags it
+    # non-differentiable; it is piecewise smooth for bilinear/bicubic modes).
+    x, grid = op.inputs[0], op.input(1)
+    shape = g.static_dims(x, "GridSample")
+    y_shape = g.static_dims(dy, "GridSample")
+    q, p = int(np.prod(shape[2:])), int(np.prod(y_shape[2:]))
+    basis = _basis(g, x, g.dims(x, [0]), q, shape[2:])
+    weights = g.reshape(g.GridSample(basis, grid, **{k: op.attr(k) for k in ("align_corners", "mode", "padding_mode")}),
+                        [0, q, p])
+    dx = g.MatMul(g.reshape(dy, [0, shape[1], p]), g.Transpose(weights, perm=[0, 2, 1]))
+    return [g.reshape(dx, list(shape)), None]
+
+
+@register_gradient("RoiAlign", since=10, inputs=[0])
+def roi_align(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    # mode "avg" is linear in X; each roi's weights come from RoiAlign on one identity image,
+    # then roi contributions are summed into their batch entries with a one-hot matrix.
+    if op.attr("mode", "avg") != "avg":
+        raise GradientArgumentError("the gradient of RoiAlign is implemented for mode='avg' only")
+    x, rois, batch_indices = op.inputs[:3]
+    shape = g.static_dims(x, "RoiAlign")
+    y_shape = g.static_dims(dy, "RoiAlign")
+    n, c = shape[0], shape[1]
+    q, p = int(np.prod(shape[2:])), int(np.prod(y_shape[2:]))
+    basis = _basis(g, x, g.ints([1]), q, shape[2:])
+    attrs = {k: op.attr(k) for k in ("coordinate_transformation_mode", "output_height", "output_width",
+                                     "sampling_ratio", "spatial_scale")}
+    weights = g.reshape(g.RoiAlign(basis, rois, g.Mul(batch_indices, g.const(0, like=batch_indices)), **attrs),
+                        [0, q, p])
+    per_roi = g.MatMul(g.reshape(dy, [0, c, p]), g.Transpose(weights, perm=[0, 2, 1]))  # (R, C, Q)
+    owner = g.cast_like(g.Equal(g.unsqueeze(batch_indices, [0]), g.const(np.arange(n).reshape(n, 1),
+                                                                           like=batch_indices)), x)  # (N, R)
+    dx = g.MatMul(owner, g.reshape(per_roi, [-1, c * q]))
+    return [g.reshape(dx, list(shape)), None, None]
+
+
+@register_gradient("AffineGrid", inputs=[0])
+def affine_grid(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    # grid[n, p, :] = theta[n] @ [coords_p, 1]: dtheta = dy^T [coords, 1], with the coordinates
+    # from AffineGrid itself applied to the identity transform (they do not depend on theta).
+    theta, size = op.inputs[0], op.input(1)
+    nd = g.dims_of(theta)[1]
+    if not isinstance(nd, int):
+        raise GradientArgumentError(f"the gradient of AffineGrid needs the static shape of {theta!r}")
+    identity = g.const(np.eye(nd, nd + 1)[None], like=theta)
+    one_size = g.Concat(g.ints([1]), g.Slice(size, g.ints([1]), g.ints([nd + 2])), axis=0)
+    coords = g.reshape(g.AffineGrid(identity, one_size, align_corners=op.attr("align_corners", 0)), [1, -1, nd])
+    flat = g.reshape(dy, [0, -1, nd])  # (N, P, nd)
+    d_linear = g.MatMul(g.Transpose(flat, perm=[0, 2, 1]), coords)
+    d_shift = g.Transpose(g.reduce_sum(flat, [1], keepdims=True), perm=[0, 2, 1])
+    return [g.Concat(d_linear, d_shift, axis=2), None]
+
+
+@register_gradient("Col2Im", inputs=[0])
+def col2im(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    # Col2Im sums blocks into an image; its adjoint extracts the blocks again (im2col), which is a
+    # grouped Conv whose kernels pick one block offset each.
+    x = op.inputs[0]
+    block = [int(b) for b in op.constant_input(2, "block_shape")]
+    k = int(np.prod(block))
+    c = g.static_dims(x, "Col2Im")[1] // k
+    kernels = np.tile(np.eye(k).reshape(k, 1, *block), (c, 1) + (1,) * len(block))
+    nd = len(block)
+    cols = g.Conv(dy, g.const(kernels, like=x), group=c, kernel_shape=block,
+                  dilations=op.attr("dilations", [1] * nd), pads=op.attr("pads", [0] * 2 * nd),
+                  strides=op.attr("strides", [1] * nd))
+    return [g.reshape(cols, [0, c * k, -1]), None, None]
+
+
+
+
+not_supported("DeformConv", "no rule yet (the offset and mask gradients need bilinear sampling derivatives)")

@@ -1,0 +1,84 @@
+"""Spectral transforms: DFT and STFT, whose adjoints are the (inverse) transforms themselves."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from ..emitter import Emitter, Op
+from ..errors import GradientArgumentError
+from ..registry import register_gradient
+
+
+def _dft_adjoint(g: Emitter, dy: str, a: int, r: int, n: int, inverse: int, onesided: int, real: bool,
+                 like: str) -> str:
+    """Adjoint of a length-n DFT along axis ``a`` (of rank-r tensors whose last dim is re/im).
+
+    The DFT matrix F is complex-linear; the adjoint of x -> F x is F^H = n * IDFT (and of the
+    inverse transform, DFT / n). A onesided output dropped rows of F (zero-pad dy back to n) and a
+    real input keeps the real part.
+    """
+    if onesided:
+        dy = g.pad(dy, [0] * r + [n - (n // 2 + 1) if d == a else 0 for d in range(r)])
+    back = g.DFT(dy, axis=a, inverse=1 - inverse)
+    back = g.Mul(back, g.const(1.0 / n if inverse else float(n), like=like))
+    return g.slice(back, [0], [1], [r - 1]) if real else back
+
+
+@register_gradient("DFT", since=17, inputs=[0])
+def dft(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    x = op.inputs[0]
+    shape = g.static_dims(x, "DFT")
+    r = len(shape)
+    if op.is_dynamic("axis"):
+        raise GradientArgumentError("the gradient of DFT needs its axis input to be a constant")
+    a = int(op.arg("axis").reshape(-1)[0]) % r  # type: ignore[union-attr]
+    inverse, onesided = op.attr("inverse", 0), op.attr("onesided", 0)
+    if inverse and onesided:
+        return [_irfft_adjoint(g, op, dy, x, shape, a), None, None]
+    n = int(np.asarray(op.constant_input(1, "dft_length")).reshape(-1)[0]) if op.input(1) else shape[a]
+    back = _dft_adjoint(g, dy, a, r, n, inverse, onesided, shape[-1] == 1, like=x)
+    length = shape[a]  # undo dft_length's zero-padding or truncation of x
+    if n > length:
+        back = g.slice(back, [0], [length], [a])
+    elif n < length:
+        back = g.pad(back, [0] * r + [length - n if d == a else 0 for d in range(r)])
+    return [back, None, None]
+
+
+def _irfft_adjoint(g: Emitter, op: Op, dy: str, x: str, shape: Sequence[int], a: int) -> str:
+    # y = Re(IDFT(X extended by conjugate symmetry)). The adjoint of Re(IDFT) is DFT(dy) / n; the
+    # extension copies bin j (conjugated) to n - j, so bins 1..n-m receive their mirror's share:
+    # twice the onesided DFT of the real dy.
+    r, m = len(shape), shape[a]
+    n = int(np.asarray(op.constant_input(1, "dft_length")).reshape(-1)[0]) if op.input(1) else 2 * (m - 1)
+    if n // 2 + 1 != m:
+        raise GradientArgumentError(f"the gradient of the inverse onesided DFT needs {n // 2 + 1} input bins, not {m}")
+    half = g.DFT(dy, axis=a, onesided=1)
+    weights = np.where((np.arange(m) >= 1) & (np.arange(m) <= n - m), 2.0, 1.0) / n
+    return g.Mul(half, g.const(weights.reshape([m] + [1] * (r - 1 - a)), like=x))
+
+
+@register_gradient("STFT", since=17, inputs=[0, 2])
+def stft(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
+    # y[b, f] = DFT(signal[b, f*step : f*step + n] * window): frames are gathered, windowed and
+    # transformed; the adjoint transforms back, and overlap-adds the frames into the signal.
+    signal, window = op.inputs[0], op.input(2)
+    batch, length, parts = g.static_dims(signal, "STFT")
+    step = int(np.asarray(op.constant_input(1, "frame_step")).reshape(-1)[0])
+    if window is not None:
+        n = g.static_dims(window, "STFT")[0]
+    else:
+        n = int(np.asarray(op.constant_input(3, "frame_length")).reshape(-1)[0])
+    count = (length - n) // step + 1
+    positions = np.add.outer(np.arange(count) * step, np.arange(n))  # (frames, n)
+    frames = g.Gather(signal, g.ints(positions), axis=1)  # (B, F, n, parts)
+    d_windowed = _dft_adjoint(g, dy, 2, 4, n, 0, op.attr("onesided", 1), parts == 1, like=signal)
+    d_window = None
+    if window is not None:
+        d_window = g.reduce_sum(g.Mul(d_windowed, frames), [0, 1, 3], keepdims=False)
+        d_windowed = g.Mul(d_windowed, g.reshape(window, [1, 1, n, 1]))
+    per_position = g.transpose(d_windowed, [1, 2, 0, 3])  # (F, n, B, parts)
+    summed = g.scatter_nd_add(g.ints([length, batch, parts]), g.ints(positions[..., None]), per_position)
+    return [g.transpose(summed, [1, 0, 2]), None, d_window, None]
