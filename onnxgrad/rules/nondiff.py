@@ -78,16 +78,12 @@ for _op, _why in _NON_DIFFERENTIABLE:
     no_gradient(_op, reason=_why)
 
 _CONTROL_FLOW = "control flow: differentiating through subgraphs is a later issue"
-_RECURRENT = "recurrent layer: a later issue (needs the control-flow machinery)"
 
 _NOT_SUPPORTED = [
     ("If", _CONTROL_FLOW),
     ("Loop", _CONTROL_FLOW),
     ("Scan", _CONTROL_FLOW),
     ("SequenceMap", _CONTROL_FLOW),
-    ("RNN", _RECURRENT),
-    ("GRU", _RECURRENT),
-    ("LSTM", _RECURRENT),
 ]
 
 for _op, _why in _NOT_SUPPORTED:
