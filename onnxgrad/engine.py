@@ -126,7 +126,7 @@ def backprop(
             return None
         if len(contributions) > 1:
             saved, g.scope = g.scope, f"{g.prefix}/{_safe(t)}_grad"
-            total = aggregate(g, contributions)
+            total = g.combiners.get(contributions[0], aggregate)(g, contributions)
             g.scope = saved
             grads[t] = [total]
         total = grads[t][0]

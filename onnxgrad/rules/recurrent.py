@@ -25,10 +25,10 @@ corresponding ONNX operator.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import AbstractSet, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from onnx import GraphProto, TensorProto, helper
+from onnx import GraphProto, TensorProto, ValueInfoProto, helper
 
 from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
@@ -71,11 +71,17 @@ def _stacked(g: Emitter, x: str, tail: List[Union[int, str]]) -> str:
     return g.Reshape(x, g.Concat(*parts, axis=0))
 
 
-def _graph(b: Emitter, name: str, inputs: Sequence[Tuple[str, int, Optional[list]]], outputs: Sequence[str]) -> GraphProto:
-    """The GraphProto of the nodes ``b`` emitted: ``inputs`` as (name, element type, shape or None)."""
-    return helper.make_graph(
-        b.nodes, name, [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
-        [helper.make_tensor_value_info(o, b.dtype(o), None) for o in outputs])
+def _graph(b: Emitter, name: str, inputs: Sequence[Tuple[str, int, Optional[list]]], outputs: Sequence[str],
+           sequences: AbstractSet[str] = frozenset()) -> GraphProto:
+    """The GraphProto of the nodes ``b`` emitted: ``inputs`` as (name, element type, shape or None);
+    the inputs and outputs named in ``sequences`` are sequences of that element type."""
+    def typed(n: str, t: int, s: Optional[list]) -> ValueInfoProto:
+        if n in sequences:
+            return helper.make_tensor_sequence_value_info(n, t, s)
+        return helper.make_tensor_value_info(n, t, s)
+
+    return helper.make_graph(b.nodes, name, [typed(n, t, s) for n, t, s in inputs],
+                             [typed(o, b.dtype(o), None) for o in outputs])
 
 
 # ---------------------------------------------------------------- activations
