@@ -459,35 +459,37 @@ def _backward(g: Emitter, d: _Direction, stored: List[str], dY: Optional[str], d
                      _stacked(g, res[-1], tail))
 
 
-# ---------------------------------------------------------------- the rules
-def _recurrent(g: Emitter, op: Op, dy: Optional[str], dy_h: Optional[str], dy_c: Optional[str]) -> List[Optional[str]]:
-    """Gradients of LSTM/GRU/RNN w.r.t. X, W, R, B, initial_h (and initial_c, P for LSTM)."""
-    kind = op.op_type
-    if g.opset < 9:
-        raise GradientArgumentError(f"the gradient of {kind} node {op.name!r} needs opset 9 or newer (Where, "
-                                    "integer comparisons in its loops)")
-    X, W, R, B, L, h0, c0, P = (op.input(i) for i in range(8))
-    assert X and W and R
-    directions = 2 if op.attr("direction", "forward") == "bidirectional" else 1
-    layout = op.attr("layout", 0)
-    r_shape = g.shape(R)
-    hidden = op.attr("hidden_size") or (r_shape[-1] if r_shape else None)
-    if not isinstance(hidden, int):
-        raise GradientArgumentError(f"{kind} node {op.name!r}: hidden_size is unknown (no attribute, R's shape unknown)")
-    G = _GATES[kind]
-    acts = _activations(op, directions)
-    clip = op.attr("clip")
+# ---------------------------------------------------------------- one node
+@dataclass
+class _TimeMajor:
+    """A recurrent node's tensors in time-major layout, and what every direction shares."""
 
-    def time_major(t: Optional[str], perm: List[int]) -> Optional[str]:
+    kind: str
+    hidden: int
+    x: str  # [T, B, I]
+    dY: Optional[str]  # [T, D, B, H]
+    d_final: List[Optional[str]]  # gradients of Y_h (and Y_c), [D, B, H] each
+    initial: List[Optional[str]]  # initial_h (and initial_c), [D, B, H] each
+    steps: str
+    batch: str
+    last: str
+    lens: Optional[str]
+    nonempty: Optional[str]  # [B, 1]: 1 where a sequence has at least one step
+    zero_state: str  # [B, H]
+
+
+def _time_major(g: Emitter, op: Op, hidden: int, dys: Sequence[Optional[str]]) -> _TimeMajor:
+    """Transpose a batch-major (layout 1) node's tensors to time-major; sizes and masks."""
+    kind = op.op_type
+    layout = op.attr("layout", 0)
+
+    def tm(t: Optional[str], perm: List[int]) -> Optional[str]:
         return g.transpose(t, perm) if t and layout else t
 
-    x = time_major(X, [1, 0, 2])
+    X = op.inputs[0]
+    x = tm(X, [1, 0, 2])
     assert x is not None
-    dY = time_major(None if g.is_zero(dy) else dy, [1, 2, 0, 3])  # [T, D, B, H]
-    dYh = time_major(None if g.is_zero(dy_h) else dy_h, [1, 0, 2])  # [D, B, H]
-    dYc = time_major(None if g.is_zero(dy_c) else dy_c, [1, 0, 2])
-    init_h, init_c = time_major(h0, [1, 0, 2]), time_major(c0, [1, 0, 2])
-
+    n_states = 2 if kind == "LSTM" else 1
     static_t = (g.shape(X) or [None, None])[1 if layout else 0]
     if isinstance(static_t, int):
         steps, last = g.scalar_int(static_t), g.scalar_int(static_t - 1)
@@ -495,59 +497,88 @@ def _recurrent(g: Emitter, op: Op, dy: Optional[str], dy_h: Optional[str], dy_c:
         steps = g.squeeze(g.Gather(g.Shape(x), g.ints([0]), axis=0), [0])
         last = g.Sub(steps, g.scalar_int(1))
     batch = g.Gather(g.Shape(x), g.ints([1]), axis=0)
-    zero_state = g.constant_of_shape(g.Concat(batch, g.ints([hidden]), axis=0), 0.0, like=X)
+    L = op.input(4)
     lens = g.Cast(L, to=TensorProto.INT64) if L else None
-    # an empty sequence outputs zero final states: nothing flows back from them
-    nonempty = g.unsqueeze(g.Cast(g.Greater(lens, g.scalar_int(0)), to=g.dtype(X)), [1]) if lens else None
+    dy = dys[0]
+    return _TimeMajor(
+        kind, hidden, x, tm(None if g.is_zero(dy) else dy, [1, 2, 0, 3]),
+        [tm(None if g.is_zero(d) else d, [1, 0, 2]) for d in dys[1:1 + n_states]],
+        [tm(op.input(5 + k), [1, 0, 2]) for k in range(n_states)], steps, batch, last, lens,
+        g.unsqueeze(g.Cast(g.Greater(lens, g.scalar_int(0)), to=g.dtype(X)), [1]) if lens else None,
+        g.constant_of_shape(g.Concat(batch, g.ints([hidden]), axis=0), 0.0, like=X))
 
-    def final_grad(dfinal: Optional[str], dd: str) -> str:
-        if dfinal is None:
-            return zero_state
-        part = g.Gather(dfinal, dd, axis=0)
-        return g.Mul(part, nonempty) if nonempty else part
 
-    per_dir: Dict[str, List[Optional[str]]] = {k: [] for k in ("dX", "dW", "dR", "dB", "dh0", "dc0", "dP")}
-    for dnum in range(directions):
-        dd = g.scalar_int(dnum)
-        Wd, Rd = g.Gather(W, dd, axis=0), g.Gather(R, dd, axis=0)
-        Bd = g.Gather(B, dd, axis=0) if B else None
-        Wb = g.slice(Bd, [0], [G * hidden], [0]) if Bd else None
-        Rb = g.slice(Bd, [G * hidden], [2 * G * hidden], [0]) if Bd else None
-        Pd = g.split(g.Gather(P, dd, axis=0), [hidden] * 3, axis=0) if P else None
-        params = _Params(hidden, acts[dnum], clip, Rd, g.Transpose(Rd, perm=[1, 0]), Rb, Pd,
-                         bool(op.attr("input_forget", 0)), bool(op.attr("linear_before_reset", 0)))
-        A = g.MatMul(x, g.Transpose(Wd, perm=[1, 0]))
-        if Wb:
-            A = g.Add(A, Wb)
-        reverse = op.attr("direction", "forward") == "reverse" or dnum == 1
-        d = _Direction(kind, params, A, g.Gather(init_h, dd, axis=0) if init_h else zero_state,
-                       (g.Gather(init_c, dd, axis=0) if init_c else zero_state) if kind == "LSTM" else None,
-                       steps, batch, last, lens, reverse)
-        stored, back_in_time = _forward(g, d)
-        d_final = [final_grad(dYh, dd)] + ([final_grad(dYc, dd)] if kind == "LSTM" else [])
-        bp = _backward(g, d, stored, g.Gather(dY, dd, axis=1) if dY else None, d_final)
-        dA = bp.dA if reverse else g.Gather(bp.dA, back_in_time, axis=0)  # forward: the stack runs last step first
-        per_dir["dX"].append(g.MatMul(dA, Wd))
+def _one_direction(g: Emitter, op: Op, s: _TimeMajor, dnum: int, acts: List[_Act]) -> Dict[str, Optional[str]]:
+    """The gradients of direction ``dnum``: dX (time-major), dW, dR, dB, dP and the initial states'."""
+    W, R, B, P = op.inputs[1], op.inputs[2], op.input(3), op.input(7)
+    G, H = _GATES[s.kind], s.hidden
+    dd = g.scalar_int(dnum)
+    Wd, Rd = g.Gather(W, dd, axis=0), g.Gather(R, dd, axis=0)
+    Bd = g.Gather(B, dd, axis=0) if B else None
+    Wb = g.slice(Bd, [0], [G * H], [0]) if Bd else None
+    Rb = g.slice(Bd, [G * H], [2 * G * H], [0]) if Bd else None
+    Pd = g.split(g.Gather(P, dd, axis=0), [H] * 3, axis=0) if P else None
+    params = _Params(H, acts, op.attr("clip"), Rd, g.Transpose(Rd, perm=[1, 0]), Rb, Pd,
+                     bool(op.attr("input_forget", 0)), bool(op.attr("linear_before_reset", 0)))
+    A = g.MatMul(s.x, g.Transpose(Wd, perm=[1, 0]))
+    if Wb:
+        A = g.Add(A, Wb)
+    reverse = op.attr("direction", "forward") == "reverse" or dnum == 1
+    h0, c0 = [g.Gather(t, dd, axis=0) if t else s.zero_state for t in s.initial] + [None] * (2 - len(s.initial))
+    d = _Direction(s.kind, params, A, h0, c0, s.steps, s.batch, s.last, s.lens, reverse)  # type: ignore[arg-type]
+
+    def final(df: Optional[str]) -> str:
+        if df is None:
+            return s.zero_state
+        part = g.Gather(df, dd, axis=0)
+        # an empty sequence outputs zero final states: nothing flows back from them
+        return g.Mul(part, s.nonempty) if s.nonempty else part
+
+    stored, back_in_time = _forward(g, d)
+    bp = _backward(g, d, stored, g.Gather(s.dY, dd, axis=1) if s.dY else None, [final(df) for df in s.d_final])
+    dA = bp.dA if reverse else g.Gather(bp.dA, back_in_time, axis=0)  # forward: the stack runs last step first
+    return {
+        "dX": g.MatMul(dA, Wd),
         # sum over steps and batch entries of dA_t^T x_t
-        per_dir["dW"].append(g.MatMul(g.Transpose(g.Flatten(dA, axis=2), perm=[1, 0]), g.Flatten(x, axis=2)))
-        per_dir["dB"].append(g.Concat(g.reduce_sum(dA, [0, 1], keepdims=False),
-                                      g.reduce_sum(bp.dHR, [0, 1], keepdims=False), axis=0))
-        per_dir["dR"].append(bp.dR)
-        per_dir["dh0"].append(bp.d_initial[0])
-        per_dir["dc0"].append(bp.d_initial[1] if kind == "LSTM" else None)
-        per_dir["dP"].append(bp.dP)
+        "dW": g.MatMul(g.Transpose(g.Flatten(dA, axis=2), perm=[1, 0]), g.Flatten(s.x, axis=2)),
+        "dR": bp.dR,
+        "dB": g.Concat(g.reduce_sum(dA, [0, 1], keepdims=False), g.reduce_sum(bp.dHR, [0, 1], keepdims=False),
+                       axis=0),
+        "dh0": bp.d_initial[0],
+        "dc0": bp.d_initial[1] if len(bp.d_initial) > 1 else None,
+        "dP": bp.dP,
+    }
 
-    def stacked(key: str) -> str:
-        parts = [g.unsqueeze(t, [0]) for t in per_dir[key] if t is not None]
+
+# ---------------------------------------------------------------- the rules
+def _recurrent(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]:
+    """Gradients of LSTM/GRU/RNN w.r.t. X, W, R, B, initial_h (and initial_c, P for LSTM)."""
+    kind = op.op_type
+    if g.opset < 9:
+        raise GradientArgumentError(f"the gradient of {kind} node {op.name!r} needs opset 9 or newer (Where, "
+                                    "integer comparisons in its loops)")
+    r_shape = g.shape(op.inputs[2])
+    hidden = op.attr("hidden_size") or (r_shape[-1] if r_shape else None)
+    if not isinstance(hidden, int):
+        raise GradientArgumentError(f"{kind} node {op.name!r}: hidden_size is unknown (no attribute, "
+                                    "R's shape unknown)")
+    directions = 2 if op.attr("direction", "forward") == "bidirectional" else 1
+    s = _time_major(g, op, hidden, dys)
+    per_dir = [_one_direction(g, op, s, dnum, acts) for dnum, acts in enumerate(_activations(op, directions))]
+
+    def stacked(key: str) -> str:  # the directions' gradients side by side, [D, ...]
+        parts = [g.unsqueeze(p[key], [0]) for p in per_dir]  # type: ignore[arg-type]
         return parts[0] if len(parts) == 1 else g.Concat(*parts, axis=0)
 
-    dX = per_dir["dX"][0] if directions == 1 else g.Add(*per_dir["dX"])  # type: ignore[arg-type]
-    grads: List[Optional[str]] = [time_major(dX, [1, 0, 2]), stacked("dW"), stacked("dR"),
-                                  stacked("dB") if B else None, None,
-                                  time_major(stacked("dh0"), [1, 0, 2]) if h0 else None]
+    def batch_major(t: str) -> str:
+        return g.transpose(t, [1, 0, 2]) if op.attr("layout", 0) else t
+
+    dX = per_dir[0]["dX"] if directions == 1 else g.Add(per_dir[0]["dX"], per_dir[1]["dX"])  # type: ignore[arg-type]
+    grads: List[Optional[str]] = [batch_major(dX), stacked("dW"), stacked("dR"), stacked("dB"), None,  # type: ignore[arg-type]
+                                  batch_major(stacked("dh0"))]
     if kind == "LSTM":
-        grads += [time_major(stacked("dc0"), [1, 0, 2]) if c0 else None, stacked("dP") if P else None]
-    return grads[:len(op.inputs)] + [None] * (len(op.inputs) - len(grads))
+        grads += [batch_major(stacked("dc0")), stacked("dP") if op.input(7) else None]
+    return [gr if op.input(i) else None for i, gr in enumerate(grads[:len(op.inputs)])]
 
 
 @register_gradient("LSTM", since=7, inputs=[0, 1, 2, 3, 5, 6, 7])
@@ -560,10 +591,10 @@ def lstm(g: Emitter, op: Op, dy: Optional[str], dy_h: Optional[str] = None,
 @register_gradient("GRU", since=7, inputs=[0, 1, 2, 3, 5])
 def gru(g: Emitter, op: Op, dy: Optional[str], dy_h: Optional[str] = None) -> List[Optional[str]]:
     """GRU: backpropagation through time (see the module docstring)."""
-    return _recurrent(g, op, dy, dy_h, None)
+    return _recurrent(g, op, dy, dy_h)
 
 
 @register_gradient("RNN", since=7, inputs=[0, 1, 2, 3, 5])
 def rnn(g: Emitter, op: Op, dy: Optional[str], dy_h: Optional[str] = None) -> List[Optional[str]]:
     """RNN: backpropagation through time (see the module docstring)."""
-    return _recurrent(g, op, dy, dy_h, None)
+    return _recurrent(g, op, dy, dy_h)
