@@ -35,8 +35,8 @@ from ..errors import GradientArgumentError
 from ..registry import register_gradient
 
 # ---------------------------------------------------------------- nested graphs
-# The two functions below are the only place that builds a subgraph; onnxgrad/subgraph.py can
-# replace them.
+# The functions of this section are the only place that builds a subgraph (sequence.py uses them
+# too); onnxgrad/subgraph.py can replace them.
 
 
 def _body_emitter(g: Emitter) -> Emitter:
