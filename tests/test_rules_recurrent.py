@@ -91,6 +91,11 @@ CASES += [
          activation_alpha=[0.3, 0.9, 0.8, 1.2], activation_beta=[0.5, 0.1, 0.7]),
     case("activations-relu-softplus", "LSTM", activations=["Sigmoid", "Softplus", "ThresholdedRelu"],
          activation_alpha=[0.05]),
+    # alpha/beta left out: onnxruntime's defaults (ThresholdedRelu's is 0, not the operator's 1)
+    case("activation-defaults", "RNN", d=2, activations=["LeakyRelu", "ThresholdedRelu"], seed=3),
+    case("activation-defaults", "GRU", activations=["HardSigmoid", "Elu"]),
+    case("activation-defaults-beta-left-out", "LSTM", activations=["Sigmoid", "Affine", "Tanh"], activation_alpha=[0.9]),
+    case("initial-h-only-with-peepholes", "LSTM", d=2, c0=False),
     case("input-forget", "LSTM", d=2, input_forget=1),
     case("input-forget-lens-clip", "LSTM", d=-1, lens=[3, 2], input_forget=1, clip=0.5),
     case("input-forget-clip", "LSTM", d=-1, input_forget=1, clip=0.5),

@@ -18,8 +18,7 @@ entry of length 0 outputs zero ``Y_h``/``Y_c``. Memory grows linearly with the n
 Semantics follow the ONNX operator specification and onnxruntime's kernels where the text leaves
 room: ``clip`` bounds each gate's full pre-activation (peephole term included), not the cell state
 LSTM's ``h`` reads; ``input_forget`` couples ``f = 1 - i``; ``activation_alpha``/``_beta`` are
-consumed in order by the activations that take them, missing ones take the defaults of the
-corresponding ONNX operator.
+consumed in order by the activations that take them, missing ones take onnxruntime's defaults.
 """
 
 from __future__ import annotations
@@ -142,12 +141,13 @@ _DERIVATIVE: Dict[str, Callable[[Emitter, str, str, _Act], str]] = {
     "softplus": lambda b, x, y, a: b.Sigmoid(x),
 }
 
-# (takes alpha, takes beta, default alpha, default beta): the defaults of the ONNX operators of
-# the same name (Affine and ScaledTanh, removed from ONNX, had 1.0)
+# (takes alpha, takes beta, default alpha, default beta). The defaults are onnxruntime's, so the
+# gradient matches the forward values it computes: the ONNX operators' for LeakyRelu, HardSigmoid
+# and Elu, 0 for the others (the ThresholdedRelu operator's default would be 1).
 _PARAMS: Dict[str, Tuple[bool, bool, float, float]] = {
     "relu": (False, False, 0.0, 0.0), "tanh": (False, False, 0.0, 0.0), "sigmoid": (False, False, 0.0, 0.0),
-    "affine": (True, True, 1.0, 0.0), "leakyrelu": (True, False, 0.01, 0.0),
-    "thresholdedrelu": (True, False, 1.0, 0.0), "scaledtanh": (True, True, 1.0, 1.0),
+    "affine": (True, True, 0.0, 0.0), "leakyrelu": (True, False, 0.01, 0.0),
+    "thresholdedrelu": (True, False, 0.0, 0.0), "scaledtanh": (True, True, 0.0, 0.0),
     "hardsigmoid": (True, True, 0.2, 0.5), "elu": (True, False, 1.0, 0.0),
     "softsign": (False, False, 0.0, 0.0), "softplus": (False, False, 0.0, 0.0),
 }
