@@ -87,6 +87,18 @@ CASES = [
         node("SplitToSequence", ["x", "split"], ["s"], axis=1),
         node("SequenceAt", ["s", "p"], ["y"])],
         {"x": rand(2, 4)}, ["y"], {"split": i64(1, 3), "p": scalar(1)}, opset=11),
+    SeqCase("split/opset11-two-used", [
+        node("SplitToSequence", ["x", "split"], ["s"], axis=1),
+        node("SequenceAt", ["s", "p0"], ["a"]), node("SequenceAt", ["s", "p1"], ["b"]),
+        node("Mul", ["a", "b"], ["y"])], {"x": rand(2, 4)}, ["y"],
+        {"split": i64(2, 2), "p0": scalar(0), "p1": scalar(-1)}, opset=11),
+    SeqCase("construct-at/opset11-three-consumers", [
+        node("SequenceConstruct", ["a", "b"], ["s"]),
+        node("SequenceAt", ["s", "p0"], ["e0"]), node("SequenceAt", ["s", "p1"], ["e1"]),
+        node("SequenceAt", ["s", "p0"], ["e2"]),
+        node("Sin", ["e0"], ["y0"]), node("Tanh", ["e1"], ["y1"]), node("Exp", ["e2"], ["y2"])],
+        {"a": rand(2, 2), "b": rand(3, seed=1)}, ["y0", "y1", "y2"], {"p0": scalar(0), "p1": scalar(1)},
+        opset=11),
     # SequenceConstruct -> ConcatFromSequence with elements of different sizes along the axis
     SeqCase("construct-concat/axis1", [
         node("SequenceConstruct", ["a", "b", "a"], ["s"]),
@@ -143,12 +155,12 @@ def test_sequence(case: SeqCase, dtype: str) -> None:
         compare_with_reference(report.gradient_model, feeds_for(report.gradient_model, feeds))
 
 
-def test_sequence_used_twice_before_opset_13_says_why() -> None:
-    """Adding two sequence gradients needs a Loop carrying a sequence: a clear error before opset 13."""
-    model, _ = SeqCase("split/opset11-two-used", [
-        node("SplitToSequence", ["x", "split"], ["s"], axis=1),
-        node("SequenceAt", ["s", "p0"], ["a"]), node("SequenceAt", ["s", "p1"], ["b"]),
-        node("Add", ["a", "b"], ["y"])], {"x": rand(2, 4)}, ["y"],
-        {"split": i64(2, 2), "p0": scalar(0), "p1": scalar(1)}, opset=11).build("float32")
+def test_sequence_of_unknown_make_before_opset_13_says_why() -> None:
+    """Zeros for the other elements of a sequence no split or construct made need a Loop carrying
+    a sequence: a clear error before opset 13."""
+    model, _ = SeqCase("insert-at/opset12", [
+        node("SequenceConstruct", ["a"], ["s"]), node("SequenceInsert", ["s", "b"], ["s2"]),
+        node("SequenceAt", ["s2", "p"], ["y"])], {"a": rand(2, 2), "b": rand(1, 2, seed=1)}, ["y"],
+        {"p": scalar(1)}, opset=12).build("float32")
     with pytest.raises(onnxgrad.GradientArgumentError, match="opset 13"):
-        onnxgrad.gradients(model, "y", "x")
+        onnxgrad.gradients(model, "y", ["a", "b"])

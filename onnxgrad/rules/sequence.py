@@ -6,11 +6,12 @@ optional holds nothing to differentiate.
 
 A sequence's gradient is a sequence of the same length holding each element's gradient. The
 engine adds tensors up with Sum; the sequence gradients these rules emit are registered in
-``g.combiners`` with :func:`add_sequences`, an element-wise sum (a Loop, opset 13 or newer), for
-the engine to use when several consumers of one sequence (typically ``SequenceAt`` at several
-positions) send gradients. ``SequenceAt`` sends zeros at every other position: sequences split
-from a tensor (``SplitToSequence``, the dynamo exporter's ``split``/``chunk``) or built by
-``SequenceConstruct`` get their zeros the same way, any other sequence through a Loop.
+``g.combiners`` with :func:`add_sequences`, for the engine to use when several consumers of one
+sequence (typically ``SequenceAt`` at several positions) send gradients. ``SequenceAt`` sends zeros
+at every other position. Sequences split from a tensor (``SplitToSequence``: the dynamo
+exporter's ``split``/``chunk``) have their gradients added as one tensor and get their zeros
+from one; sequences built by ``SequenceConstruct`` element by element; any other sequence needs
+a Loop carrying a sequence (opset 13 or newer).
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ def optional_get_element(g: Emitter, op: Op, dy: Optional[str]) -> List[Optional
 
 
 # ---------------------------------------------------------------- sequence gradients
-def _sequence_grad(g: Emitter, name: str) -> str:
-    """Mark ``name`` as a sequence-valued gradient: the engine adds such gradients with add_sequences."""
-    g.combiners[name] = add_sequences
+def _sequence_grad(g: Emitter, name: str, seq: str) -> str:
+    """Mark ``name`` as a gradient of sequence ``seq``: the engine adds such gradients with add_sequences."""
+    g.combiners[name] = lambda g, parts: add_sequences(g, parts, seq)
     return name
 
 
@@ -59,14 +60,41 @@ def _position(g: Emitter, position: Optional[str], length: str, default_end: boo
     return g.Where(g.Less(p, g.scalar_int(0)), g.Add(p, length), p)
 
 
+def _built_by(g: Emitter, seq: str) -> Optional[Op]:
+    """The SplitToSequence or SequenceConstruct node of the forward graph that made ``seq``, if one did."""
+    p = g.index.producer.get(seq)
+    if p is None or g.index.nodes[p].op_type not in ("SplitToSequence", "SequenceConstruct"):
+        return None
+    return Op(g.index.nodes[p], p, g.opset)
+
+
+def _joined(g: Emitter, split: Op, seq: str) -> str:
+    """The elements of ``seq`` (shaped like the outputs of ``split``) joined back into one tensor."""
+    dropped = split.input(1) is None and split.attr("keepdims", 1) == 0
+    return g.ConcatFromSequence(seq, axis=split.attr("axis", 0), new_axis=1 if dropped else None)
+
+
+def _split_like(g: Emitter, split: Op, x: str) -> str:
+    """``x`` (shaped like the input of ``split``) split into a sequence as ``split`` does."""
+    return g.op("SplitToSequence", x, split.input(1), axis=split.attr("axis"),  # type: ignore[return-value]
+                keepdims=split.attr("keepdims"))
+
+
 def _need_sequence_loops(g: Emitter, what: str) -> None:
     if g.opset < 13:
         raise GradientArgumentError(f"{what} needs a Loop carrying a sequence, which needs opset 13 or newer")
 
 
-def add_sequences(g: Emitter, parts: List[str]) -> str:
-    """Element-wise sum of equally long sequences: a Loop over the positions."""
-    _need_sequence_loops(g, "adding the gradients of a sequence used more than once")
+def add_sequences(g: Emitter, parts: List[str], seq: str) -> str:
+    """Element-wise sum of gradients of sequence ``seq``: as one tensor when ``seq`` was split from
+    one, element by element when SequenceConstruct built it, else in a Loop over the positions."""
+    src = _built_by(g, seq)
+    if src is not None and src.op_type == "SplitToSequence":
+        return _sequence_grad(g, _split_like(g, src, g.Sum(*[_joined(g, src, p) for p in parts])), seq)
+    if src is not None:
+        return _sequence_grad(g, g.SequenceConstruct(*[
+            g.Sum(*[g.SequenceAt(p, g.scalar_int(j)) for p in parts]) for j in range(len(src.inputs))]), seq)
+    _need_sequence_loops(g, f"adding the gradients of sequence {seq!r}, used more than once,")
     b = _body_emitter(g)
     i = _body_input(b, "position", TensorProto.INT64, [])
     cond = _body_input(b, "cond", TensorProto.BOOL, [])
@@ -77,7 +105,7 @@ def add_sequences(g: Emitter, parts: List[str]) -> str:
                   sequences={acc, grown})
     out = g.op("Loop", _length(g, parts[0]), g.const(True, dtype=TensorProto.BOOL), _empty(g, parts[0]), body=body)
     g.set_info(out, g.dtype(parts[0]))  # type: ignore[arg-type]
-    return _sequence_grad(g, out)  # type: ignore[arg-type]
+    return _sequence_grad(g, out, seq)  # type: ignore[arg-type]
 
 
 def _empty(g: Emitter, like: str) -> str:
@@ -88,14 +116,11 @@ def _empty(g: Emitter, like: str) -> str:
 
 def _zeros_like_sequence(g: Emitter, seq: str) -> str:
     """A sequence of zeros shaped like ``seq``'s elements."""
-    p = g.index.producer.get(seq)
-    node = g.index.nodes[p] if p is not None else None
-    if node is not None and node.op_type == "SplitToSequence":
-        src = Op(node, p, g.opset)  # type: ignore[arg-type]
-        return g.op("SplitToSequence", g.zeros_like(src.inputs[0]), src.input(1),  # type: ignore[return-value]
-                    axis=src.attr("axis"), keepdims=src.attr("keepdims"))
-    if node is not None and node.op_type == "SequenceConstruct":
-        return g.SequenceConstruct(*[g.zeros_like(t) for t in node.input])
+    src = _built_by(g, seq)
+    if src is not None and src.op_type == "SplitToSequence":
+        return _split_like(g, src, g.zeros_like(src.inputs[0]))
+    if src is not None:
+        return g.SequenceConstruct(*[g.zeros_like(t) for t in src.inputs])
     _need_sequence_loops(g, f"the gradient of an element of sequence {seq!r} (zeros for the others)")
     b = _body_emitter(g)
     i = _body_input(b, "position", TensorProto.INT64, [])
@@ -119,7 +144,7 @@ def sequence_at(g: Emitter, op: Op, dy: Optional[str]) -> List[Optional[str]]:
     # dy goes in before the zero it replaces: inserting at the end (a position equal to the
     # length) is what onnx.reference gets wrong (it inserts at the front)
     with_dy = g.SequenceInsert(_zeros_like_sequence(g, seq), dy, p)
-    return [_sequence_grad(g, g.SequenceErase(with_dy, g.Add(p, g.scalar_int(1)))), None]
+    return [_sequence_grad(g, g.SequenceErase(with_dy, g.Add(p, g.scalar_int(1))), seq), None]
 
 
 @register_gradient("SequenceConstruct", since=11)
@@ -131,8 +156,9 @@ def sequence_construct(g: Emitter, op: Op, dS: Optional[str]) -> List[Optional[s
 @register_gradient("SequenceInsert", since=11, inputs=[0, 1])
 def sequence_insert(g: Emitter, op: Op, dS: Optional[str]) -> List[Optional[str]]:
     """S' = S with t inserted at p (default: the end): dt = dS'[p], dS = dS' without position p."""
-    p = _position(g, op.input(2), _length(g, op.inputs[0]), default_end=True)
-    return [_sequence_grad(g, g.SequenceErase(dS, p)), g.SequenceAt(dS, p), None]
+    seq = op.inputs[0]
+    p = _position(g, op.input(2), _length(g, seq), default_end=True)
+    return [_sequence_grad(g, g.SequenceErase(dS, p), seq), g.SequenceAt(dS, p), None]
 
 
 @register_gradient("SequenceErase", since=11, inputs=[0])
@@ -143,16 +169,15 @@ def sequence_erase(g: Emitter, op: Op, dS: Optional[str]) -> List[Optional[str]]
     zeros = g.zeros_like(g.SequenceAt(seq, p))
     # a zero appended first keeps the insertion off the end (see sequence_at), then goes again
     padded = g.SequenceInsert(g.SequenceInsert(dS, zeros), zeros, p)
-    return [_sequence_grad(g, g.SequenceErase(padded, g.scalar_int(-1))), None]
+    return [_sequence_grad(g, g.SequenceErase(padded, g.scalar_int(-1)), seq), None]
 
 
 @register_gradient("SplitToSequence", since=11, inputs=[0])
 def split_to_sequence(g: Emitter, op: Op, dS: Optional[str]) -> List[Optional[str]]:
     """S = split(x) along axis: dx = the elements of dS concatenated along it (stacked when
     keepdims=0 dropped the axis)."""
-    axis = op.attr("axis", 0)
-    dropped = op.input(1) is None and op.attr("keepdims", 1) == 0
-    return [g.ConcatFromSequence(dS, axis=axis, new_axis=1 if dropped else None), None]
+    assert dS is not None  # the engine calls a rule only with a gradient for its (single) output
+    return [_joined(g, op, dS), None]
 
 
 @register_gradient("ConcatFromSequence", since=11)
@@ -161,8 +186,8 @@ def concat_from_sequence(g: Emitter, op: Op, dy: Optional[str]) -> List[Optional
     seq = op.inputs[0]
     axis = op.attr("axis")
     if op.attr("new_axis", 0):
-        return [_sequence_grad(g, g.SplitToSequence(dy, axis=axis, keepdims=0))]
-    return [_sequence_grad(g, g.SplitToSequence(dy, _sizes_along(g, seq, axis), axis=axis))]
+        return [_sequence_grad(g, g.SplitToSequence(dy, axis=axis, keepdims=0), seq)]
+    return [_sequence_grad(g, g.SplitToSequence(dy, _sizes_along(g, seq, axis), axis=axis), seq)]
 
 
 def _sizes_along(g: Emitter, seq: str, axis: int) -> str:
