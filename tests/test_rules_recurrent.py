@@ -16,7 +16,7 @@ from rulecheck import Case, check_case, params, rand
 
 import onnxgrad.checking
 
-T, B, I, H = 3, 2, 3, 2
+T, B, IN, H = 3, 2, 3, 2  # steps, batch, input size, hidden size
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 DIRECTION = {1: "forward", 2: "bidirectional", -1: "reverse"}
 # onnx.reference evaluates the forward op without these attributes and inputs
@@ -26,9 +26,9 @@ IGNORED_BY_REFERENCE = ("activations", "clip", "input_forget")
 def inputs(op: str, d: int, layout: int, lens: Optional[List[int]], bias: bool, h0: bool, c0: bool, peep: bool,
            seed: int) -> list:
     g = GATES[op]
-    x = rand(B, T, I, seed=seed) if layout else rand(T, B, I, seed=seed)
+    x = rand(B, T, IN, seed=seed) if layout else rand(T, B, IN, seed=seed)
     state = (B, d, H) if layout else (d, B, H)
-    ins: List[Any] = [("X", x), ("W", rand(d, g * H, I, seed=seed + 1)), ("R", rand(d, g * H, H, seed=seed + 2)),
+    ins: List[Any] = [("X", x), ("W", rand(d, g * H, IN, seed=seed + 1)), ("R", rand(d, g * H, H, seed=seed + 2)),
                       ("B", rand(d, 2 * g * H, seed=seed + 3) if bias else None),
                       ("L", None if lens is None else np.array(lens, np.int32)),
                       ("h0", rand(*state, seed=seed + 4) if h0 else None)]
@@ -40,7 +40,8 @@ def inputs(op: str, d: int, layout: int, lens: Optional[List[int]], bias: bool, 
     return ins
 
 
-def case(id: str, op: str, d: int = 1, layout: int = 0, lens: Optional[List[int]] = None, outs: Optional[List[int]] = None,
+def case(id: str, op: str, d: int = 1, layout: int = 0, lens: Optional[List[int]] = None,
+         outs: Optional[List[int]] = None,
          opset: int = 22, bias: bool = True, h0: bool = True, c0: bool = True, peep: bool = True, seed: int = 0,
          dtypes=("float32",), symbolic_dims=(), **attrs: Any) -> Case:
     """One recurrent node with hidden size 2 over 3 steps of a batch of 2."""
@@ -94,7 +95,8 @@ CASES += [
     # alpha/beta left out: onnxruntime's defaults (ThresholdedRelu's is 0, not the operator's 1)
     case("activation-defaults", "RNN", d=2, activations=["LeakyRelu", "ThresholdedRelu"], seed=3),
     case("activation-defaults", "GRU", activations=["HardSigmoid", "Elu"]),
-    case("activation-defaults-beta-left-out", "LSTM", activations=["Sigmoid", "Affine", "Tanh"], activation_alpha=[0.9]),
+    case("activation-defaults-beta-left-out", "LSTM", activations=["Sigmoid", "Affine", "Tanh"],
+         activation_alpha=[0.9]),
     case("initial-h-only-with-peepholes", "LSTM", d=2, c0=False),
     case("input-forget", "LSTM", d=2, input_forget=1),
     case("input-forget-lens-clip", "LSTM", d=-1, lens=[3, 2], input_forget=1, clip=0.5),
@@ -127,6 +129,10 @@ CASES_REFERENCE += [case("linear-before-reset", "GRU", d=2, linear_before_reset=
                     case("layout1-only-Y_h", "LSTM", d=2, layout=1, outs=[1], dtypes=BOTH),
                     case("layout1-only-Y_c", "LSTM", d=2, layout=1, outs=[2], dtypes=BOTH),
                     case("no-peepholes", "LSTM", d=2, peep=False, dtypes=F64)]
+# hidden_size left out (onnxruntime requires it): read from R's shape
+NO_HIDDEN_SIZE = case("no-hidden-size-attribute", "GRU", d=2, dtypes=F64)
+del NO_HIDDEN_SIZE.attrs["hidden_size"]
+CASES_REFERENCE.append(NO_HIDDEN_SIZE)
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
@@ -156,3 +162,4 @@ def test_recurrent_reference(case: Case, dtype: str, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(onnxgrad.checking, "session", _ReferenceSession)
     monkeypatch.setattr(rulecheck, "session", _ReferenceSession)
     check_case(case, dtype)
+

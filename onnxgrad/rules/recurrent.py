@@ -554,9 +554,6 @@ def _one_direction(g: Emitter, op: Op, s: _TimeMajor, dnum: int, acts: List[_Act
 def _recurrent(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]:
     """Gradients of LSTM/GRU/RNN w.r.t. X, W, R, B, initial_h (and initial_c, P for LSTM)."""
     kind = op.op_type
-    if g.opset < 9:
-        raise GradientArgumentError(f"the gradient of {kind} node {op.name!r} needs opset 9 or newer (Where, "
-                                    "integer comparisons in its loops)")
     r_shape = g.shape(op.inputs[2])
     hidden = op.attr("hidden_size") or (r_shape[-1] if r_shape else None)
     if not isinstance(hidden, int):
@@ -581,20 +578,20 @@ def _recurrent(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]:
     return [gr if op.input(i) else None for i, gr in enumerate(grads[:len(op.inputs)])]
 
 
-@register_gradient("LSTM", since=7, inputs=[0, 1, 2, 3, 5, 6, 7])
+@register_gradient("LSTM", since=9, inputs=[0, 1, 2, 3, 5, 6, 7])
 def lstm(g: Emitter, op: Op, dy: Optional[str], dy_h: Optional[str] = None,
          dy_c: Optional[str] = None) -> List[Optional[str]]:
     """LSTM: backpropagation through time (see the module docstring)."""
     return _recurrent(g, op, dy, dy_h, dy_c)
 
 
-@register_gradient("GRU", since=7, inputs=[0, 1, 2, 3, 5])
+@register_gradient("GRU", since=9, inputs=[0, 1, 2, 3, 5])
 def gru(g: Emitter, op: Op, dy: Optional[str], dy_h: Optional[str] = None) -> List[Optional[str]]:
     """GRU: backpropagation through time (see the module docstring)."""
     return _recurrent(g, op, dy, dy_h)
 
 
-@register_gradient("RNN", since=7, inputs=[0, 1, 2, 3, 5])
+@register_gradient("RNN", since=9, inputs=[0, 1, 2, 3, 5])
 def rnn(g: Emitter, op: Op, dy: Optional[str], dy_h: Optional[str] = None) -> List[Optional[str]]:
     """RNN: backpropagation through time (see the module docstring)."""
     return _recurrent(g, op, dy, dy_h)
