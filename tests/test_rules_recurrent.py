@@ -14,6 +14,7 @@ import rulecheck
 from onnx.reference import ReferenceEvaluator
 from rulecheck import Case, check_case, params, rand
 
+import onnxgrad
 import onnxgrad.checking
 
 T, B, IN, H = 3, 2, 3, 2  # steps, batch, input size, hidden size
@@ -163,3 +164,29 @@ def test_recurrent_reference(case: Case, dtype: str, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(rulecheck, "session", _ReferenceSession)
     check_case(case, dtype)
 
+
+
+@pytest.mark.parametrize("op", ["RNN", "GRU", "LSTM"])
+def test_layout1_with_sequence_lens_matches_layout0(op: str) -> None:
+    """Layout 1 with sequence_lens, which no runtime here evaluates (onnxruntime refuses layout 1,
+    onnx.reference ignores sequence_lens): the gradients of the batch-major node equal those of
+    the time-major node (checked numerically above) on the transposed problem. The gradient
+    graphs recompute the recurrence themselves, so onnx.reference runs them correctly."""
+    time_major = case("lens-layout0", op, d=2, lens=[1, 3])
+    model0, feeds0, xs, ys = rulecheck.build(time_major, "float64")
+    to_batch_major = {"X": [1, 0, 2], "h0": [1, 0, 2], "c0": [1, 0, 2]}
+    batch_major = Case("lens-layout1", op, [(n, np.transpose(v, to_batch_major[n]) if n in to_batch_major else v)
+                                            for n, v in time_major.inputs],
+                       attrs={**time_major.attrs, "layout": 1}, n_outputs=time_major.n_outputs)
+    model1, feeds1, _, _ = rulecheck.build(batch_major, "float64")
+    rng = np.random.default_rng(0)
+    seeds0 = {y: rng.standard_normal(v.shape) for y, v in zip(ys, ReferenceEvaluator(model0).run(ys, feeds0))}
+    seeds1 = {y: np.transpose(u, [2, 0, 1, 3] if u.ndim == 4 else [1, 0, 2]) for y, u in seeds0.items()}
+    grads = []
+    for model, feeds, seeds in ((model0, feeds0, seeds0), (model1, feeds1, seeds1)):
+        result = onnxgrad.gradients(model, ys, xs, grad_ys=[f"seed/{y}" for y in ys])
+        grads.append(ReferenceEvaluator(result.model).run(
+            result.names, {**feeds, **{f"seed/{y}": u for y, u in seeds.items()}}))
+    for x, g0, g1 in zip(xs, *grads):
+        expected = np.transpose(g0, to_batch_major[x]) if x in to_batch_major else g0
+        np.testing.assert_allclose(g1, expected, rtol=1e-10, atol=1e-12, err_msg=x)
