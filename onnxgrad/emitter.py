@@ -96,6 +96,8 @@ class Emitter:
         self._shape_of_cache: Dict[str, str] = {}
         self._defined: Dict[str, bool] = {}  # op type -> whether the opset defines it
         self.zeros: Set[str] = set()
+        #: gradients that are not tensors (a sequence's), each with how to add it to others of its kind
+        self.combiners: Dict[str, Any] = {}
         self.extra_inputs: List[onnx.ValueInfoProto] = []
 
     # ---------------------------------------------------------------- names

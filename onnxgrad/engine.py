@@ -126,7 +126,7 @@ def backprop(
             return None
         if len(contributions) > 1:
             with g.scoped(f"{_safe(t)}_grad"):
-                grads[t] = [aggregate(g, contributions)]
+                grads[t] = [g.combiners.get(contributions[0], aggregate)(g, contributions)]
         # rules downstream (MatMul, Gemm...) need the rank: a gradient has its tensor's shape
         return g.as_gradient_of(grads[t][0], t)
 

@@ -220,6 +220,10 @@ def _cast_to(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any]) -> int:
     return int(attrs["to"])
 
 
+def _dtype_attr(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any]) -> int:
+    return int(attrs.get("dtype", TensorProto.FLOAT))
+
+
 def _value_type(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any]) -> int:
     value = attrs.get("value")
     return value.data_type if value is not None else TensorProto.FLOAT
@@ -282,8 +286,9 @@ OPS: Dict[str, OpSpec] = {
         Sign Sin Sinh Softmax Softplus Softsign SpaceToDepth Sqrt Sub Sum Tan Tanh TensorScatter Tile TopK
         Transpose Trilu Upsample Attention Swish ThresholdedRelu Hardmax LRN MeanVarianceNormalization
         Compress If Loop Scan
+        SequenceAt SequenceConstruct SequenceInsert SequenceErase ConcatFromSequence SplitToSequence
     """.split()},
-    **{op: _INT64 for op in "Shape Size ArgMax ArgMin NonZero".split()},
+    **{op: _INT64 for op in "Shape Size ArgMax ArgMin NonZero SequenceLength".split()},
     **{op: _BOOL for op in "Less Greater Not And Or Xor IsNaN IsInf".split()},
     **{op: OpSpec(adapt=_reduces(op, 13 if op in _REDUCE_13 else 18)) for op in _REDUCE_13 + _REDUCE_18},
     **{op: OpSpec(adapt=_moves(op)) for op in ("Squeeze", "Split", "Pad")},
@@ -295,6 +300,7 @@ OPS: Dict[str, OpSpec] = {
     "Constant": OpSpec(dtype=_value_type, shape=_constant_shape),
     "ConstantOfShape": OpSpec(dtype=_value_type, adapt=_constant_of_shape),
     "Cast": OpSpec(dtype=_cast_to),
+    "SequenceEmpty": OpSpec(dtype=_dtype_attr),
     "CastLike": OpSpec(dtype=_of_input(1)),
     "Where": OpSpec(dtype=_of_input(1), adapt=_where),
     "OneHot": OpSpec(dtype=_of_input(2)),

@@ -22,6 +22,7 @@ with loading_builtins():
         normalization,
         pool,
         quantization,
+        recurrent,
         reduction,
         resize,
         sampling,

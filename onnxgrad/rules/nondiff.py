@@ -80,13 +80,9 @@ for _op, _why in _NON_DIFFERENTIABLE:
     no_gradient(_op, reason=_why)
 
 _CONTROL_FLOW = "control flow: differentiating through subgraphs is a later issue"
-_RECURRENT = "recurrent layer: a later issue (needs the control-flow machinery)"
 
 _NOT_SUPPORTED = [
     ("SequenceMap", _CONTROL_FLOW),
-    ("RNN", _RECURRENT),
-    ("GRU", _RECURRENT),
-    ("LSTM", _RECURRENT),
 ]
 
 for _op, _why in _NOT_SUPPORTED:

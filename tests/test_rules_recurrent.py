@@ -1,0 +1,191 @@
+"""Numeric tests of the LSTM, GRU and RNN gradients in onnxgrad/rules/recurrent.py (one table, one checker).
+
+onnxruntime implements these ops in float only and time-major only (layout 0), so the first table
+runs in onnxruntime in float32 (every attribute and optional input but layout); the second runs the
+same checker with onnx.reference as the runtime: float64, and layout 1, for the attributes
+onnx.reference implements (it ignores activations, clip, sequence_lens and input_forget).
+"""
+
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import pytest
+import rulecheck
+from onnx.reference import ReferenceEvaluator
+from rulecheck import Case, check_case, params, rand
+
+import onnxgrad
+import onnxgrad.checking
+
+T, B, IN, H = 3, 2, 3, 2  # steps, batch, input size, hidden size
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+DIRECTION = {1: "forward", 2: "bidirectional", -1: "reverse"}
+# onnx.reference evaluates the forward op without these attributes and inputs
+IGNORED_BY_REFERENCE = ("activations", "clip", "input_forget")
+
+
+def inputs(op: str, d: int, layout: int, lens: Optional[List[int]], bias: bool, h0: bool, c0: bool, peep: bool,
+           seed: int) -> list:
+    g = GATES[op]
+    x = rand(B, T, IN, seed=seed) if layout else rand(T, B, IN, seed=seed)
+    state = (B, d, H) if layout else (d, B, H)
+    ins: List[Any] = [("X", x), ("W", rand(d, g * H, IN, seed=seed + 1)), ("R", rand(d, g * H, H, seed=seed + 2)),
+                      ("B", rand(d, 2 * g * H, seed=seed + 3) if bias else None),
+                      ("L", None if lens is None else np.array(lens, np.int32)),
+                      ("h0", rand(*state, seed=seed + 4) if h0 else None)]
+    if op == "LSTM":
+        ins += [("c0", rand(*state, seed=seed + 5) if c0 else None),
+                ("P", rand(d, 3 * H, seed=seed + 6) if peep else None)]
+    while ins[-1][1] is None:
+        ins.pop()
+    return ins
+
+
+def case(id: str, op: str, d: int = 1, layout: int = 0, lens: Optional[List[int]] = None,
+         outs: Optional[List[int]] = None,
+         opset: int = 22, bias: bool = True, h0: bool = True, c0: bool = True, peep: bool = True, seed: int = 0,
+         dtypes=("float32",), symbolic_dims=(), **attrs: Any) -> Case:
+    """One recurrent node with hidden size 2 over 3 steps of a batch of 2."""
+    a: Dict[str, Any] = {"hidden_size": H, "direction": DIRECTION[d], **attrs}
+    if layout:
+        a["layout"] = 1
+    reference = lens is None and not any(k in attrs for k in IGNORED_BY_REFERENCE)
+    return Case(f"{op}/{id}", op, inputs(op, abs(d), layout, lens, bias, h0, c0, peep, seed), attrs=a, opset=opset,
+                n_outputs=3 if op == "LSTM" else 2, outputs_used=outs, dtypes=dtypes, reference=reference,
+                constant=["L"] if id.startswith("static-lens") else (), symbolic_dims=symbolic_dims)
+
+
+ALL_ACTIVATIONS = [("Relu", [], []), ("Tanh", [], []), ("Sigmoid", [], []), ("Affine", [0.7], [0.2]),
+                   ("LeakyRelu", [0.1], []), ("ThresholdedRelu", [0.15], []), ("ScaledTanh", [1.3], [0.6]),
+                   ("HardSigmoid", [0.3], [0.45]), ("Elu", [0.8], []), ("Softsign", [], []), ("Softplus", [], [])]
+
+CASES = []
+for op in ("RNN", "GRU", "LSTM"):
+    CASES += [
+        case("forward", op),
+        case("reverse", op, d=-1),
+        case("bidirectional", op, d=2),
+        case("no-bias-no-initial-state", op, d=2, bias=False, h0=False, c0=False, peep=False),
+        case("lens-forward", op, lens=[2, 3]),
+        case("lens-reverse", op, d=-1, lens=[3, 1]),
+        case("lens-bidirectional-dynamic-steps", op, d=2, lens=[1, 2], symbolic_dims=["X"]),
+        case("static-lens-bidirectional", op, d=2, lens=[2, 3]),
+        case("lens-empty-sequence", op, d=2, lens=[0, 2]),
+        case("only-Y", op, d=2, outs=[0]),
+        case("only-Y_h", op, d=2, outs=[1]),
+        case("clip", op, d=2, clip=0.6),
+        case("opset9", op, d=2, opset=9),
+    ]
+
+# every activation with its alpha/beta: RNN has one per direction
+CASES += [case(f"activation-{n}", "RNN", d=2, activations=[n, "Tanh"], seed=3,
+               **({"activation_alpha": a} if a else {}), **({"activation_beta": b} if b else {}))
+          for n, a, b in ALL_ACTIVATIONS]
+CASES += [
+    case("activations-bidirectional", "GRU", d=2, activations=["HardSigmoid", "Softsign", "Sigmoid", "Elu"],
+         activation_alpha=[0.25, 0.9], activation_beta=[0.55]),
+    case("activations-leaky-scaled", "GRU", activations=["LeakyRelu", "ScaledTanh"], activation_alpha=[0.2, 0.8],
+         activation_beta=[1.1]),
+    case("linear-before-reset", "GRU", d=2, linear_before_reset=1),
+    case("linear-before-reset-lens-clip", "GRU", d=-1, lens=[2, 3], linear_before_reset=1, clip=0.7),
+    case("activations-bidirectional", "LSTM", d=2, activations=["HardSigmoid", "Elu", "Softsign",
+                                                                "Sigmoid", "Affine", "ScaledTanh"],
+         activation_alpha=[0.3, 0.9, 0.8, 1.2], activation_beta=[0.5, 0.1, 0.7]),
+    case("activations-relu-softplus", "LSTM", activations=["Sigmoid", "Softplus", "ThresholdedRelu"],
+         activation_alpha=[0.05]),
+    # alpha/beta left out: onnxruntime's defaults (ThresholdedRelu's is 0, not the operator's 1)
+    case("activation-defaults", "RNN", d=2, activations=["LeakyRelu", "ThresholdedRelu"], seed=3),
+    case("activation-defaults", "GRU", activations=["HardSigmoid", "Elu"]),
+    case("activation-defaults-beta-left-out", "LSTM", activations=["Sigmoid", "Affine", "Tanh"],
+         activation_alpha=[0.9]),
+    case("initial-h-only-with-peepholes", "LSTM", d=2, c0=False),
+    case("input-forget", "LSTM", d=2, input_forget=1),
+    case("input-forget-lens-clip", "LSTM", d=-1, lens=[3, 2], input_forget=1, clip=0.5),
+    case("input-forget-clip", "LSTM", d=-1, input_forget=1, clip=0.5),
+    case("input-forget-lens", "LSTM", d=-1, lens=[3, 2], input_forget=1),
+    case("input-forget-clip-nopeep", "LSTM", d=-1, input_forget=1, clip=0.5, peep=False),
+    case("clip-lens", "LSTM", d=-1, lens=[3, 2], clip=0.5),
+    case("no-peepholes", "LSTM", d=2, peep=False),
+    case("only-Y_c", "LSTM", d=2, outs=[2]),
+    case("Y_h-and-Y_c", "LSTM", d=-1, outs=[1, 2], lens=[1, 3]),
+]
+
+# through onnx.reference: float64, and layout 1 (onnxruntime refuses batch-major recurrent ops)
+F64 = ("float64",)
+CASES_REFERENCE = []
+for op in ("RNN", "GRU", "LSTM"):
+    CASES_REFERENCE += [
+        case("forward", op, dtypes=F64),
+        case("reverse", op, d=-1, dtypes=F64),
+        case("bidirectional", op, d=2, dtypes=F64),
+        case("layout1-bidirectional", op, d=2, layout=1, dtypes=F64),
+        case("layout1-reverse-opset14", op, d=-1, layout=1, opset=14, dtypes=F64),
+        case("layout1-no-bias-no-initial-state", op, d=2, layout=1, bias=False, h0=False, c0=False, peep=False,
+             dtypes=F64),
+        case("dynamic-steps", op, d=2, symbolic_dims=["X"], dtypes=F64),
+    ]
+CASES_REFERENCE += [case("linear-before-reset", "GRU", d=2, linear_before_reset=1, dtypes=F64),
+                    case("layout1-linear-before-reset", "GRU", d=-1, layout=1, linear_before_reset=1, dtypes=F64),
+                    case("layout1-only-Y_h", "LSTM", d=2, layout=1, outs=[1], dtypes=F64),
+                    case("layout1-only-Y_c", "LSTM", d=2, layout=1, outs=[2], dtypes=F64),
+                    case("no-peepholes", "LSTM", d=2, peep=False, dtypes=F64)]
+# hidden_size left out (onnxruntime requires it): read from R's shape
+NO_HIDDEN_SIZE = case("no-hidden-size-attribute", "GRU", d=2, dtypes=F64)
+del NO_HIDDEN_SIZE.attrs["hidden_size"]
+CASES_REFERENCE.append(NO_HIDDEN_SIZE)
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_recurrent_float32(case: Case) -> None:
+    check_case(case, "float32")
+
+
+class _ReferenceSession:
+    """onnx.reference behind the part of onnxruntime's InferenceSession the checker uses."""
+
+    def __init__(self, model):
+        self._ref = ReferenceEvaluator(model)
+        self._model = model
+
+    def run(self, names, feeds):
+        return self._ref.run(names, feeds)
+
+    def get_outputs(self):
+        return self._model.graph.output
+
+    def get_inputs(self):
+        return self._model.graph.input
+
+
+@pytest.mark.parametrize("case,dtype", params(CASES_REFERENCE))
+def test_recurrent_reference(case: Case, dtype: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(onnxgrad.checking, "session", _ReferenceSession)
+    monkeypatch.setattr(rulecheck, "session", _ReferenceSession)
+    check_case(case, dtype)
+
+
+
+@pytest.mark.parametrize("op", ["RNN", "GRU", "LSTM"])
+def test_layout1_with_sequence_lens_matches_layout0(op: str) -> None:
+    """Layout 1 with sequence_lens, which no runtime here evaluates (onnxruntime refuses layout 1,
+    onnx.reference ignores sequence_lens): the gradients of the batch-major node equal those of
+    the time-major node (checked numerically above) on the transposed problem. The gradient
+    graphs recompute the recurrence themselves, so onnx.reference runs them correctly."""
+    time_major = case("lens-layout0", op, d=2, lens=[1, 3])
+    model0, feeds0, xs, ys = rulecheck.build(time_major, "float64")
+    to_batch_major = {"X": [1, 0, 2], "h0": [1, 0, 2], "c0": [1, 0, 2]}
+    batch_major = Case("lens-layout1", op, [(n, np.transpose(v, to_batch_major[n]) if n in to_batch_major else v)
+                                            for n, v in time_major.inputs],
+                       attrs={**time_major.attrs, "layout": 1}, n_outputs=time_major.n_outputs)
+    model1, feeds1, _, _ = rulecheck.build(batch_major, "float64")
+    rng = np.random.default_rng(0)
+    seeds0 = {y: rng.standard_normal(v.shape) for y, v in zip(ys, ReferenceEvaluator(model0).run(ys, feeds0))}
+    seeds1 = {y: np.transpose(u, [2, 0, 1, 3] if u.ndim == 4 else [1, 0, 2]) for y, u in seeds0.items()}
+    grads = []
+    for model, feeds, seeds in ((model0, feeds0, seeds0), (model1, feeds1, seeds1)):
+        result = onnxgrad.gradients(model, ys, xs, grad_ys=[f"seed/{y}" for y in ys])
+        grads.append(ReferenceEvaluator(result.model).run(
+            result.names, {**feeds, **{f"seed/{y}": u for y, u in seeds.items()}}))
+    for x, g0, g1 in zip(xs, *grads):
+        expected = np.transpose(g0, to_batch_major[x]) if x in to_batch_major else g0
+        np.testing.assert_allclose(g1, expected, rtol=1e-10, atol=1e-12, err_msg=x)
