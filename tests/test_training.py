@@ -1,0 +1,316 @@
+"""Training steps (``onnxgrad.training``) against PyTorch's ``torch.optim``.
+
+The references in ``tests/data/training/`` come from ``tools/make_training_reference.py``: 20
+steps of each optimizer configuration with torch in float64, from the parameter values stored in
+the ONNX files, a different batch each step. Here the same networks, converted to float64, are
+trained by their step models and must land on the same losses and parameters to 1e-5 (measured:
+1e-12 for the CNN, 1e-15 for the classifier, 7e-9 for the transformer, whose exported GELU and
+attention-scale constants are float32 roundings of torch's float64 values). onnxruntime has no float64 Conv, Softplus or OneHot kernels, so those step models
+run in ``onnx.reference``; the transformer runs in both and the two must agree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from onnxgrad import GradientArgumentError
+from onnxgrad.training import (Optimizer, Trainer, interface, load_state, save_state, save_trained,
+                               select_params, training_step)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(ROOT, "tests", "data", "training")
+MODELS = {"resnet_cnn": os.path.join(ROOT, "models", "small_cnn.onnx"),
+          "gpt_block": os.path.join(ROOT, "models", "transformer_block.onnx")}
+#: the CNN's buffer ``u`` (its loss is sum(out * u)) is a float initializer but not a parameter
+EXCLUDE = {"resnet_cnn": ["u"], "gpt_block": []}
+TOL = 1e-5
+STEPS = 20
+
+
+def as_float64(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same network in float64: float initializers, Constant values, Casts to float and the
+    graph's float inputs and outputs."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for t in m.graph.initializer:
+        if t.data_type == TensorProto.FLOAT:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64), t.name))
+    for node in m.graph.node:
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.TENSOR and a.t.data_type == TensorProto.FLOAT:
+                a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float64), a.t.name))
+            elif node.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT:
+                a.i = TensorProto.DOUBLE
+    for vi in list(m.graph.input) + list(m.graph.output):
+        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
+            vi.type.tensor_type.elem_type = TensorProto.DOUBLE
+    del m.graph.value_info[:]
+    return m
+
+
+def step_kwargs(cfg: dict) -> dict:
+    """A reference configuration as training_step arguments."""
+    fields = {k: cfg[k] for k in ("momentum", "dampening", "nesterov", "eps") if k in cfg}
+    if "betas" in cfg:
+        fields["betas"] = tuple(cfg["betas"])
+    opt = Optimizer(cfg["optimizer"], weight_decay=cfg.get("weight_decay"), **fields)
+    kwargs = {"optimizer": opt, "lr": cfg["lr"], "clip_grad_norm": cfg.get("clip_grad_norm")}
+    if "loss_fn" in cfg:
+        kwargs.update(loss_fn=cfg["loss_fn"], target=cfg["target"])
+    return kwargs
+
+
+def batches(ref, prefix: str = "") -> List[Dict[str, np.ndarray]]:
+    out: List[Dict[str, np.ndarray]] = [{} for _ in range(STEPS)]
+    for key in ref.files:
+        if key.startswith(prefix + "batch/"):
+            k, name = key[len(prefix + "batch/"):].split("/", 1)
+            value = ref[key]
+            out[int(k)][name] = value.astype(np.float64) if value.dtype == np.float32 else value
+    return out
+
+
+def run_reference(step, feeds: List[Dict[str, np.ndarray]], lr: float):
+    """Train with onnx.reference, carrying each step's outputs to the next step's inputs by hand."""
+    evaluator = ReferenceEvaluator(step.model)
+    values = dict(step.initial_state)
+    carried = list(step.updates)
+    outputs = [step.loss] + [step.updates[n] for n in carried]
+    losses = []
+    for batch in feeds:
+        loss, *new = evaluator.run(outputs, {**batch, **values, step.lr: np.asarray(lr, np.float64)})
+        losses.append(float(loss))
+        values = dict(zip(carried, new))
+    return np.array(losses), values
+
+
+def run_onnxruntime(step, feeds: List[Dict[str, np.ndarray]], lr: float):
+    trainer = Trainer(step.model, step.initial_state)
+    losses = [trainer.step(batch, lr=lr) for batch in feeds]
+    return np.array(losses), trainer.state()
+
+
+def assert_matches(ref, prefix: str, losses: np.ndarray, values: Dict[str, np.ndarray], params: List[str]) -> float:
+    np.testing.assert_allclose(losses, ref[f"{prefix}/loss"], rtol=TOL, atol=TOL)
+    worst = float(np.max(np.abs(losses - ref[f"{prefix}/loss"])))
+    expected_params = sorted(k[len(f"{prefix}/param/"):] for k in ref.files if k.startswith(f"{prefix}/param/"))
+    assert sorted(params) == expected_params
+    for p in params:
+        expected = ref[f"{prefix}/param/{p}"]
+        np.testing.assert_allclose(values[p], expected, rtol=TOL, atol=TOL, err_msg=f"{prefix}: {p}")
+        worst = max(worst, float(np.max(np.abs(values[p] - expected))))
+    return worst
+
+
+def _configs(name: str) -> List[str]:
+    with np.load(os.path.join(DATA, f"{name}.npz")) as ref:
+        return list(json.loads(str(ref["configs"])))
+
+
+# ------------------------------------------------------------------------------------ trajectories
+@pytest.mark.parametrize("config", _configs("resnet_cnn"))
+@pytest.mark.parametrize("name", ["resnet_cnn", "gpt_block"])
+def test_trajectory_matches_torch(name, config):
+    ref = np.load(os.path.join(DATA, f"{name}.npz"))
+    cfg = json.loads(str(ref["configs"]))[config]
+    step = training_step(as_float64(onnx.load(MODELS[name])), loss="loss", exclude=EXCLUDE[name], **step_kwargs(cfg))
+    onnx.checker.check_model(step.model, full_check=True)
+    assert {d.domain for d in step.model.opset_import} == {""}
+    assert all(n.domain == "" for n in step.model.graph.node)
+    feeds = batches(ref)
+    losses, values = run_reference(step, feeds, cfg["lr"])
+    worst = assert_matches(ref, config, losses, values, step.params)
+    if name == "gpt_block":  # onnxruntime has float64 kernels for all of it: same numbers there
+        ort_losses, ort_values = run_onnxruntime(step, feeds, cfg["lr"])
+        worst = max(worst, assert_matches(ref, config, ort_losses, ort_values, step.params))
+        for n in step.updates:
+            np.testing.assert_allclose(ort_values[n], values[n], rtol=1e-7, atol=1e-10, err_msg=n)
+    print(f"\n{name}/{config}: worst |onnxgrad - torch| over losses and parameters {worst:.1e}")
+
+
+@pytest.mark.parametrize("loss_fn", _configs("mlp_logits"))
+def test_loss_builders_match_torch(loss_fn):
+    """Each loss builder on a classifier ending in logits, batch sizes varying (symbolic N)."""
+    ref = np.load(os.path.join(DATA, "mlp_logits.npz"))
+    cfg = json.loads(str(ref["configs"]))[loss_fn]
+    model = as_float64(onnx.load(os.path.join(DATA, "mlp_logits.onnx")))
+    step = training_step(model, **step_kwargs(cfg))
+    onnx.checker.check_model(step.model, full_check=True)
+    inputs = {i.name: i for i in step.model.graph.input}
+    assert inputs["x"].type.tensor_type.shape.dim[0].dim_param == "N"
+    assert inputs["target"].type.tensor_type.shape.dim[0].dim_param == "N"
+    feeds = batches(ref, f"{loss_fn}/")
+    assert len({b["x"].shape[0] for b in feeds}) > 1
+    losses, values = run_reference(step, feeds, cfg["lr"])
+    worst = assert_matches(ref, loss_fn, losses, values, step.params)
+    if loss_fn != "bce_with_logits":  # onnxruntime has no float64 Softplus
+        ort_losses, ort_values = run_onnxruntime(step, feeds, cfg["lr"])
+        worst = max(worst, assert_matches(ref, loss_fn, ort_losses, ort_values, step.params))
+    print(f"\nmlp_logits/{loss_fn}: worst |onnxgrad - torch| {worst:.1e}")
+
+
+def test_float32_step_same_in_onnxruntime_and_reference():
+    """The float32 step model (as shipped) gives the same numbers in both runtimes."""
+    ref = np.load(os.path.join(DATA, "mlp_logits.npz"))
+    step = training_step(os.path.join(DATA, "mlp_logits.onnx"), loss_fn="bce_with_logits", optimizer="adamw",
+                         lr=0.02, clip_grad_norm=1.0)
+    feeds = [{k: v.astype(np.float32) for k, v in b.items()} for b in batches(ref, "bce_with_logits/")][:5]
+    trainer = Trainer(step.model, step.initial_state)
+    evaluator = ReferenceEvaluator(step.model)
+    values = dict(step.initial_state)
+    carried = list(step.updates)
+    for batch in feeds:
+        loss = trainer.step(batch)
+        ref_loss, *new = evaluator.run([step.loss] + [step.updates[n] for n in carried],
+                                       {**batch, **values, step.lr: np.array(0.02, np.float32)})
+        values = dict(zip(carried, new))
+        np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    state = trainer.state()
+    for n in carried:
+        np.testing.assert_allclose(state[n], values[n], rtol=1e-4, atol=1e-6, err_msg=n)
+
+
+def test_trainer_keeps_values_on_device_between_steps():
+    """The IO-bound loop gives what plain session.run with numpy round trips gives."""
+    ref = np.load(os.path.join(DATA, "mlp_logits.npz"))
+    step = training_step(os.path.join(DATA, "mlp_logits.onnx"), loss_fn="cross_entropy", optimizer="momentum",
+                         lr=0.1, weight_decay=1e-3)
+    feeds = [{k: v.astype(np.float32) if v.dtype == np.float64 else v for k, v in b.items()}
+             for b in batches(ref, "cross_entropy/")]
+    trainer = Trainer(step.model, step.initial_state)
+    assert all(isinstance(v, ort.OrtValue) for v in trainer.values.values())
+    sess = ort.InferenceSession(step.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    values = dict(step.initial_state)
+    carried = list(step.updates)
+    for batch in feeds:
+        loss = trainer.step(batch)
+        expected, *new = sess.run([step.loss] + [step.updates[n] for n in carried],
+                                  {**batch, **values, step.lr: np.array(0.1, np.float32)})
+        values = dict(zip(carried, new))
+        assert loss == float(expected)
+    for n, v in trainer.state().items():
+        np.testing.assert_array_equal(v, values[n], err_msg=n)
+    assert int(trainer.state()[step.state[0]]) == STEPS
+
+
+# ------------------------------------------------------------------------------------ the model
+def test_interface_batchnorm_statistics_and_frozen_params_stay_constants():
+    step = training_step(MODELS["resnet_cnn"], exclude=["u", "fc.*"], optimizer="adam")
+    inputs = [i.name for i in step.model.graph.input]
+    inits = {t.name for t in step.model.graph.initializer}
+    assert step.batch == ["x"]
+    assert "bn1.running_mean" in inits and "bn1.running_var" in inits and "u" in inits
+    assert {"fc.weight", "fc.bias"} <= inits
+    assert "conv1.weight" in inputs and "conv1.weight" not in inits
+    assert "bn1.weight" in step.params and "bn1.running_mean" not in step.params
+    assert inputs == ["x"] + step.params + step.state + [step.lr]
+    assert [o.name for o in step.model.graph.output] == [step.loss] + [step.updates[n] for n in step.updates]
+    assert step.state[0] == "optimizer/step"
+    assert step.state[1:3] == ["optimizer/exp_avg/conv1.weight", "optimizer/exp_avg_sq/conv1.weight"]
+    assert interface(step.model)["updates"] == step.updates
+    assert set(step.initial_state) == set(step.updates)
+    assert float(np.abs(step.initial_state["optimizer/exp_avg/conv1.weight"]).max()) == 0.0
+
+
+def test_keep_outputs_and_default_loss():
+    step = training_step(os.path.join(DATA, "mlp_logits.onnx"), loss_fn="mse", keep_outputs=True)
+    assert [o.name for o in step.model.graph.output][:2] == [step.loss, "logits"]
+    step = training_step(MODELS["gpt_block"])  # the only scalar float output is the loss
+    assert step.loss == "loss"
+
+
+@pytest.mark.parametrize("opset", [9, 11, 13, 18])
+def test_cross_entropy_at_every_opset(opset):
+    """The loss builders and optimizer use each opset's signatures; the step agrees across opsets."""
+    rng = np.random.default_rng(opset)
+    w = numpy_helper.from_array(rng.standard_normal((3, 4)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["logits"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4])], [w, b])
+    feeds = {"x": rng.standard_normal((5, 3)).astype(np.float32), "target": np.array([0, 3, 1, 2, 3], np.int64)}
+    results = []
+    for version in (opset, 17):
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", version)])
+        step = training_step(model, loss_fn="cross_entropy", optimizer="adam", clip_grad_norm=0.5)
+        onnx.checker.check_model(step.model, full_check=True)
+        sess = ort.InferenceSession(step.model.SerializeToString(), providers=["CPUExecutionProvider"])
+        results.append(sess.run(None, {**feeds, **step.initial_state, step.lr: np.array(0.1, np.float32)}))
+    logits = feeds["x"] @ numpy_helper.to_array(w) + numpy_helper.to_array(b)
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(results[0][0], -log_p[np.arange(5), feeds["target"]].mean(), rtol=1e-5)
+    for got, want in zip(results[0], results[1]):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+# ------------------------------------------------------------------------------------ state files
+def test_state_round_trip_and_save_trained(tmp_path):
+    step = training_step(MODELS["gpt_block"], optimizer="adamw", lr=0.01)
+    save_state(str(tmp_path / "state.npz"), step.initial_state)
+    state = load_state(str(tmp_path / "state.npz"))
+    assert list(state) == list(step.initial_state)
+    for k, v in step.initial_state.items():
+        assert state[k].dtype == v.dtype and state[k].shape == v.shape
+        np.testing.assert_array_equal(state[k], v)
+    trainer = Trainer(step.model, state)
+    idx = np.random.default_rng(0).integers(0, 11, (2, 6)).astype(np.int64)
+    first = [trainer.step({"idx": idx}) for _ in range(5)]
+    assert first[-1] < first[0]
+    out = tmp_path / "trained.onnx"
+    trained = save_trained(MODELS["gpt_block"], trainer.state(), str(out))
+    onnx.checker.check_model(str(out), full_check=True)
+    assert [o.name for o in trained.graph.output] == ["loss"]
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (loss,) = sess.run(["loss"], {"idx": idx})
+    # the trained model's loss is the loss a sixth step starts from
+    np.testing.assert_allclose(loss, trainer.step({"idx": idx}), rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------ errors
+@pytest.mark.parametrize("kwargs, message", [
+    ({"optimizer": "rmsprop"}, "unknown optimizer 'rmsprop'"),
+    ({"optimizer": Optimizer("momentum", nesterov=True, dampening=0.5)}, "nesterov needs"),
+    ({"lr": -1.0}, "lr must be a positive number"),
+    ({"clip_grad_norm": 0.0}, "clip_grad_norm must be positive"),
+    ({"params": ["nope"]}, "parameter 'nope' is not an initializer"),
+    ({"params": ["pos"]}, "'pos' is an initializer that is not float"),
+    ({"params": ["zz*"]}, "matches no trainable float initializer"),
+    ({"exclude": ["*"]}, "no parameter to train"),
+    ({"loss": "loss", "loss_fn": "mse"}, "give either loss"),
+    ({"loss_fn": "hinge"}, "unknown loss function 'hinge'"),
+    ({"loss": "nope"}, "loss 'nope' is not a tensor"),
+])
+def test_errors(kwargs, message):
+    with pytest.raises(GradientArgumentError, match=message.replace("(", r"\(")):
+        training_step(MODELS["gpt_block"], **kwargs)
+
+
+def test_errors_on_losses_that_cannot_be_built():
+    logits = os.path.join(DATA, "mlp_logits.onnx")
+    with pytest.raises(GradientArgumentError, match="not a scalar"):
+        training_step(logits, loss="logits")
+    with pytest.raises(GradientArgumentError, match="target 'x' must be int64 for cross_entropy"):
+        training_step(logits, loss_fn="cross_entropy", target="x")
+    model = onnx.load(MODELS["resnet_cnn"])
+    model.graph.initializer.append(numpy_helper.from_array(np.ones(3, np.float32), "unused"))
+    with pytest.raises(GradientArgumentError, match="does not depend on parameter 'unused'"):
+        training_step(model, params=["conv1.weight", "unused"])
+    # a selector (not a name) skips what the loss does not depend on: it stays a constant
+    assert "unused" not in training_step(model, exclude=["u"]).params
+
+
+def test_select_params_default_skips_batchnorm_statistics():
+    names, exact = select_params(onnx.load(MODELS["resnet_cnn"]))
+    assert "u" in names and not any("running" in n for n in names) and exact == set()
+    names, exact = select_params(onnx.load(MODELS["resnet_cnn"]), ["bn1.*", "fc.weight"], ["*.bias"])
+    assert names == ["bn1.weight", "fc.weight"] and exact == {"fc.weight"}
