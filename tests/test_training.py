@@ -5,8 +5,9 @@ steps of each optimizer configuration with torch in float64, from the parameter 
 the ONNX files, a different batch each step. Here the same networks, converted to float64, are
 trained by their step models and must land on the same losses and parameters to 1e-5 (measured:
 1e-12 for the CNN, 1e-15 for the classifier, 7e-9 for the transformer, whose exported GELU and
-attention-scale constants are float32 roundings of torch's float64 values). onnxruntime has no float64 Conv, Softplus or OneHot kernels, so those step models
-run in ``onnx.reference``; the transformer runs in both and the two must agree.
+attention-scale constants are float32 roundings of torch's float64 values). Every step model runs
+in ``onnx.reference``; those onnxruntime has float64 kernels for (all but Conv and Softplus) run
+there too and must agree.
 """
 
 from __future__ import annotations
