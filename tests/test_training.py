@@ -315,3 +315,65 @@ def test_select_params_default_skips_batchnorm_statistics():
     assert "u" in names and not any("running" in n for n in names) and exact == set()
     names, exact = select_params(onnx.load(MODELS["resnet_cnn"]), ["bn1.*", "fc.weight"], ["*.bias"])
     assert names == ["bn1.weight", "fc.weight"] and exact == {"fc.weight"}
+
+
+# ------------------------------------------------------------------------------------ command line
+def _cli(args: List[str]):
+    from click.testing import CliRunner
+
+    from onnxgrad.cli import cli
+
+    return CliRunner().invoke(cli, args)
+
+
+def test_cli_writes_step_model_and_state(tmp_path):
+    model = tmp_path / "net.onnx"
+    model.write_bytes(open(os.path.join(DATA, "mlp_logits.onnx"), "rb").read())
+    res = _cli(["train-step", str(model), "--loss-fn", "cross_entropy", "--target", "labels",
+                "--optimizer", "adamw", "--lr", "0.05", "--weight-decay", "0.1", "--betas", "0.8,0.9",
+                "--clip-grad-norm", "2", "--exclude", "fc1.bias"])
+    assert res.exit_code == 0, res.output
+    assert "wrote" in res.output and "fc1.weight" in res.output
+    step_model = onnx.load(str(tmp_path / "net.train.onnx"))
+    onnx.checker.check_model(step_model, full_check=True)
+    meta = interface(step_model)
+    assert meta["optimizer"] == "adamw" and meta["params"] == ["fc1.weight", "fc2.weight", "fc2.bias"]
+    assert meta["hyperparameters"]["betas"] == [0.8, 0.9] and meta["hyperparameters"]["weight_decay"] == 0.1
+    assert "fc1.bias" in {t.name for t in step_model.graph.initializer}
+    state = load_state(str(tmp_path / "net.train.npz"))
+    # the command's model is the API's model with the same arguments
+    api = training_step(str(model), loss_fn="cross_entropy", target="labels", lr=0.05, exclude="fc1.bias",
+                        optimizer=Optimizer("adamw", weight_decay=0.1, betas=(0.8, 0.9)), clip_grad_norm=2.0)
+    feeds = {"x": np.ones((2, 8), np.float32), "labels": np.array([1, 3], np.int64)}
+    trainer_cli, trainer_api = Trainer(step_model, state), Trainer(api.model, api.initial_state)
+    for _ in range(3):
+        assert trainer_cli.step(feeds) == trainer_api.step(feeds)
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--loss", "logits", "--loss-fn", "mse"], 2, "give either --loss"),
+    (["--target", "y"], 2, "--target names the target input of --loss-fn"),
+    (["--loss-fn", "hinge"], 2, "Invalid value for '--loss-fn'"),
+    (["--loss-fn", "mse", "--params", "nope"], 2, "parameter 'nope' is not an initializer"),
+    (["--loss", "logits"], 2, "not a scalar"),
+    (["--loss-fn", "mse", "--lr", "0"], 2, "Invalid value for '--lr'"),
+    (["--loss-fn", "mse", "--betas", "0.9"], 2, "expected two numbers"),
+    (["--loss-fn", "mse", "-o", "/nonexistent/step.onnx"], 6, "output folder does not exist"),
+])
+def test_cli_errors_are_one_line(tmp_path, args, code, message):
+    model = tmp_path / "net.onnx"
+    model.write_bytes(open(os.path.join(DATA, "mlp_logits.onnx"), "rb").read())
+    res = _cli(["train-step", str(model), *args])
+    assert res.exit_code == code, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("onnxgrad: error: ") and message in lines[0], res.output
+    assert sorted(os.listdir(tmp_path)) == ["net.onnx"]  # nothing written
+
+
+def test_cli_unreadable_model_and_overwrite(tmp_path):
+    res = _cli(["train-step", str(tmp_path / "missing.onnx")])
+    assert res.exit_code == 3 and "model file not found" in res.output
+    model = tmp_path / "net.onnx"
+    model.write_bytes(open(MODELS["gpt_block"], "rb").read())
+    res = _cli(["train-step", str(model), "-o", str(model)])
+    assert res.exit_code == 6 and "refusing to overwrite the input model" in res.output
