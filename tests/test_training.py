@@ -377,3 +377,28 @@ def test_cli_unreadable_model_and_overwrite(tmp_path):
     model.write_bytes(open(MODELS["gpt_block"], "rb").read())
     res = _cli(["train-step", str(model), "-o", str(model)])
     assert res.exit_code == 6 and "refusing to overwrite the input model" in res.output
+
+
+def test_external_data_weights(tmp_path):
+    """Weights stored outside the .onnx file: the initial state reads them, the step model keeps
+    referencing the frozen ones, and the trained model is written whole."""
+    model = onnx.load(MODELS["resnet_cnn"])
+    expected = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    onnx.save(model, str(tmp_path / "cnn.onnx"), save_as_external_data=True, location="cnn.weights",
+              size_threshold=0)
+    res = _cli(["train-step", str(tmp_path / "cnn.onnx"), "--exclude", "u,fc.*", "--optimizer", "adam"])
+    assert res.exit_code == 0, res.output
+    state = load_state(str(tmp_path / "cnn.train.npz"))
+    np.testing.assert_array_equal(state["conv1.weight"], expected["conv1.weight"])
+    step_model = onnx.load(str(tmp_path / "cnn.train.onnx"))  # loads cnn.weights for fc.*, u, BN stats
+    frozen = {t.name: numpy_helper.to_array(t) for t in step_model.graph.initializer}
+    np.testing.assert_array_equal(frozen["fc.weight"], expected["fc.weight"])
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    trainer = Trainer(step_model, state)
+    trainer.step({"x": x})
+    save_trained(str(tmp_path / "cnn.onnx"), trainer.state(), str(tmp_path / "cnn.trained.onnx"))
+    trained_model = onnx.load(str(tmp_path / "cnn.trained.onnx"))
+    trained = {t.name: numpy_helper.to_array(t) for t in trained_model.graph.initializer}
+    np.testing.assert_array_equal(trained["conv1.weight"], trainer.state()["conv1.weight"])
+    assert not np.array_equal(trained["conv1.weight"], expected["conv1.weight"])
+    np.testing.assert_array_equal(trained["fc.weight"], expected["fc.weight"])
