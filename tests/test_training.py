@@ -402,3 +402,16 @@ def test_external_data_weights(tmp_path):
     np.testing.assert_array_equal(trained["conv1.weight"], trainer.state()["conv1.weight"])
     assert not np.array_equal(trained["conv1.weight"], expected["conv1.weight"])
     np.testing.assert_array_equal(trained["fc.weight"], expected["fc.weight"])
+
+
+def test_example_classifier_learns():
+    """examples/finetune_classifier.py's network and data: the loss falls within 60 steps."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("finetune", os.path.join(ROOT, "examples", "finetune_classifier.py"))
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    rng = np.random.default_rng(1)
+    losses, trainer = example.train_onnx(example.build_classifier(), [example.make_batch(rng, 32) for _ in range(60)])
+    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10]), losses
+    assert "conv1.weight" not in trainer.state()  # frozen: a constant of the step model
