@@ -273,14 +273,25 @@ class _Update:
             return g.Sub(p_in, g.Mul(lr, direction)), [new_buf]
         m, v = state
         b1, b2 = opt.betas
-        t = self._as("t", self.t, g.dtype(p))
         new_m = g.Add(g.Mul(m, c(b1)), g.Mul(grad, c(1.0 - b1)))
         new_v = g.Add(g.Mul(v, c(b2)), g.Mul(g.Mul(grad, grad), c(1.0 - b2)))
-        correction1 = g.Sub(c(1.0), g.Pow(c(b1), t))
-        correction2 = g.Sub(c(1.0), g.Pow(c(b2), t))
-        denom = g.Add(g.Div(g.Sqrt(new_v), g.Sqrt(correction2)), c(opt.eps))
-        step_size = g.Div(lr, correction1)
+        step_size, sqrt_correction2 = self._adam_scalars(p)
+        denom = g.Add(g.Div(g.Sqrt(new_v), sqrt_correction2), c(opt.eps))
         return g.Sub(p_in, g.Mul(step_size, g.Div(new_m, denom))), [new_m, new_v]
+
+    def _adam_scalars(self, p: str) -> Tuple[str, str]:
+        """lr / (1 - beta1^t) and sqrt(1 - beta2^t): the same for every parameter of one dtype."""
+        g, dtype = self.g, self.g.dtype(p)
+        key = ("adam", dtype)
+        if key not in self._per_dtype:
+            c = lambda v: g.const(v, like=p)  # noqa: E731
+            b1, b2 = self.opt.betas
+            t = self._as("t", self.t, dtype)
+            correction1 = g.Sub(c(1.0), g.Pow(c(b1), t))
+            correction2 = g.Sub(c(1.0), g.Pow(c(b2), t))
+            self._per_dtype[key] = g.Div(self._as("lr", self.lr, dtype), correction1)
+            self._per_dtype[("adam_sqrt", dtype)] = g.Sqrt(correction2)
+        return self._per_dtype[key], self._per_dtype[("adam_sqrt", dtype)]
 
 
 def _clip(g: Emitter, grads: List[str], max_norm: float, dtype: int) -> List[str]:
@@ -597,7 +608,11 @@ class Trainer:
     """
 
     def __init__(self, model: ModelProto, state: Mapping[str, np.ndarray],
-                 providers: Optional[Sequence[str]] = None, device: str = "cpu"):
+                 providers: Optional[Sequence[str]] = None, device: str = "cpu",
+                 sess_options: Optional[object] = None):
+        """``state``: the initial value of every parameter and state input (:attr:`TrainingStep.initial_state`
+        or :func:`load_state`); ``providers``, ``sess_options``: onnxruntime's; ``device``: where the
+        carried values live (``"cpu"``, ``"cuda"``...)."""
         import onnxruntime as ort
 
         self.meta = interface(model)
@@ -605,7 +620,7 @@ class Trainer:
         missing = [n for n in self.meta["updates"] if n not in state]
         if missing:
             raise GradientArgumentError(f"the initial state lacks {missing[0]!r} ({len(missing)} entries missing)")
-        self.session = ort.InferenceSession(model.SerializeToString(),
+        self.session = ort.InferenceSession(model.SerializeToString(), sess_options=sess_options,
                                             providers=list(providers or ["CPUExecutionProvider"]))
         self._lr_dtype = np_dtype(next(i.type.tensor_type.elem_type for i in model.graph.input
                                        if i.name == self.meta["lr"]))
