@@ -415,3 +415,59 @@ def test_example_classifier_learns():
     losses, trainer = example.train_onnx(example.build_classifier(), [example.make_batch(rng, 32) for _ in range(60)])
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10]), losses
     assert "conv1.weight" not in trainer.state()  # frozen: a constant of the step model
+
+
+# ------------------------------------------------------------------------------------ onnxruntime-web
+def _node_with_onnxruntime_web() -> Dict[str, str]:
+    """The environment in which ``node`` finds onnxruntime-web, or a pytest skip saying what is missing.
+
+    The package is looked up as Node does (node_modules folders above tests/data/training/) and in
+    ``$ONNXGRAD_NODE_MODULES`` (a node_modules folder, e.g. after ``npm install --prefix DIR
+    onnxruntime-web``)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed (the onnxruntime-web test needs Node.js 20 and the npm package "
+                    "onnxruntime-web)")
+    env = dict(os.environ)
+    extra = os.environ.get("ONNXGRAD_NODE_MODULES")
+    if extra:
+        env["NODE_PATH"] = os.pathsep.join(p for p in (extra, env.get("NODE_PATH")) if p)
+    found = subprocess.run(["node", "-e", "require.resolve('onnxruntime-web')"], cwd=DATA, env=env,
+                           capture_output=True, timeout=60)
+    if found.returncode != 0:
+        pytest.skip("the npm package onnxruntime-web is not installed: npm install --prefix DIR onnxruntime-web, "
+                    "then set ONNXGRAD_NODE_MODULES=DIR/node_modules")
+    return env
+
+
+def _tensor_json(a: np.ndarray) -> dict:
+    kind = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64", np.dtype(np.int64): "int64"}[a.dtype]
+    return {"type": kind, "dims": list(a.shape), "data": np.asarray(a).ravel().tolist()}
+
+
+@pytest.mark.parametrize("config", ["nesterov", "adamw"])
+def test_onnxruntime_web_matches_torch(tmp_path, config):
+    """The float64 transformer step model, unchanged, in onnxruntime-web's WebAssembly backend under
+    Node.js (tests/data/training/run_steps.cjs carries the state between steps): PyTorch's numbers."""
+    import subprocess
+
+    env = _node_with_onnxruntime_web()
+    ref = np.load(os.path.join(DATA, "gpt_block.npz"))
+    cfg = json.loads(str(ref["configs"]))[config]
+    step = training_step(as_float64(onnx.load(MODELS["gpt_block"])), **step_kwargs(cfg))
+    spec = {"steps": [{k: _tensor_json(v) for k, v in b.items()} for b in batches(ref)],
+            "initial": {k: _tensor_json(v) for k, v in step.initial_state.items()},
+            "lr": {step.lr: _tensor_json(np.asarray(cfg["lr"], np.float64))},
+            "updates": step.updates, "loss": step.loss}
+    onnx.save(step.model, str(tmp_path / "step.onnx"))
+    (tmp_path / "feeds.json").write_text(json.dumps(spec))
+    run = subprocess.run(["node", os.path.join(DATA, "run_steps.cjs"), str(tmp_path / "step.onnx"),
+                          str(tmp_path / "feeds.json"), str(tmp_path / "out.json")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    out = json.loads((tmp_path / "out.json").read_text())
+    final = {k: np.array(v["data"], np.float64).reshape(v["dims"]) for k, v in out["final"].items()}
+    worst = assert_matches(ref, config, np.array(out["losses"]), final, step.params)
+    print(f"\nonnxruntime-web gpt_block/{config}: worst |onnxgrad - torch| {worst:.1e}")
