@@ -83,6 +83,10 @@ def _betas(text: Optional[str]) -> Tuple[float, float]:
 @click.option("--clip-grad-norm", type=click.FloatRange(min=0, min_open=True), default=None, metavar="MAX",
               help="Clip the global gradient 2-norm to MAX before the update (torch.nn.utils.clip_grad_norm_).")
 @click.option("--keep-outputs", is_flag=True, help="Also output the model's own outputs (e.g. the logits).")
+@click.option("--mixed-precision", is_flag=True,
+              help="Train float16/bfloat16 parameters through float32 master weights and moments.")
+@click.option("--loss-scale", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Static loss scale: the loss is multiplied by it before backprop, the gradients divided after.")
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None,
               help="Step model. Default: <stem>.train.onnx beside MODEL. Never the input itself.")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False), default=None,
@@ -92,7 +96,7 @@ def train_step(model_path: str, loss: Optional[str], loss_fn: Optional[str], tar
                prediction: Optional[str], params_opt: Sequence[str], exclude_opt: Sequence[str], optimizer: str,
                lr: float, weight_decay: Optional[float], momentum: float, dampening: float, nesterov: bool,
                betas: Optional[str], eps: float, clip_grad_norm: Optional[float], keep_outputs: bool,
-               out: Optional[str], state_path: Optional[str]) -> None:
+               mixed_precision: bool, loss_scale: float, out: Optional[str], state_path: Optional[str]) -> None:
     """Write MODEL's training step: loss, gradients and optimizer update in one ONNX model.
 
     The step model's inputs are the batch, every trained parameter, the optimizer state and the
@@ -124,7 +128,7 @@ def train_step(model_path: str, loss: Optional[str], loss_fn: Optional[str], tar
     step = training_step(model_path, loss=loss, params=_names(params_opt) or None, optimizer=opt, lr=lr,
                          loss_fn=loss_fn, target=target or "target", prediction=prediction,
                          exclude=_names(exclude_opt) or None, clip_grad_norm=clip_grad_norm,
-                         keep_outputs=keep_outputs)
+                         keep_outputs=keep_outputs, mixed_precision=mixed_precision, loss_scale=loss_scale)
     save_state(state_out, step.initial_state)
     try:
         write_model(step.model, out, source=model_path)

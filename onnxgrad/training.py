@@ -45,6 +45,8 @@ LOSS_FUNCTIONS = ("mse", "cross_entropy", "bce_with_logits", "l1")
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 #: Key of the step model's metadata entry describing its interface (JSON).
 METADATA_KEY = "onnxgrad.training"
+#: Parameter dtypes ``mixed_precision`` trains through float32 master weights.
+HALF_TYPES = frozenset({TensorProto.FLOAT16, TensorProto.BFLOAT16})
 #: Selector meaning "every trainable parameter" (float initializers but BatchNorm statistics).
 PARAMS = "@params"
 
@@ -225,7 +227,7 @@ def _add_loss(proto: ModelProto, loss_fn: str, prediction: Optional[str], target
             one_hot = g.OneHot(t, g.dims(x, [1]), g.const([0.0, 1.0], like=x), axis=1)
             picked = g.reduce_sum(g.Mul(one_hot, log_p), [1], keepdims=False)
         per_element = g.Neg(picked)
-    loss = g.fresh("value")
+    loss = g.fresh("value") if index.exists("loss") else "loss"
     g.add_node("ReduceMean", [per_element], [loss], loss, {"keepdims": 0})
     proto.graph.output.insert(0, helper.make_tensor_value_info(loss, info.elem_type, []))
     return loss
@@ -320,6 +322,8 @@ def training_step(
     weight_decay: Optional[float] = None,
     clip_grad_norm: Optional[float] = None,
     keep_outputs: bool = False,
+    mixed_precision: bool = False,
+    loss_scale: float = 1.0,
 ) -> TrainingStep:
     """Build the training step of ``model``: loss, gradients and optimizer update in one model.
 
@@ -343,6 +347,12 @@ def training_step(
         weight_decay: overrides the optimizer's weight decay.
         clip_grad_norm: clip the global gradient 2-norm to this value before the update.
         keep_outputs: also output the model's other outputs (e.g. the logits).
+        mixed_precision: train float16/bfloat16 parameters through float32 master weights: the
+            step model's parameter inputs and outputs, moments and update are float32, and the
+            forward pass reads each parameter cast to its own dtype. Without it, half-precision
+            parameters are updated in their own dtype (Adam's eps 1e-8 is then 0 in float16).
+        loss_scale: multiply the loss by this before backpropagation and divide the gradients
+            by it after (static loss scaling: keeps small float16 gradients from flushing to 0).
 
     Returns:
         A :class:`TrainingStep` (the model, its interface and the initial state).
@@ -360,6 +370,8 @@ def training_step(
         raise GradientArgumentError(f"lr must be a positive number, got {lr!r}")
     if clip_grad_norm is not None and not clip_grad_norm > 0:
         raise GradientArgumentError(f"clip_grad_norm must be positive, got {clip_grad_norm!r}")
+    if isinstance(loss_scale, bool) or not isinstance(loss_scale, (int, float)) or not loss_scale > 0:
+        raise GradientArgumentError(f"loss_scale must be a positive number, got {loss_scale!r}")
     source = None if isinstance(model, ModelProto) else os.fspath(model)
     proto = load_model(model)
     original_outputs = [o.name for o in proto.graph.output]
@@ -375,8 +387,10 @@ def training_step(
     selectors = [params] if isinstance(params, str) else params
     excluded = [exclude] if isinstance(exclude, str) else exclude
     chosen, exact = select_params(proto, selectors, excluded)
+    masters = _read_through_casts(proto, chosen) if mixed_precision else {}
 
-    result = gradients(proto, loss, chosen, name="gradients")
+    result = gradients(proto, loss, [masters.get(p, p) for p in chosen], name="gradients",
+                       grad_ys=None if loss_scale == 1 else float(loss_scale))
     unconnected = [p for p, gname in zip(chosen, result.names) if gname is None]
     named = [p for p in unconnected if p in exact]
     if named:
@@ -390,15 +404,22 @@ def training_step(
     index = GraphIndex(step_model)
     g = Emitter(index, _unique(index, "optimizer"), sink=step_model.graph.node)
     dtype = index.tensor_info(loss).elem_type
+    if masters and dtype in HALF_TYPES:
+        dtype = TensorProto.FLOAT  # lr and the gradient norm in the master weights' precision
     lr_name, step_name = g.fresh("lr"), g.fresh("step")
     g.set_info(lr_name, dtype, ())
     g.set_info(step_name, TensorProto.INT64, ())
-    grads = [gname for _, gname in trained]
+    infos = {t.name: t for t in step_model.graph.initializer}
+    param_types = {p: TensorProto.FLOAT if p in masters else infos[p].data_type for p, _ in trained}
+    grads = []
+    for p, gname in trained:
+        grad = g.Cast(gname, to=TensorProto.FLOAT) if p in masters else gname
+        grads.append(grad if loss_scale == 1 else g.Div(grad, g.const(loss_scale, like=grad)))
+        g.set_info(p, param_types[p], tuple(infos[p].dims))
     if clip_grad_norm is not None:
         grads = _clip(g, grads, float(clip_grad_norm), dtype)
     update = _Update(g, opt, lr_name, step_name, dtype)
 
-    infos = {t.name: t for t in step_model.graph.initializer}
     shapes: Dict[str, List[int]] = {step_name: []}
     initial: Dict[str, np.ndarray] = {step_name: np.zeros((), np.int64)}
     state_inputs = [helper.make_tensor_value_info(step_name, TensorProto.INT64, [])]
@@ -406,19 +427,18 @@ def training_step(
     updates: Dict[str, str] = {}
     new_values: List[Tuple[str, str]] = [(step_name, update.t)]
     for (p, _), grad in zip(trained, grads):
-        tensor = infos[p]
-        dims = list(tensor.dims)
+        dims, elem = list(infos[p].dims), param_types[p]
         if p not in original_inputs:
-            param_inputs.append(helper.make_tensor_value_info(p, tensor.data_type, dims))
+            param_inputs.append(helper.make_tensor_value_info(p, elem, dims))
         state = []
         shapes[p] = dims
         for kind in opt.state_names():
             s = g.fresh(f"{kind}/{p}")
-            g.set_info(s, tensor.data_type, tuple(dims))
+            g.set_info(s, elem, tuple(dims))
             state.append(s)
             shapes[s] = dims
-            state_inputs.append(helper.make_tensor_value_info(s, tensor.data_type, dims))
-            initial[s] = np.zeros(dims, np_dtype(tensor.data_type))
+            state_inputs.append(helper.make_tensor_value_info(s, elem, dims))
+            initial[s] = np.zeros(dims, np_dtype(elem))
         new_p, new_state = update.apply(p, grad, state)
         new_values.append((p, new_p))
         new_values.extend(zip(state, new_state))
@@ -435,7 +455,7 @@ def training_step(
 
     trained_names = {p for p, _ in trained}
     for p in trained_names:
-        initial[p] = _initializer_value(infos[p], source)
+        initial[p] = _initializer_value(infos[p], source).astype(np_dtype(param_types[p]))
     kept = [t for t in step_model.graph.initializer if t.name not in trained_names]
     del step_model.graph.initializer[:]
     step_model.graph.initializer.extend(kept)
@@ -452,12 +472,45 @@ def training_step(
     meta = {"loss": loss, "batch": batch, "params": params_l, "state": state_names, "lr": lr_name,
             "updates": updates, "optimizer": opt.name, "hyperparameters": {
                 "lr": lr, "weight_decay": opt.decay, "momentum": opt.momentum, "dampening": opt.dampening,
-                "nesterov": opt.nesterov, "betas": list(opt.betas), "eps": opt.eps, "clip_grad_norm": clip_grad_norm}}
+                "nesterov": opt.nesterov, "betas": list(opt.betas), "eps": opt.eps, "clip_grad_norm": clip_grad_norm,
+                "mixed_precision": bool(masters), "loss_scale": loss_scale}}
     entry = step_model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)
     check_gradient_model(step_model)
     return TrainingStep(step_model, loss, batch, params_l, state_names, lr_name, updates,
                         {k: initial[k] for k in params_l + state_names})
+
+
+def _read_through_casts(proto: ModelProto, params: Sequence[str]) -> Dict[str, str]:
+    """For mixed precision: each float16/bfloat16 parameter ``p`` is read by the forward graph
+    through ``Cast(p)`` to its dtype, so ``p`` itself can become a float32 master weight. Returns
+    {p: the cast tensor}, whose gradient is the parameter's."""
+    inits = {t.name: t for t in proto.graph.initializer}
+    half = [p for p in params if inits[p].data_type in HALF_TYPES]
+    if not half:
+        return {}
+    used = {n for node in proto.graph.node for n in list(node.input) + list(node.output)}
+    used.update(inits)
+    casts, masters = [], {}
+    for p in half:
+        name, k = f"{p}/half", 1
+        while name in used:
+            name, k = f"{p}/half_{k}", k + 1
+        used.add(name)
+        masters[p] = name
+        casts.append(helper.make_node("Cast", [p], [name], name=name, to=inits[p].data_type))
+    for node in proto.graph.node:
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute) and \
+                set(subgraph_outer_names(node)) & set(masters):
+            raise GradientArgumentError(f"mixed_precision: node {node.name or node.op_type!r} reads a half-precision "
+                                        "parameter inside a subgraph; train it without mixed precision")
+        for i, name in enumerate(node.input):
+            if name in masters:
+                node.input[i] = masters[name]
+    old = list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(casts + old)
+    return masters
 
 
 def _resolve_loss(index: GraphIndex, loss: Optional[str]) -> str:
@@ -575,7 +628,8 @@ def save_trained(model: ModelLike, state: Mapping[str, np.ndarray], path: str) -
     """Write ``model`` with every initializer named in ``state`` replaced by its trained value.
 
     ``model`` is the original model (a path or ModelProto), ``state`` e.g. :meth:`Trainer.state`
-    (optimizer state entries are ignored). Dtypes and shapes must match the initializers.
+    (optimizer state entries are ignored). Shapes and dtypes must match the initializers, but for
+    float32 master weights of float16/bfloat16 initializers, which are rounded to them.
     Returns the written model.
     """
     from .modelio import write_model
@@ -586,12 +640,15 @@ def save_trained(model: ModelLike, state: Mapping[str, np.ndarray], path: str) -
         if t.name not in state:
             continue
         value = np.asarray(state[t.name])
-        want = np_dtype(t.data_type) if t.data_type != TensorProto.BFLOAT16 else None
-        if tuple(value.shape) != tuple(t.dims) or (want is not None and value.dtype != want):
+        master = t.data_type in HALF_TYPES and value.dtype == np.float32  # mixed precision's float32 copy
+        if tuple(value.shape) != tuple(t.dims) or not (master or value.dtype == np_dtype(t.data_type)):
             raise GradientArgumentError(
                 f"trained value of {t.name!r} is {value.dtype}{list(value.shape)}, the model's initializer is "
                 f"{TensorProto.DataType.Name(t.data_type).lower()}{list(t.dims)}")
-        t.CopyFrom(numpy_helper.from_array(value, t.name))
+        if master:  # rounded to the nearest value of the initializer's dtype
+            t.CopyFrom(helper.make_tensor(t.name, t.data_type, list(t.dims), value.ravel().tolist()))
+        else:
+            t.CopyFrom(numpy_helper.from_array(value, t.name))
     write_model(proto, path, source=source)
     return proto
 
