@@ -237,8 +237,8 @@ def _add_loss(proto: ModelProto, loss_fn: str, prediction: Optional[str], target
 class _Update:
     """Writes the optimizer's formulas for each parameter: torch.optim's ``step()``."""
 
-    def __init__(self, g: Emitter, opt: Optimizer, lr: str, step: str, loss_dtype: int):
-        self.g, self.opt, self.lr, self.loss_dtype = g, opt, lr, loss_dtype
+    def __init__(self, g: Emitter, opt: Optimizer, lr: str, step: str):
+        self.g, self.opt, self.lr = g, opt, lr
         self.t = g.Add(step, g.const(1, like=step))  # this step's number, 1 on the first step
         self.step = step
         self._per_dtype: Dict[Tuple[str, int], str] = {}
@@ -418,7 +418,7 @@ def training_step(
         g.set_info(p, param_types[p], tuple(infos[p].dims))
     if clip_grad_norm is not None:
         grads = _clip(g, grads, float(clip_grad_norm), dtype)
-    update = _Update(g, opt, lr_name, step_name, dtype)
+    update = _Update(g, opt, lr_name, step_name)
 
     shapes: Dict[str, List[int]] = {step_name: []}
     initial: Dict[str, np.ndarray] = {step_name: np.zeros((), np.int64)}
