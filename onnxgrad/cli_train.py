@@ -90,7 +90,8 @@ def _betas(text: Optional[str]) -> Tuple[float, float]:
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None,
               help="Step model. Default: <stem>.train.onnx beside MODEL. Never the input itself.")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False), default=None,
-              help="Initial state (.npz: parameters, optimizer state). Default: the output's name with .npz.")
+              help="Initial state (parameters, optimizer state): .npz, or .onnx (a model of initializers any ONNX "
+                   "runtime reads by running it). Default: the output's name with .npz.")
 @_debug_option
 def train_step(model_path: str, loss: Optional[str], loss_fn: Optional[str], target: Optional[str],
                prediction: Optional[str], params_opt: Sequence[str], exclude_opt: Sequence[str], optimizer: str,

@@ -584,8 +584,21 @@ def _prune(model: ModelProto) -> None:
 
 # ------------------------------------------------------------------------------------ state files
 def save_state(path: str, state: Mapping[str, np.ndarray]) -> None:
-    """Write parameters and optimizer state to an ``.npz`` file (keys are the step model's input
-    names; written atomically, byte-reproducible)."""
+    """Write parameters and optimizer state (keys: the step model's input names) atomically.
+
+    ``.onnx``: a model whose graph has no inputs and no nodes, only the tensors as initializers
+    and outputs, so that any ONNX runtime (onnxruntime-web in a browser too) reads the state by
+    running it. Anything else: an ``.npz`` file (byte-reproducible).
+    """
+    from .modelio import write_model
+
+    if path.lower().endswith(".onnx"):
+        tensors = [numpy_helper.from_array(np.asarray(v), k) for k, v in state.items()]
+        outputs = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in tensors]
+        graph = helper.make_graph([], "training_state", [], outputs, tensors)
+        write_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=7,
+                                      producer_name="onnxgrad"), path)
+        return
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise OutputWriteError(f"output folder does not exist: {folder}")
@@ -607,7 +620,13 @@ def save_state(path: str, state: Mapping[str, np.ndarray]) -> None:
 
 
 def load_state(path: str) -> Dict[str, np.ndarray]:
-    """Read a state file written by :func:`save_state` (or ``numpy.savez``)."""
+    """Read a state file written by :func:`save_state`: ``.onnx`` (its initializers) or ``.npz``."""
+    if path.lower().endswith(".onnx"):
+        try:
+            model = onnx.load(path)
+            return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        except Exception as e:  # OSError, protobuf's DecodeError, onnx's external-data errors
+            raise ModelReadError(f"cannot read state file {path}: {e}") from None
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}

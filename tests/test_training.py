@@ -23,7 +23,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from onnxgrad import GradientArgumentError
+from onnxgrad import GradientArgumentError, ModelReadError
 from onnxgrad.training import (Optimizer, Trainer, interface, load_state, save_state, save_trained,
                                select_params, training_step)
 
@@ -534,3 +534,22 @@ def test_mixed_precision_zero_gradient_stays_finite():
     state = trainer.state()
     assert all(np.all(np.isfinite(v)) for v in state.values())
     np.testing.assert_array_equal(state["dead"], np.ones(4, np.float32))
+
+
+def test_state_as_onnx_model(tmp_path):
+    """A state file any ONNX runtime reads: run it with no inputs, get every tensor by name."""
+    res = _cli(["train-step", MODELS["gpt_block"], "--optimizer", "adam", "-o", str(tmp_path / "step.onnx"),
+                "--state", str(tmp_path / "state.onnx")])
+    assert res.exit_code == 0, res.output
+    onnx.checker.check_model(str(tmp_path / "state.onnx"), full_check=True)
+    state = load_state(str(tmp_path / "state.onnx"))
+    step = training_step(MODELS["gpt_block"], optimizer="adam")
+    assert list(state) == list(step.initial_state)
+    sess = ort.InferenceSession(str(tmp_path / "state.onnx"), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    for name, value in zip(names, sess.run(None, {})):
+        assert value.dtype == step.initial_state[name].dtype
+        np.testing.assert_array_equal(value, step.initial_state[name])
+        np.testing.assert_array_equal(state[name], step.initial_state[name])
+    with pytest.raises(ModelReadError, match="cannot read state file"):
+        load_state(str(tmp_path / "missing.onnx"))
