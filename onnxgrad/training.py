@@ -465,8 +465,9 @@ def training_step(
     step_model.graph.output.extend(outputs)
     _prune(step_model)
 
+    constants = {t.name for t in step_model.graph.initializer}  # inputs with a default (old exporters)
     batch = [i.name for i in step_model.graph.input
-             if i.name not in trained_names and i.name not in initial and i.name != lr_name]
+             if i.name not in trained_names and i.name not in initial and i.name != lr_name and i.name not in constants]
     state_names = [s.name for s in state_inputs]
     params_l = [p for p, _ in trained]
     meta = {"loss": loss, "batch": batch, "params": params_l, "state": state_names, "lr": lr_name,

@@ -553,3 +553,22 @@ def test_state_as_onnx_model(tmp_path):
         np.testing.assert_array_equal(state[name], step.initial_state[name])
     with pytest.raises(ModelReadError, match="cannot read state file"):
         load_state(str(tmp_path / "missing.onnx"))
+
+
+def test_initializers_listed_as_inputs():
+    """Old exporters list every initializer among the graph inputs too: trained ones become plain
+    inputs, frozen ones keep their default and are not part of the batch."""
+    model = onnx.load(MODELS["resnet_cnn"])
+    known = {i.name for i in model.graph.input}
+    model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                             for t in model.graph.initializer if t.name not in known)
+    step = training_step(model, exclude="u", optimizer="momentum")
+    onnx.checker.check_model(step.model, full_check=True)
+    assert step.batch == ["x"]
+    names = [i.name for i in step.model.graph.input]
+    assert len(names) == len(set(names)) and "bn1.running_mean" in names and "conv1.weight" in names
+    inits = {t.name for t in step.model.graph.initializer}
+    assert "bn1.running_mean" in inits and "conv1.weight" not in inits
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    trainer = Trainer(step.model, step.initial_state)
+    assert np.isfinite(trainer.step({"x": x}))
