@@ -572,3 +572,26 @@ def test_initializers_listed_as_inputs():
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
     trainer = Trainer(step.model, step.initial_state)
     assert np.isfinite(trainer.step({"x": x}))
+
+
+def test_readme_two_commands(tmp_path, monkeypatch):
+    """The README's "Train anywhere" path, as written: train-step, then its train.py loop."""
+    import re
+    import shutil
+
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    section = text[text.index("## Train anywhere"):]
+    command = re.search(r"```sh\n(onnxgrad train-step [^\n]+)\npython train.py\n```", section).group(1)
+    script = re.search(r"`train.py` is your loop:\n\n```python\n(.*?)```", section, re.S).group(1)
+    args = command.split()[1:]
+    shutil.copy(os.path.join(ROOT, args[1]), tmp_path / os.path.basename(args[1]))
+    monkeypatch.chdir(tmp_path)
+    res = _cli([args[0], os.path.basename(args[1]), *args[2:]])
+    assert res.exit_code == 0, res.output
+    namespace: dict = {}
+    exec(compile(script, "README.md", "exec"), namespace)
+    trained = onnx.load(str(tmp_path / "transformer_block.trained.onnx"))
+    original = {t.name: numpy_helper.to_array(t) for t in onnx.load(MODELS["gpt_block"]).graph.initializer}
+    changed = [t.name for t in trained.graph.initializer
+               if not np.array_equal(numpy_helper.to_array(t), original[t.name])]
+    assert set(changed) == set(namespace["trainer"].meta["params"])
