@@ -141,7 +141,7 @@ def select_params(model: ModelProto, selectors: Optional[Sequence[str]] = None,
         if sel == PARAMS:
             chosen.update(trainable)
         elif any(c in sel for c in "*?["):
-            hits = fnmatch.filter(trainable, sel)
+            hits = [n for n in trainable if fnmatch.fnmatchcase(n, sel)]
             if not hits:
                 raise GradientArgumentError(f"parameter pattern {sel!r} matches no trainable float initializer")
             chosen.update(hits)
@@ -153,7 +153,7 @@ def select_params(model: ModelProto, selectors: Optional[Sequence[str]] = None,
                 else "not an initializer of the main graph"
             raise GradientArgumentError(f"parameter {sel!r} is {kind}; trainable parameters are float initializers")
     for pattern in exclude or []:
-        chosen.difference_update(fnmatch.filter(list(chosen), pattern))
+        chosen = {n for n in chosen if not fnmatch.fnmatchcase(n, pattern)}
     names = [n for n in floats if n in chosen]
     if not names:
         raise GradientArgumentError("no parameter to train: the selection (after --exclude) is empty")
