@@ -595,3 +595,34 @@ def test_readme_two_commands(tmp_path, monkeypatch):
     changed = [t.name for t in trained.graph.initializer
                if not np.array_equal(numpy_helper.to_array(t), original[t.name])]
     assert set(changed) == set(namespace["trainer"].meta["params"])
+
+
+def test_mixed_precision_bfloat16_in_reference():
+    """bfloat16 weights through float32 master weights, in onnx.reference (onnxruntime's CPU has no
+    bfloat16 Gemm): the trajectory stays within bfloat16's 8-bit resolution of torch's (measured
+    2.9e-2 relative on the parameters, 1.5e-2 on the losses)."""
+    import ml_dtypes
+
+    ref = np.load(os.path.join(DATA, "mlp_logits.npz"))
+    cfg = json.loads(str(ref["configs"]))["mse"]
+    model = onnx.load(os.path.join(DATA, "mlp_logits.onnx"))
+    for t in model.graph.initializer:
+        t.CopyFrom(helper.make_tensor(t.name, TensorProto.BFLOAT16, list(t.dims),
+                                      numpy_helper.to_array(t).ravel().tolist()))
+    for vi in list(model.graph.input) + list(model.graph.output):
+        vi.type.tensor_type.elem_type = TensorProto.BFLOAT16
+    step = training_step(model, mixed_precision=True, **step_kwargs(cfg))
+    onnx.checker.check_model(step.model, full_check=True)
+    evaluator = ReferenceEvaluator(step.model)
+    values, losses = dict(step.initial_state), []
+    for batch in batches(ref, "mse/"):
+        feeds = {k: v.astype(ml_dtypes.bfloat16) for k, v in batch.items()}
+        loss, *new = evaluator.run([step.loss] + list(step.updates.values()),
+                                   {**feeds, **values, step.lr: np.asarray(cfg["lr"], np.float32)})
+        losses.append(float(loss))
+        values = dict(zip(step.updates, new))
+    np.testing.assert_allclose(losses, ref["mse/loss"], rtol=5e-2)
+    for p in step.params:
+        assert values[p].dtype == np.float32
+        expected = ref[f"mse/param/{p}"]
+        assert np.max(np.abs(values[p] - expected)) <= 5e-2 * np.max(np.abs(expected)), p
