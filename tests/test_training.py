@@ -600,7 +600,8 @@ def test_readme_two_commands(tmp_path, monkeypatch):
 def test_mixed_precision_bfloat16_in_reference():
     """bfloat16 weights through float32 master weights, in onnx.reference (onnxruntime's CPU has no
     bfloat16 Gemm): the trajectory stays within bfloat16's 8-bit resolution of torch's (measured
-    2.9e-2 relative on the parameters, 1.5e-2 on the losses)."""
+    relative errors 1.5e-2 on the losses, whose bfloat16 forward pass rounds to 2^-8, and 3.2e-3 on
+    the float32 master weights)."""
     import ml_dtypes
 
     ref = np.load(os.path.join(DATA, "mlp_logits.npz"))
@@ -625,4 +626,4 @@ def test_mixed_precision_bfloat16_in_reference():
     for p in step.params:
         assert values[p].dtype == np.float32
         expected = ref[f"mse/param/{p}"]
-        assert np.max(np.abs(values[p] - expected)) <= 5e-2 * np.max(np.abs(expected)), p
+        assert np.max(np.abs(values[p] - expected)) <= 1e-2 * np.max(np.abs(expected)), p
