@@ -62,6 +62,8 @@ def _betas(text: Optional[str]) -> Tuple[float, float]:
 @click.option("--target", default=None, metavar="NAME", help="Name of the target input of --loss-fn (default: target).")
 @click.option("--prediction", default=None, metavar="NAME",
               help="The tensor --loss-fn reads. Default: the model's only float output.")
+@click.option("--ignore-index", type=int, default=-100, show_default=True,
+              help="cross_entropy: the target value that contributes nothing (the mean is over the others).")
 @click.option("--params", "params_opt", multiple=True, metavar="SELECTORS",
               help=f"Parameters to train: names, globs ('fc.*') or {PARAMS} (the default: every float "
                    "initializer except BatchNorm running statistics), comma-separated (repeatable).")
@@ -94,8 +96,8 @@ def _betas(text: Optional[str]) -> Tuple[float, float]:
                    "runtime reads by running it). Default: the output's name with .npz.")
 @_debug_option
 def train_step(model_path: str, loss: Optional[str], loss_fn: Optional[str], target: Optional[str],
-               prediction: Optional[str], params_opt: Sequence[str], exclude_opt: Sequence[str], optimizer: str,
-               lr: float, weight_decay: Optional[float], momentum: float, dampening: float, nesterov: bool,
+               prediction: Optional[str], ignore_index: int, params_opt: Sequence[str], exclude_opt: Sequence[str],
+               optimizer: str, lr: float, weight_decay: Optional[float], momentum: float, dampening: float, nesterov: bool,
                betas: Optional[str], eps: float, clip_grad_norm: Optional[float], keep_outputs: bool,
                mixed_precision: bool, loss_scale: float, out: Optional[str], state_path: Optional[str]) -> None:
     """Write MODEL's training step: loss, gradients and optimizer update in one ONNX model.
@@ -127,7 +129,7 @@ def train_step(model_path: str, loss: Optional[str], loss_fn: Optional[str], tar
     opt = Optimizer(optimizer, weight_decay=weight_decay, momentum=momentum, dampening=dampening,
                     nesterov=nesterov, betas=_betas(betas), eps=eps)
     step = training_step(model_path, loss=loss, params=_names(params_opt) or None, optimizer=opt, lr=lr,
-                         loss_fn=loss_fn, target=target or "target", prediction=prediction,
+                         loss_fn=loss_fn, target=target or "target", prediction=prediction, ignore_index=ignore_index,
                          exclude=_names(exclude_opt) or None, clip_grad_norm=clip_grad_norm,
                          keep_outputs=keep_outputs, mixed_precision=mixed_precision, loss_scale=loss_scale)
     save_state(state_out, step.initial_state)

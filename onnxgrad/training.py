@@ -165,7 +165,7 @@ def _float_outputs(index: GraphIndex) -> List[str]:
     return [o for o in index.graph_outputs if index.tensor_info(o).is_float]
 
 
-def _add_loss(proto: ModelProto, loss_fn: str, prediction: Optional[str], target: str) -> str:
+def _add_loss(proto: ModelProto, loss_fn: str, prediction: Optional[str], target: str, ignore_index: int) -> str:
     """Append ``loss = loss_fn(prediction, target)`` (mean reduction, torch's formulas) to the
     graph, with ``target`` a new graph input unless the model already has that input."""
     if loss_fn not in LOSS_FUNCTIONS:
@@ -212,23 +212,27 @@ def _add_loss(proto: ModelProto, loss_fn: str, prediction: Optional[str], target
     x, t = prediction, target
     if loss_fn == "mse":
         err = g.Sub(x, t)
-        per_element = g.Mul(err, err)
+        value = g.ReduceMean(g.Mul(err, err), keepdims=0)
     elif loss_fn == "l1":
-        per_element = g.Abs(g.Sub(x, t))
+        value = g.ReduceMean(g.Abs(g.Sub(x, t)), keepdims=0)
     elif loss_fn == "bce_with_logits":
         # softplus(x) - x t = -[t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))], stable for any x
-        per_element = g.Sub(g.Softplus(x), g.Mul(x, t))
+        value = g.ReduceMean(g.Sub(g.Softplus(x), g.Mul(x, t)), keepdims=0)
     else:
-        # -log softmax(x)[target], the class axis being 1 as in torch
+        # -log softmax(x)[target] (class axis 1), averaged over the targets that are not ignore_index
+        kept = g.Not(g.Equal(t, g.const(ignore_index, like=t)))
+        safe = g.Where(kept, t, g.const(0, like=t))
         log_p = g.LogSoftmax(x, axis=1)
         if index.opset >= 11:
-            picked = g.GatherElements(log_p, g.unsqueeze(t, [1]), axis=1)
+            picked = g.squeeze(g.GatherElements(log_p, g.unsqueeze(safe, [1]), axis=1), [1])
         else:  # no GatherElements yet: select with a one-hot mask
-            one_hot = g.OneHot(t, g.dims(x, [1]), g.const([0.0, 1.0], like=x), axis=1)
+            one_hot = g.OneHot(safe, g.dims(x, [1]), g.const([0.0, 1.0], like=x), axis=1)
             picked = g.reduce_sum(g.Mul(one_hot, log_p), [1], keepdims=False)
-        per_element = g.Neg(picked)
+        weight = g.Cast(kept, to=info.elem_type)
+        value = g.Div(g.Neg(g.reduce_sum(g.Mul(picked, weight), None, keepdims=False)),
+                      g.reduce_sum(weight, None, keepdims=False))
     loss = g.fresh("value") if index.exists("loss") else "loss"
-    g.add_node("ReduceMean", [per_element], [loss], loss, {"keepdims": 0})
+    g.add_node("Identity", [value], [loss], loss, {})
     proto.graph.output.insert(0, helper.make_tensor_value_info(loss, info.elem_type, []))
     return loss
 
@@ -318,6 +322,7 @@ def training_step(
     loss_fn: Optional[str] = None,
     target: str = "target",
     prediction: Optional[str] = None,
+    ignore_index: int = -100,
     exclude: Optional[Union[str, Sequence[str]]] = None,
     weight_decay: Optional[float] = None,
     clip_grad_norm: Optional[float] = None,
@@ -343,6 +348,8 @@ def training_step(
         target: name of the target input ``loss_fn`` compares with (a new graph input, or an
             existing one).
         prediction: the tensor ``loss_fn`` reads. Default: the model's only float output.
+        ignore_index: cross_entropy's target value that contributes nothing (torch's default
+            -100); the mean is over the other targets.
         exclude: globs of parameters to keep frozen (constants).
         weight_decay: overrides the optimizer's weight decay.
         clip_grad_norm: clip the global gradient 2-norm to this value before the update.
@@ -381,7 +388,7 @@ def training_step(
         if loss is not None:
             raise GradientArgumentError("give either loss (a tensor of the model) or loss_fn (a loss to build), "
                                         "not both")
-        loss = _add_loss(proto, loss_fn, prediction, target)
+        loss = _add_loss(proto, loss_fn, prediction, target, ignore_index)
     index = GraphIndex(proto)
     loss = _resolve_loss(index, loss)
     selectors = [params] if isinstance(params, str) else params

@@ -60,6 +60,8 @@ LOSS_CONFIGS: Dict[str, dict] = {
     name: {"loss_fn": name, "target": "target", "optimizer": "adam", "lr": 0.02}
     for name in ("mse", "l1", "bce_with_logits", "cross_entropy")
 }
+#: a quarter of the class targets set to torch's default ignore_index, -100
+LOSS_CONFIGS["cross_entropy_ignore"] = {**LOSS_CONFIGS["cross_entropy"], "ignore_index": -100}
 
 
 def make_optimizer(params: List[torch.nn.Parameter], cfg: dict) -> torch.optim.Optimizer:
@@ -196,9 +198,11 @@ def main() -> None:
         batches = []
         for n in sizes:
             x = rng.standard_normal((n, 8)).astype(np.float32)
-            if cfg_name == "cross_entropy":
+            if cfg["loss_fn"] == "cross_entropy":
                 target = rng.integers(0, 4, n).astype(np.int64)
-            elif cfg_name == "bce_with_logits":
+                if "ignore_index" in cfg:  # ignore some, never all
+                    target[1:][rng.uniform(size=n - 1) < 0.25] = cfg["ignore_index"]
+            elif cfg["loss_fn"] == "bce_with_logits":
                 target = rng.uniform(0, 1, (n, 4)).astype(np.float32)
             else:
                 target = rng.standard_normal((n, 4)).astype(np.float32)
@@ -206,7 +210,7 @@ def main() -> None:
         for k, b in enumerate(batches):
             arrays.update({f"{cfg_name}/batch/{k}/{i}": v for i, v in b.items()})
         losses, params, norms = trajectory(
-            mlp, lambda m, b, c=cfg_name: torch_loss(c, m(to_torch(b["x"])), to_torch(b["target"])), batches, cfg)
+            mlp, lambda m, b, c=cfg["loss_fn"]: torch_loss(c, m(to_torch(b["x"])), to_torch(b["target"])), batches, cfg)
         report("mlp_logits", cfg_name, losses, norms, cfg)
         arrays[f"{cfg_name}/loss"] = losses
         arrays.update({f"{cfg_name}/param/{p}": v for p, v in params.items()})
