@@ -97,8 +97,8 @@ def _betas(text: Optional[str]) -> Tuple[float, float]:
 @_debug_option
 def train_step(model_path: str, loss: Optional[str], loss_fn: Optional[str], target: Optional[str],
                prediction: Optional[str], ignore_index: int, params_opt: Sequence[str], exclude_opt: Sequence[str],
-               optimizer: str, lr: float, weight_decay: Optional[float], momentum: float, dampening: float, nesterov: bool,
-               betas: Optional[str], eps: float, clip_grad_norm: Optional[float], keep_outputs: bool,
+               optimizer: str, lr: float, weight_decay: Optional[float], momentum: float, dampening: float,
+               nesterov: bool, betas: Optional[str], eps: float, clip_grad_norm: Optional[float], keep_outputs: bool,
                mixed_precision: bool, loss_scale: float, out: Optional[str], state_path: Optional[str]) -> None:
     """Write MODEL's training step: loss, gradients and optimizer update in one ONNX model.
 
