@@ -382,7 +382,6 @@ def training_step(
     source = None if isinstance(model, ModelProto) else os.fspath(model)
     proto = load_model(model)
     original_outputs = [o.name for o in proto.graph.output]
-    original_inputs = {i.name for i in proto.graph.input}
 
     if loss_fn is not None:
         if loss is not None:
@@ -435,8 +434,7 @@ def training_step(
     new_values: List[Tuple[str, str]] = [(step_name, update.t)]
     for (p, _), grad in zip(trained, grads):
         dims, elem = list(infos[p].dims), param_types[p]
-        if p not in original_inputs:
-            param_inputs.append(helper.make_tensor_value_info(p, elem, dims))
+        param_inputs.append(helper.make_tensor_value_info(p, elem, dims))
         state = []
         shapes[p] = dims
         for kind in opt.state_names():
@@ -466,7 +464,10 @@ def training_step(
     kept = [t for t in step_model.graph.initializer if t.name not in trained_names]
     del step_model.graph.initializer[:]
     step_model.graph.initializer.extend(kept)
-    step_model.graph.input.extend(param_inputs + state_inputs)
+    # a trained initializer that old exporters also list as an input is re-declared with the others
+    inputs = [i for i in step_model.graph.input if i.name not in trained_names]
+    del step_model.graph.input[:]
+    step_model.graph.input.extend(inputs + param_inputs + state_inputs)
     step_model.graph.input.append(helper.make_tensor_value_info(lr_name, dtype, []))
     del step_model.graph.output[:]
     step_model.graph.output.extend(outputs)
