@@ -26,8 +26,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import sys
-from typing import Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 import onnx
@@ -105,7 +104,8 @@ def trajectory(model: nn.Module, loss_of: Callable[[nn.Module, dict], torch.Tens
         opt.zero_grad()
         loss = loss_of(m, batch)
         loss.backward()
-        norms.append(float(torch.sqrt(sum((p.grad ** 2).sum() for p in params.values()))))
+        grads = [p.grad for p in params.values() if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(gr) for gr in grads]))))
         if cfg.get("clip_grad_norm"):
             torch.nn.utils.clip_grad_norm_(list(params.values()), cfg["clip_grad_norm"])
         opt.step()
@@ -142,8 +142,10 @@ def export_mlp(path: str) -> MLP:
 
 
 def torch_loss(name: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return {"mse": F.mse_loss, "l1": F.l1_loss, "bce_with_logits": F.binary_cross_entropy_with_logits,
-            "cross_entropy": F.cross_entropy}[name](logits, target)
+    functions: Dict[str, Callable[..., torch.Tensor]] = {
+        "mse": F.mse_loss, "l1": F.l1_loss, "bce_with_logits": F.binary_cross_entropy_with_logits,
+        "cross_entropy": F.cross_entropy}
+    return functions[name](logits, target)
 
 
 def to_torch(a: np.ndarray) -> torch.Tensor:
@@ -166,7 +168,7 @@ def main() -> None:
     # (module, ONNX file, batch of step k, loss, lr factor per optimizer): the CNN's loss
     # sum(out * u) is linear in its output of a ReLU net, unbounded below, and SGD's steps grow
     # with the gradient: smaller steps keep all 20 finite
-    networks = {
+    networks: Dict[str, Tuple[Any, ...]] = {
         "resnet_cnn": (exporter.ResNetCNN, os.path.join(ROOT, "models", "small_cnn.onnx"),
                        lambda k: {"x": rng.standard_normal((2, 3, 8, 8)).astype(np.float32)},
                        lambda m, b: m(to_torch(b["x"])),
@@ -179,13 +181,13 @@ def main() -> None:
     for name, (cls, onnx_path, make_batch, loss_of, factor) in networks.items():
         model = cls()
         load_onnx_values(model, onnx_path)
-        batches = [make_batch(k) for k in range(STEPS)]
+        steps = [make_batch(k) for k in range(STEPS)]
         configs = {c: {**cfg, "lr": cfg["lr"] * factor[cfg["optimizer"]]} for c, cfg in OPTIMIZER_CONFIGS.items()}
         arrays: Dict[str, np.ndarray] = {"configs": np.array(json.dumps(configs))}
-        for k, b in enumerate(batches):
+        for k, b in enumerate(steps):
             arrays.update({f"batch/{k}/{i}": v for i, v in b.items()})
         for cfg_name, cfg in configs.items():
-            losses, params, norms = trajectory(model, loss_of, batches, cfg)
+            losses, params, norms = trajectory(model, loss_of, steps, cfg)
             report(name, cfg_name, losses, norms, cfg)
             arrays[f"{cfg_name}/loss"] = losses
             arrays.update({f"{cfg_name}/param/{p}": v for p, v in params.items()})
@@ -195,7 +197,7 @@ def main() -> None:
     sizes = [3, 5, 4, 7, 2] * (STEPS // 5)
     arrays = {"configs": np.array(json.dumps(LOSS_CONFIGS))}
     for cfg_name, cfg in LOSS_CONFIGS.items():
-        batches = []
+        batches: List[Dict[str, np.ndarray]] = []
         for n in sizes:
             x = rng.standard_normal((n, 8)).astype(np.float32)
             if cfg["loss_fn"] == "cross_entropy":
@@ -209,8 +211,10 @@ def main() -> None:
             batches.append({"x": x, "target": target})
         for k, b in enumerate(batches):
             arrays.update({f"{cfg_name}/batch/{k}/{i}": v for i, v in b.items()})
-        losses, params, norms = trajectory(
-            mlp, lambda m, b, c=cfg["loss_fn"]: torch_loss(c, m(to_torch(b["x"])), to_torch(b["target"])), batches, cfg)
+        def loss_of(m: nn.Module, b: dict, fn: str = cfg["loss_fn"]) -> torch.Tensor:
+            return torch_loss(fn, m(to_torch(b["x"])), to_torch(b["target"]))
+
+        losses, params, norms = trajectory(mlp, loss_of, batches, cfg)
         report("mlp_logits", cfg_name, losses, norms, cfg)
         arrays[f"{cfg_name}/loss"] = losses
         arrays.update({f"{cfg_name}/param/{p}": v for p, v in params.items()})
@@ -220,4 +224,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
