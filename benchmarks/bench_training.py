@@ -25,7 +25,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 import onnx
@@ -69,7 +69,7 @@ def onnxgrad_rate(model: onnx.ModelProto, feeds: Dict[str, np.ndarray], steps: i
     return _rate(lambda: trainer.step(feeds), steps, repeats)
 
 
-def torch_rate(loss_of: Callable[[], "object"], params: List, steps: int, repeats: int) -> float:
+def torch_rate(loss_of: Callable[[], Any], params: List, steps: int, repeats: int) -> float:
     import torch
 
     opt = torch.optim.AdamW(params, lr=LR, weight_decay=WEIGHT_DECAY)
@@ -118,12 +118,13 @@ def main(argv: List[str]) -> None:
     rows.append(("classifier (batch 32)", ours, torch_rate(classifier_loss, list(w.values()), args.steps,
                                                             args.repeats)))
 
-    for label, path, cls, feed, exclude in [
+    networks: List[Tuple[str, str, Any, Dict[str, np.ndarray], List[str]]] = [
         ("small_cnn (batch 2)", "models/small_cnn.onnx", exporter.ResNetCNN,
          {"x": np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)}, ["u"]),
         ("transformer_block (2x6 tokens)", "models/transformer_block.onnx", exporter.GPTBlock,
          {"idx": np.random.default_rng(2).integers(0, 11, (2, 6)).astype(np.int64)}, []),
-    ]:
+    ]
+    for label, path, cls, feed, exclude in networks:
         model = onnx.load(os.path.join(ROOT, path))
         ours = onnxgrad_rate(model, feed, args.steps, args.repeats, exclude=exclude)
         net = cls().eval()
