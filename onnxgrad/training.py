@@ -369,6 +369,70 @@ def training_step(
         LookupError (:class:`~onnxgrad.errors.NoGradientError`): an op on the path from a
             parameter to the loss has no gradient rule.
     """
+    opt = _checked_optimizer(optimizer, weight_decay, lr, clip_grad_norm, loss_scale)
+    source = None if isinstance(model, ModelProto) else os.fspath(model)
+    proto = load_model(model)
+    original_outputs = [o.name for o in proto.graph.output]
+    if loss_fn is not None:
+        if loss is not None:
+            raise GradientArgumentError("give either loss (a tensor of the model) or loss_fn (a loss to build), "
+                                        "not both")
+        loss = _add_loss(proto, loss_fn, prediction, target, ignore_index)
+    loss = _resolve_loss(GraphIndex(proto), loss)
+    chosen, exact = select_params(proto, [params] if isinstance(params, str) else params,
+                                  [exclude] if isinstance(exclude, str) else exclude)
+    masters = _read_through_casts(proto, chosen) if mixed_precision else {}
+
+    result = gradients(proto, loss, [masters.get(p, p) for p in chosen], name="gradients",
+                       grad_ys=None if loss_scale == 1 else float(loss_scale))
+    named = [p for p, gname in zip(chosen, result.names) if gname is None and p in exact]
+    if named:
+        raise GradientArgumentError(f"the loss {loss!r} does not depend on parameter {named[0]!r}: it cannot be "
+                                    "trained")
+    trained = [(p, gname) for p, gname in zip(chosen, result.names) if gname is not None]
+    if not trained:
+        raise GradientArgumentError(f"the loss {loss!r} depends on none of the selected parameters")
+
+    step_model = result.model
+    infos = {t.name: t for t in step_model.graph.initializer}
+    values = {p: _initializer_value(infos[p], source) for p, _ in trained}
+    emitted = _append_update(step_model, loss, trained, set(masters), opt, clip_grad_norm, loss_scale)
+
+    trained_names = {p for p, _ in trained}
+    kept = [t for t in step_model.graph.initializer if t.name not in trained_names]
+    del step_model.graph.initializer[:]
+    step_model.graph.initializer.extend(kept)
+    # a trained initializer that old exporters also list as an input is re-declared with the others
+    inputs = [i for i in step_model.graph.input if i.name not in trained_names]
+    del step_model.graph.input[:]
+    step_model.graph.input.extend(inputs + emitted.inputs)
+    outputs = [o for o in step_model.graph.output if o.name == loss or
+               (keep_outputs and o.name in original_outputs)]
+    outputs.sort(key=lambda o: o.name != loss)  # the loss first
+    del step_model.graph.output[:]
+    step_model.graph.output.extend(outputs + emitted.outputs)
+    _prune(step_model)
+
+    params_l = [p for p, _ in trained]
+    carried = set(emitted.updates) | {emitted.lr}
+    constants = {t.name for t in step_model.graph.initializer}  # inputs with a default (old exporters)
+    batch = [i.name for i in step_model.graph.input if i.name not in carried and i.name not in constants]
+    initial = {p: values[p].astype(emitted.zeros[p].dtype) for p in params_l}
+    initial.update((s, emitted.zeros[s]) for s in emitted.state)
+    meta = {"loss": loss, "batch": batch, "params": params_l, "state": emitted.state, "lr": emitted.lr,
+            "updates": emitted.updates, "optimizer": opt.name, "hyperparameters": {
+                "lr": lr, "weight_decay": opt.decay, "momentum": opt.momentum, "dampening": opt.dampening,
+                "nesterov": opt.nesterov, "betas": list(opt.betas), "eps": opt.eps, "clip_grad_norm": clip_grad_norm,
+                "mixed_precision": bool(masters), "loss_scale": loss_scale}}
+    entry = step_model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+    check_gradient_model(step_model)
+    return TrainingStep(step_model, loss, batch, params_l, emitted.state, emitted.lr, emitted.updates, initial)
+
+
+def _checked_optimizer(optimizer: Union[str, Optimizer], weight_decay: Optional[float], lr: float,
+                       clip_grad_norm: Optional[float], loss_scale: float) -> Optimizer:
+    """The optimizer to use, once every hyperparameter is known to be valid."""
     opt = Optimizer(optimizer) if isinstance(optimizer, str) else optimizer
     if weight_decay is not None:
         opt = replace(opt, weight_decay=weight_decay)
@@ -379,115 +443,74 @@ def training_step(
         raise GradientArgumentError(f"clip_grad_norm must be positive, got {clip_grad_norm!r}")
     if isinstance(loss_scale, bool) or not isinstance(loss_scale, (int, float)) or not loss_scale > 0:
         raise GradientArgumentError(f"loss_scale must be a positive number, got {loss_scale!r}")
-    source = None if isinstance(model, ModelProto) else os.fspath(model)
-    proto = load_model(model)
-    original_outputs = [o.name for o in proto.graph.output]
+    return opt
 
-    if loss_fn is not None:
-        if loss is not None:
-            raise GradientArgumentError("give either loss (a tensor of the model) or loss_fn (a loss to build), "
-                                        "not both")
-        loss = _add_loss(proto, loss_fn, prediction, target, ignore_index)
-    index = GraphIndex(proto)
-    loss = _resolve_loss(index, loss)
-    selectors = [params] if isinstance(params, str) else params
-    excluded = [exclude] if isinstance(exclude, str) else exclude
-    chosen, exact = select_params(proto, selectors, excluded)
-    masters = _read_through_casts(proto, chosen) if mixed_precision else {}
 
-    result = gradients(proto, loss, [masters.get(p, p) for p in chosen], name="gradients",
-                       grad_ys=None if loss_scale == 1 else float(loss_scale))
-    unconnected = [p for p, gname in zip(chosen, result.names) if gname is None]
-    named = [p for p in unconnected if p in exact]
-    if named:
-        raise GradientArgumentError(f"the loss {loss!r} does not depend on parameter {named[0]!r}: it cannot be "
-                                    "trained")
-    trained = [(p, gname) for p, gname in zip(chosen, result.names) if gname is not None]
-    if not trained:
-        raise GradientArgumentError(f"the loss {loss!r} depends on none of the selected parameters")
+@dataclass
+class _Emitted:
+    """What :func:`_append_update` added: new graph inputs (parameters, state, lr) and outputs,
+    the state and lr input names, input -> updated output, and each parameter's and state
+    input's zeros (their dtype and shape; the state's initial value)."""
 
-    step_model = result.model
-    index = GraphIndex(step_model)
-    g = Emitter(index, _unique(index, "optimizer"), sink=step_model.graph.node)
+    inputs: List[onnx.ValueInfoProto]
+    outputs: List[onnx.ValueInfoProto]
+    state: List[str]
+    lr: str
+    updates: Dict[str, str]
+    zeros: Dict[str, np.ndarray]
+
+
+def _append_update(model: ModelProto, loss: str, trained: Sequence[Tuple[str, str]], masters: Set[str],
+                   opt: Optimizer, clip_grad_norm: Optional[float], loss_scale: float) -> _Emitted:
+    """Append the optimizer step to the gradient model: unscaling, clipping, then ``opt``'s update
+    of each parameter from its gradient, with a Identity output ``<input>/updated`` per parameter
+    and state input. ``masters``: parameters whose float32 master weight is the input."""
+    index = GraphIndex(model)
+    g = Emitter(index, _unique(index, "optimizer"), sink=model.graph.node)
     dtype = index.tensor_info(loss).elem_type
     if masters and dtype in HALF_TYPES:
         dtype = TensorProto.FLOAT  # lr and the gradient norm in the master weights' precision
-    lr_name, step_name = g.fresh("lr"), g.fresh("step")
-    g.set_info(lr_name, dtype, ())
-    g.set_info(step_name, TensorProto.INT64, ())
-    infos = {t.name: t for t in step_model.graph.initializer}
-    param_types = {p: TensorProto.FLOAT if p in masters else infos[p].data_type for p, _ in trained}
+    lr, step = g.fresh("lr"), g.fresh("step")
+    g.set_info(lr, dtype, ())
+    g.set_info(step, TensorProto.INT64, ())
+    dims = {t.name: list(t.dims) for t in model.graph.initializer}
+    types = {t.name: TensorProto.FLOAT if t.name in masters else t.data_type for t in model.graph.initializer}
     grads = []
-    for p, gname in trained:
-        grad = g.Cast(gname, to=TensorProto.FLOAT) if p in masters else gname
+    for p, grad in trained:
+        grad = g.Cast(grad, to=TensorProto.FLOAT) if p in masters else grad
         grads.append(grad if loss_scale == 1 else g.Div(grad, g.const(loss_scale, like=grad)))
-        g.set_info(p, param_types[p], tuple(infos[p].dims))
+        g.set_info(p, types[p], tuple(dims[p]))
     if clip_grad_norm is not None:
         grads = _clip(g, grads, float(clip_grad_norm), dtype)
-    update = _Update(g, opt, lr_name, step_name)
+    update = _Update(g, opt, lr, step)
 
-    shapes: Dict[str, List[int]] = {step_name: []}
-    initial: Dict[str, np.ndarray] = {step_name: np.zeros((), np.int64)}
-    state_inputs = [helper.make_tensor_value_info(step_name, TensorProto.INT64, [])]
-    param_inputs = []
-    updates: Dict[str, str] = {}
-    new_values: List[Tuple[str, str]] = [(step_name, update.t)]
+    zeros: Dict[str, np.ndarray] = {step: np.zeros((), np.int64)}
+    params, state = [], [step]
+    new_values: List[Tuple[str, str]] = [(step, update.t)]
     for (p, _), grad in zip(trained, grads):
-        dims, elem = list(infos[p].dims), param_types[p]
-        param_inputs.append(helper.make_tensor_value_info(p, elem, dims))
-        state = []
-        shapes[p] = dims
+        params.append(p)
+        zeros[p] = np.zeros(dims[p], np_dtype(types[p]))
+        own = []
         for kind in opt.state_names():
             s = g.fresh(f"{kind}/{p}")
-            g.set_info(s, elem, tuple(dims))
-            state.append(s)
-            shapes[s] = dims
-            state_inputs.append(helper.make_tensor_value_info(s, elem, dims))
-            initial[s] = np.zeros(dims, np_dtype(elem))
-        new_p, new_state = update.apply(p, grad, state)
+            g.set_info(s, types[p], tuple(dims[p]))
+            own.append(s)
+            zeros[s] = np.zeros_like(zeros[p])
+        new_p, new_state = update.apply(p, grad, own)
         new_values.append((p, new_p))
-        new_values.extend(zip(state, new_state))
+        new_values.extend(zip(own, new_state))
+        state.extend(own)
 
-    outputs = [o for o in step_model.graph.output if o.name == loss or
-               (keep_outputs and o.name in original_outputs)]
-    outputs.sort(key=lambda o: o.name != loss)  # the loss first
+    outputs, updates = [], {}
     for name, value in new_values:
         g.scope = name
         out = g.fresh("updated")
         g.add_node("Identity", [value], [out], out, {})
         updates[name] = out
-        outputs.append(helper.make_tensor_value_info(out, g.dtype(name), shapes[name]))
-
-    trained_names = {p for p, _ in trained}
-    for p in trained_names:
-        initial[p] = _initializer_value(infos[p], source).astype(np_dtype(param_types[p]))
-    kept = [t for t in step_model.graph.initializer if t.name not in trained_names]
-    del step_model.graph.initializer[:]
-    step_model.graph.initializer.extend(kept)
-    # a trained initializer that old exporters also list as an input is re-declared with the others
-    inputs = [i for i in step_model.graph.input if i.name not in trained_names]
-    del step_model.graph.input[:]
-    step_model.graph.input.extend(inputs + param_inputs + state_inputs)
-    step_model.graph.input.append(helper.make_tensor_value_info(lr_name, dtype, []))
-    del step_model.graph.output[:]
-    step_model.graph.output.extend(outputs)
-    _prune(step_model)
-
-    constants = {t.name for t in step_model.graph.initializer}  # inputs with a default (old exporters)
-    batch = [i.name for i in step_model.graph.input
-             if i.name not in trained_names and i.name not in initial and i.name != lr_name and i.name not in constants]
-    state_names = [s.name for s in state_inputs]
-    params_l = [p for p, _ in trained]
-    meta = {"loss": loss, "batch": batch, "params": params_l, "state": state_names, "lr": lr_name,
-            "updates": updates, "optimizer": opt.name, "hyperparameters": {
-                "lr": lr, "weight_decay": opt.decay, "momentum": opt.momentum, "dampening": opt.dampening,
-                "nesterov": opt.nesterov, "betas": list(opt.betas), "eps": opt.eps, "clip_grad_norm": clip_grad_norm,
-                "mixed_precision": bool(masters), "loss_scale": loss_scale}}
-    entry = step_model.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
-    check_gradient_model(step_model)
-    return TrainingStep(step_model, loss, batch, params_l, state_names, lr_name, updates,
-                        {k: initial[k] for k in params_l + state_names})
+        outputs.append(helper.make_tensor_value_info(out, g.dtype(name), list(zeros[name].shape)))
+    inputs = [helper.make_tensor_value_info(n, g.dtype(n), list(zeros[n].shape)) for n in params + state]
+    inputs.append(helper.make_tensor_value_info(lr, dtype, []))
+    return _Emitted(inputs, outputs, state, lr, updates, zeros)
 
 
 def _read_through_casts(proto: ModelProto, params: Sequence[str]) -> Dict[str, str]:
