@@ -463,7 +463,7 @@ class _Emitted:
 def _append_update(model: ModelProto, loss: str, trained: Sequence[Tuple[str, str]], masters: Set[str],
                    opt: Optimizer, clip_grad_norm: Optional[float], loss_scale: float) -> _Emitted:
     """Append the optimizer step to the gradient model: unscaling, clipping, then ``opt``'s update
-    of each parameter from its gradient, with a Identity output ``<input>/updated`` per parameter
+    of each parameter from its gradient, with an Identity output ``<input>/updated`` per parameter
     and state input. ``masters``: parameters whose float32 master weight is the input."""
     index = GraphIndex(model)
     g = Emitter(index, _unique(index, "optimizer"), sink=model.graph.node)
