@@ -630,3 +630,21 @@ def test_mixed_precision_bfloat16_in_reference():
         assert values[p].dtype == np.float32
         expected = ref[f"mse/param/{p}"]
         assert np.max(np.abs(values[p] - expected)) <= 1e-2 * np.max(np.abs(expected)), p
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["squeezenet", "shufflenet"])
+def test_light_zoo_networks_train(name):
+    """Real architectures from ONNX's light zoo (tests/zoo.py): every weight trained with AdamW and
+    clipping through an MSE head; the full check passes and three steps on one batch lower the loss."""
+    import zoo
+
+    model, feed, weights = zoo.load(name)
+    step = training_step(model, loss_fn="mse", params=weights, optimizer="adamw", clip_grad_norm=1.0)
+    onnx.checker.check_model(step.model, full_check=True)
+    assert sorted(step.params) == sorted(set(weights))
+    prediction = model.graph.output[0].type.tensor_type.shape.dim
+    target = np.zeros([d.dim_value for d in prediction], np.float32)
+    trainer = Trainer(step.model, step.initial_state)
+    losses = [trainer.step({**feed, "target": target}) for _ in range(3)]
+    assert losses[2] < losses[1] < losses[0], losses
