@@ -668,3 +668,18 @@ def test_light_zoo_networks_train(name):
     trainer = Trainer(step.model, step.initial_state)
     losses = [trainer.step({**feed, "target": target}) for _ in range(3)]
     assert losses[2] < losses[1] < losses[0], losses
+
+
+def test_cli_no_gradient_rule_exit_5(tmp_path):
+    w = numpy_helper.from_array(np.ones((3, 1), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Mystery", ["h"], ["y"], domain="my.ops")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("my.ops", 1)])
+    onnx.save(model, str(tmp_path / "net.onnx"))
+    res = _cli(["train-step", str(tmp_path / "net.onnx"), "--loss-fn", "mse"])
+    assert res.exit_code == 5, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("onnxgrad: error: ") and "Mystery" in lines[0]
+    assert sorted(os.listdir(tmp_path)) == ["net.onnx"]
