@@ -80,6 +80,8 @@ class Optimizer:
         """Return ``self`` or raise :class:`GradientArgumentError` naming the bad hyperparameter."""
         if self.name not in OPTIMIZERS:
             raise GradientArgumentError(f"unknown optimizer {self.name!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if len(tuple(self.betas)) != 2:
+            raise GradientArgumentError(f"optimizer {self.name}: betas must be two numbers, got {self.betas!r}")
         b1, b2 = self.betas
         checks = [(self.decay >= 0, f"weight_decay must be >= 0, got {self.decay}"),
                   (0 <= self.momentum, f"momentum must be >= 0, got {self.momentum}"),
@@ -105,10 +107,11 @@ class TrainingStep:
 
     ``model``: the step model. ``loss``: its loss output. ``batch``: the inputs fed each step
     (data, targets). ``params``: trained parameters, ``state``: optimizer state inputs (the
-    ``step`` count, then per-parameter tensors), ``lr``: the learning-rate input (a scalar
-    of the loss dtype; the ``lr`` given is recorded in the metadata as the default). ``updates`` maps each parameter
-    and state input to the output holding its value after the step. ``initial_state``: the
-    starting value of every parameter and state input (see :func:`save_state`).
+    ``step`` count, then per-parameter tensors), ``lr``: the learning-rate input (a scalar of the
+    loss dtype, float32 with mixed precision; the ``lr`` given is recorded in the metadata as the
+    default). ``updates`` maps each parameter and state input to the output holding its value
+    after the step. ``initial_state``: the starting value of every parameter and state input
+    (see :func:`save_state`).
     """
 
     model: ModelProto
