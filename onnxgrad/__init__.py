@@ -20,6 +20,7 @@ from .errors import (
     OutputWriteError,
 )
 from .registry import no_gradient, register_gradient
+from .training import training_step
 
 __version__ = "0.1.0"
 
@@ -40,4 +41,5 @@ __all__ = [
     "no_gradient",
     "register_gradient",
     "stop_gradient",
+    "training_step",
 ]

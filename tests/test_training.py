@@ -683,3 +683,9 @@ def test_cli_no_gradient_rule_exit_5(tmp_path):
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("onnxgrad: error: ") and "Mystery" in lines[0]
     assert sorted(os.listdir(tmp_path)) == ["net.onnx"]
+
+
+def test_package_level_api():
+    import onnxgrad
+
+    assert onnxgrad.training_step is training_step
