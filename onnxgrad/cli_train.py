@@ -82,6 +82,7 @@ def _betas(text: Optional[str]) -> Tuple[float, float]:
 @click.option("--nesterov", is_flag=True, help="Nesterov momentum (momentum optimizer).")
 @click.option("--betas", default=None, metavar="B1,B2", help="Adam/AdamW betas (default 0.9,0.999).")
 @click.option("--eps", type=click.FloatRange(min=0), default=1e-8, show_default=True, help="Adam/AdamW eps.")
+@click.option("--amsgrad", is_flag=True, help="Adam/AdamW's AMSGrad variant (the largest second moment so far).")
 @click.option("--clip-grad-norm", type=click.FloatRange(min=0, min_open=True), default=None, metavar="MAX",
               help="Clip the global gradient 2-norm to MAX before the update (torch.nn.utils.clip_grad_norm_).")
 @click.option("--keep-outputs", is_flag=True, help="Also output the model's own outputs (e.g. the logits).")
@@ -98,8 +99,9 @@ def _betas(text: Optional[str]) -> Tuple[float, float]:
 def train_step(model_path: str, loss: Optional[str], loss_fn: Optional[str], target: Optional[str],
                prediction: Optional[str], ignore_index: int, params_opt: Sequence[str], exclude_opt: Sequence[str],
                optimizer: str, lr: float, weight_decay: Optional[float], momentum: float, dampening: float,
-               nesterov: bool, betas: Optional[str], eps: float, clip_grad_norm: Optional[float], keep_outputs: bool,
-               mixed_precision: bool, loss_scale: float, out: Optional[str], state_path: Optional[str]) -> None:
+               nesterov: bool, betas: Optional[str], eps: float, amsgrad: bool, clip_grad_norm: Optional[float],
+               keep_outputs: bool, mixed_precision: bool, loss_scale: float, out: Optional[str],
+               state_path: Optional[str]) -> None:
     """Write MODEL's training step: loss, gradients and optimizer update in one ONNX model.
 
     The step model's inputs are the batch, every trained parameter, the optimizer state and the
@@ -127,7 +129,7 @@ def train_step(model_path: str, loss: Optional[str], loss_fn: Optional[str], tar
         if not os.path.isdir(folder):
             raise OutputWriteError(f"output folder does not exist: {folder}")
     opt = Optimizer(optimizer, weight_decay=weight_decay, momentum=momentum, dampening=dampening,
-                    nesterov=nesterov, betas=_betas(betas), eps=eps)
+                    nesterov=nesterov, betas=_betas(betas), eps=eps, amsgrad=amsgrad)
     step = training_step(model_path, loss=loss, params=_names(params_opt) or None, optimizer=opt, lr=lr,
                          loss_fn=loss_fn, target=target or "target", prediction=prediction, ignore_index=ignore_index,
                          exclude=_names(exclude_opt) or None, clip_grad_norm=clip_grad_norm,

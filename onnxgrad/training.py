@@ -56,7 +56,8 @@ class Optimizer:
     """An optimizer with ``torch.optim``'s hyperparameters and defaults.
 
     ``name``: ``"sgd"``, ``"momentum"`` (SGD with ``momentum``, ``dampening``, ``nesterov``),
-    ``"adam"`` or ``"adamw"`` (``betas``, ``eps``). ``weight_decay`` None means torch's default:
+    ``"adam"`` or ``"adamw"`` (``betas``, ``eps``, ``amsgrad``: the denominator uses the largest
+    second moment seen so far). ``weight_decay`` None means torch's default:
     0, or 0.01 for AdamW. Weight decay is L2 added to the gradient except for AdamW, where it
     shrinks the parameter directly (decoupled).
     """
@@ -68,6 +69,7 @@ class Optimizer:
     nesterov: bool = False
     betas: Tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    amsgrad: bool = False
 
     @property
     def decay(self) -> float:
@@ -89,7 +91,8 @@ class Optimizer:
                   (not self.nesterov or (self.momentum > 0 and self.dampening == 0),
                    "nesterov needs momentum > 0 and dampening 0 (as in torch.optim.SGD)"),
                   (0 <= b1 < 1 and 0 <= b2 < 1, f"betas must be in [0, 1), got {self.betas}"),
-                  (self.eps >= 0, f"eps must be >= 0, got {self.eps}")]
+                  (self.eps >= 0, f"eps must be >= 0, got {self.eps}"),
+                  (not self.amsgrad or self.name in ("adam", "adamw"), "amsgrad is an option of adam and adamw")]
         for ok, message in checks:
             if not ok:
                 raise GradientArgumentError(f"optimizer {self.name}: {message}")
@@ -97,8 +100,9 @@ class Optimizer:
 
     def state_names(self) -> Tuple[str, ...]:
         """Per-parameter state tensors, as torch.optim names them in ``optimizer.state``."""
-        return {"sgd": (), "momentum": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"),
-                "adamw": ("exp_avg", "exp_avg_sq")}[self.name]
+        if self.name in ("adam", "adamw"):
+            return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if self.amsgrad else ())
+        return {"sgd": (), "momentum": ("momentum_buffer",)}[self.name]
 
 
 @dataclass
@@ -280,13 +284,16 @@ class _Update:
             new_buf = g.Add(g.Mul(buf, c(opt.momentum)), g.Mul(grad, keep))
             direction = g.Add(grad, g.Mul(new_buf, c(opt.momentum))) if opt.nesterov else new_buf
             return g.Sub(p_in, g.Mul(lr, direction)), [new_buf]
-        m, v = state
+        m, v = state[:2]
         b1, b2 = opt.betas
         new_m = g.Add(g.Mul(m, c(b1)), g.Mul(grad, c(1.0 - b1)))
         new_v = g.Add(g.Mul(v, c(b2)), g.Mul(g.Mul(grad, grad), c(1.0 - b2)))
+        new_state = [new_m, new_v]
+        if opt.amsgrad:
+            new_state.append(g.Max(state[2], new_v))
         step_size, sqrt_correction2 = self._adam_scalars(p)
-        denom = g.Add(g.Div(g.Sqrt(new_v), sqrt_correction2), c(opt.eps))
-        return g.Sub(p_in, g.Mul(step_size, g.Div(new_m, denom))), [new_m, new_v]
+        denom = g.Add(g.Div(g.Sqrt(new_state[-1]), sqrt_correction2), c(opt.eps))
+        return g.Sub(p_in, g.Mul(step_size, g.Div(new_m, denom))), new_state
 
     def _adam_scalars(self, p: str) -> Tuple[str, str]:
         """lr / (1 - beta1^t) and sqrt(1 - beta2^t): the same for every parameter of one dtype."""
@@ -425,7 +432,8 @@ def training_step(
     meta = {"loss": loss, "batch": batch, "params": params_l, "state": emitted.state, "lr": emitted.lr,
             "updates": emitted.updates, "optimizer": opt.name, "hyperparameters": {
                 "lr": lr, "weight_decay": opt.decay, "momentum": opt.momentum, "dampening": opt.dampening,
-                "nesterov": opt.nesterov, "betas": list(opt.betas), "eps": opt.eps, "clip_grad_norm": clip_grad_norm,
+                "nesterov": opt.nesterov, "betas": list(opt.betas), "eps": opt.eps, "amsgrad": opt.amsgrad,
+                "clip_grad_norm": clip_grad_norm,
                 "mixed_precision": bool(masters), "loss_scale": loss_scale}}
     entry = step_model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)

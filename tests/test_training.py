@@ -60,7 +60,7 @@ def as_float64(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def step_kwargs(cfg: dict) -> dict:
     """A reference configuration as training_step arguments."""
-    fields = {k: cfg[k] for k in ("momentum", "dampening", "nesterov", "eps") if k in cfg}
+    fields = {k: cfg[k] for k in ("momentum", "dampening", "nesterov", "eps", "amsgrad") if k in cfg}
     if "betas" in cfg:
         fields["betas"] = tuple(cfg["betas"])
     opt = Optimizer(cfg["optimizer"], weight_decay=cfg.get("weight_decay"), **fields)

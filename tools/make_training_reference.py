@@ -53,6 +53,7 @@ OPTIMIZER_CONFIGS: Dict[str, dict] = {
     "nesterov": {"optimizer": "momentum", "lr": 0.05, "momentum": 0.8, "nesterov": True},
     "adam": {"optimizer": "adam", "lr": 0.01, "betas": [0.9, 0.99], "weight_decay": 1e-3},
     "adamw": {"optimizer": "adamw", "lr": 0.01, "weight_decay": 0.1, "clip_grad_norm": 0.5},
+    "amsgrad": {"optimizer": "adamw", "lr": 0.01, "weight_decay": 0.05, "amsgrad": True},
 }
 
 LOSS_CONFIGS: Dict[str, dict] = {
@@ -73,9 +74,11 @@ def make_optimizer(params: List[torch.nn.Parameter], cfg: dict) -> torch.optim.O
                                dampening=cfg.get("dampening", 0.0), nesterov=cfg.get("nesterov", False),
                                weight_decay=wd or 0.0)
     betas = tuple(cfg.get("betas", (0.9, 0.999)))
+    amsgrad = cfg.get("amsgrad", False)
     if kind == "adam":
-        return torch.optim.Adam(params, lr=cfg["lr"], betas=betas, weight_decay=wd or 0.0)
-    return torch.optim.AdamW(params, lr=cfg["lr"], betas=betas, weight_decay=0.01 if wd is None else wd)
+        return torch.optim.Adam(params, lr=cfg["lr"], betas=betas, weight_decay=wd or 0.0, amsgrad=amsgrad)
+    return torch.optim.AdamW(params, lr=cfg["lr"], betas=betas, weight_decay=0.01 if wd is None else wd,
+                             amsgrad=amsgrad)
 
 
 def load_onnx_values(model: nn.Module, onnx_path: str) -> None:
