@@ -402,4 +402,5 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """Console-script entry point (``onnxgrad = onnxgrad.cli:main``)."""
     cli.main(args=list(argv) if argv is not None else None, prog_name="onnxgrad")
 
+
 from . import cli_train  # noqa: E402,F401  (registers the train-step command)
