@@ -23,6 +23,7 @@ from .errors import (
 from .modelio import save
 from .params import data_inputs, parameters
 from .registry import no_gradient, register_gradient
+from .training import training_step
 
 #: The package version (pyproject.toml reads it from here: the one place it is written).
 __version__ = "0.1.0"
@@ -47,4 +48,5 @@ __all__ = [
     "register_gradient",
     "save",
     "stop_gradient",
+    "training_step",
 ]

@@ -66,7 +66,7 @@ _JSON_KEY = "onnxgrad.json"
 _QUIET_KEY = "onnxgrad.quiet"
 _VERBOSE_KEY = "onnxgrad.verbose"
 _RUN_KEY = "onnxgrad.run"
-_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -170,7 +170,7 @@ def _meta_flag(key: str) -> Callable[[click.Context, click.Parameter, bool], Non
     return store
 
 
-def _debug_option(f: F) -> F:
+def debug_option(f: F) -> F:
     return click.option("--debug", is_flag=True, expose_value=False, callback=_meta_flag(_DEBUG_KEY),
                         help="Show the full traceback when something fails.")(f)
 
@@ -185,8 +185,8 @@ def _output_options(f: F) -> F:
                         help="Print one JSON document on stdout instead of the table, also on failure.")(f)
 
 
-@click.group(cls=_Group, context_settings=_CONTEXT)
-@_debug_option
+@click.group(cls=_Group, context_settings=CONTEXT_SETTINGS)
+@debug_option
 @click.version_option(__version__, prog_name="onnxgrad")
 def cli() -> None:
     """tf.gradients for ONNX models: append the backward pass as standard ONNX nodes.
@@ -460,7 +460,7 @@ def _gradient_rows(info: Sequence[dict[str, Any]]) -> list[list[str]]:
 
 
 # ------------------------------------------------------------------------------------------ commands
-@cli.command(context_settings=_CONTEXT)
+@cli.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
 @click.option("--xs", "xs_opt", multiple=True, required=True, metavar="NAMES",
               help=f"Tensors to differentiate with respect to, comma-separated (repeatable). {PARAMS} = the "
@@ -494,7 +494,7 @@ def _gradient_rows(info: Sequence[dict[str, Any]]) -> list[list[str]]:
               help="Accepted for tf.gradients compatibility; ONNX has no control dependencies, so it "
                    "changes nothing in the graph.")
 @_output_options
-@_debug_option
+@debug_option
 def differentiate(model_path: str, xs_opt: tuple[str, ...], exclude_opt: tuple[str, ...], ys_opt: tuple[str, ...],
                   out: str | None, external_data: bool, grad_ys_opt: tuple[str, ...], stops_opt: tuple[str, ...],
                   unconnected_gradients: str, aggregation_method: str, name: str, gate_gradients: bool) -> None:
@@ -544,14 +544,14 @@ def differentiate(model_path: str, xs_opt: tuple[str, ...], exclude_opt: tuple[s
     run.finish()
 
 
-@cli.command(context_settings=_CONTEXT)
+@cli.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
 @click.option("--xs", "xs_opt", multiple=True, required=True, metavar="NAMES",
               help=f"Tensors to check gradients for, comma-separated; {PARAMS} / {INPUTS} as in differentiate.")
 @click.option("--ys", "ys_opt", multiple=True, metavar="NAMES",
               help="Tensors to differentiate. Default: every float graph output.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs and directions.")
-@_debug_option
+@debug_option
 def check(model_path: str, xs_opt, ys_opt, seed: int) -> None:
     """Verify the gradients of MODEL against central differences in onnxruntime.
 
@@ -594,11 +594,11 @@ def _load_weights(model: ModelProto, model_path: str) -> None:
         raise ModelReadError(f"cannot read the external weights of {model_path}: {_one_line(e)}") from None
 
 
-@cli.command(context_settings=_CONTEXT)
+@cli.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None, metavar="PATH",
               help="Write the table as Markdown to PATH ('-' for stdout) instead of printing plain text.")
 @_output_options
-@_debug_option
+@debug_option
 def ops(markdown_path: str | None) -> None:
     """List the gradient registry for every default-domain ONNX op: op type, opsets,
     differentiable inputs, status (rule, non-differentiable, unsupported) and reason.
@@ -636,3 +636,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point (``onnxgrad = onnxgrad.cli:main``)."""
     _catch_signals()
     cli.main(args=list(argv) if argv is not None else None, prog_name="onnxgrad")
+
+
+from . import cli_train  # noqa: E402,F401  (registers the train-step command)
