@@ -25,6 +25,7 @@ import os
 import statistics
 import sys
 import time
+import types
 from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
@@ -40,7 +41,7 @@ from onnxgrad.training import Optimizer, Trainer, training_step  # noqa: E402
 LR, WEIGHT_DECAY = 1e-3, 1e-2
 
 
-def _load(name: str, path: str):
+def _load(name: str, path: str) -> types.ModuleType:
     spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, path))
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
@@ -60,7 +61,8 @@ def _rate(step: Callable[[], object], steps: int, repeats: int) -> float:
     return statistics.median(rates)
 
 
-def onnxgrad_rate(model: onnx.ModelProto, feeds: Dict[str, np.ndarray], steps: int, repeats: int, **kwargs) -> float:
+def onnxgrad_rate(model: onnx.ModelProto, feeds: Dict[str, np.ndarray], steps: int, repeats: int,
+                  **kwargs: Any) -> float:
     step = training_step(model, optimizer=Optimizer("adamw", weight_decay=WEIGHT_DECAY), lr=LR, **kwargs)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1

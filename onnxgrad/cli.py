@@ -425,7 +425,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Left-aligned columns; every cell shown with non-printable characters escaped."""
     cells = [[printable(c) for c in row] for row in [header, *rows]]
     widths = [max(len(c) for c in col) for col in zip(*cells)]
-    fmt = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+
+    def fmt(row: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+
     return "\n".join([fmt(cells[0]), fmt(["-" * w for w in widths])] + [fmt(r) for r in cells[1:]])
 
 

@@ -6,12 +6,10 @@ Nothing here knows an operator's meaning. Building the index validates the graph
 
 from __future__ import annotations
 
-import os
-import re
-from typing import Dict, FrozenSet, Iterable, Iterator, List, Optional, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Tuple
 
 import onnx
-from onnx import ModelProto, NodeProto, TensorProto
+from onnx import ModelProto, NodeProto
 
 from . import validation
 from .errors import InvalidModelError

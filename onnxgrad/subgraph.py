@@ -43,7 +43,7 @@ def outer_reads(node: NodeProto) -> List[str]:
 
 
 def _sum(g: Emitter, parts: List[str]) -> str:
-    return g.Sum(*parts)  # type: ignore[no-any-return]
+    return g.Sum(*parts)
 
 
 def value_info(name: str, info: TensorInfo) -> onnx.ValueInfoProto:
@@ -86,7 +86,7 @@ class Body:
     """
 
     def __init__(self, outer: Emitter, forward: GraphProto, inputs: Sequence[Tuple[str, TensorInfo]],
-                 defined: Sequence[Tuple[str, TensorInfo]], reads: Iterable[str], hint: str):
+                 defined: Sequence[Tuple[str, TensorInfo]], reads: Iterable[str], hint: str) -> None:
         self.outer = outer
         self.forward = forward
         self.inputs = list(inputs)
@@ -288,7 +288,7 @@ def reverse_loop(g: Emitter, body: GraphProto, steps: str, *, stepped: Sequence[
     stepped_grads = grads[n_c:n_c + n_s]
     read_grads = grads[n_c + n_s:]
     live = [k for k, d in enumerate(read_grads) if d is not None]
-    acc_out = [inner.Add(accs[k], read_grads[k]) for k in live]  # type: ignore[arg-type]
+    acc_out = [inner.Add(accs[k], read_grads[k]) for k in live]
     stacked = [flat(inner, d) for d in stepped_grads if d is not None]
     need_order = any(s.reverse is False for s, d in zip(wrt_stepped, stepped_grads) if d is not None)
     true = inner.const(np.array(True), dtype=TensorProto.BOOL)
@@ -321,7 +321,7 @@ def reverse_loop(g: Emitter, body: GraphProto, steps: str, *, stepped: Sequence[
         stack = next(it)
         g.set_info(stack, inner.dtype(d), (None, None))
         if not s.reverse:  # stacked at j = N - 1 - t: put slice t at t
-            stack = g.Gather(stack, order, axis=0)  # type: ignore[arg-type]
+            stack = g.Gather(stack, order, axis=0)
         stepped_out.append(_unflatten(g, stack, s.axis, s.outer))
     read_out: List[Optional[str]] = [None] * len(wrt_reads)
     for o, k in zip(outs[n_c:], live):
@@ -366,4 +366,4 @@ def step_count(g: Emitter, x: str, axis: int) -> str:
         return g.scalar_int(s[axis])  # type: ignore[arg-type]
     n = g.Gather(g.shape_of(x), g.scalar_int(axis), axis=0)
     g.set_info(n, TensorProto.INT64, ())
-    return n  # type: ignore[no-any-return]
+    return n

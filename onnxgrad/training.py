@@ -250,7 +250,7 @@ def _add_loss(proto: ModelProto, loss_fn: str, prediction: Optional[str], target
 class _Update:
     """Writes the optimizer's formulas for each parameter: torch.optim's ``step()``."""
 
-    def __init__(self, g: Emitter, opt: Optimizer, lr: str, step: str):
+    def __init__(self, g: Emitter, opt: Optimizer, lr: str, step: str) -> None:
         self.g, self.opt, self.lr = g, opt, lr
         self.t = g.Add(step, g.const(1, like=step))  # this step's number, 1 on the first step
         self.step = step
@@ -731,7 +731,7 @@ class Trainer:
 
     def __init__(self, model: ModelProto, state: Mapping[str, np.ndarray],
                  providers: Optional[Sequence[str]] = None, device: str = "cpu",
-                 sess_options: Optional[object] = None):
+                 sess_options: Optional[object] = None) -> None:
         """``state``: the initial value of every parameter and state input (:attr:`TrainingStep.initial_state`
         or :func:`load_state`); ``providers``, ``sess_options``: onnxruntime's; ``device``: where the
         carried values live (``"cpu"``, ``"cuda"``...)."""

@@ -76,7 +76,8 @@ def custom_op_model(path, function: bool = True) -> str:
     """y = my.ops::Cube(x), runnable thanks to a model-local function (x * x * x); without it, Cube
     has no body to differentiate through."""
     fn = helper.make_function("my.ops", "Cube", ["x"], ["y"],
-                              [helper.make_node("Mul", ["x", "x"], ["x2"]), helper.make_node("Mul", ["x2", "x"], ["y"])],
+                               [helper.make_node("Mul", ["x", "x"], ["x2"]),
+                                helper.make_node("Mul", ["x2", "x"], ["y"])],
                               [helper.make_opsetid("", 17)])
     graph = helper.make_graph([helper.make_node("Cube", ["x"], ["y"], domain="my.ops", name="cube_node")], "custom",
                               [helper.make_tensor_value_info("x", FLOAT, [2, 3])],
@@ -240,7 +241,8 @@ def test_name_and_gate_gradients(models):
     r = run("differentiate", src, "--xs", "Ws,bs", "--name", "backward", "-o", str(models / "a.onnx"))
     assert r.exit_code == 0
     assert _outputs(models / "a.onnx") == ["cost", "backward/Ws_grad", "backward/bs_grad"]
-    r = run("differentiate", src, "--xs", "Ws,bs", "--name", "backward", "--gate-gradients", "-o", str(models / "b.onnx"))
+    r = run("differentiate", src, "--xs", "Ws,bs", "--name", "backward", "--gate-gradients",
+            "-o", str(models / "b.onnx"))
     assert r.exit_code == 0
     assert (models / "a.onnx").read_bytes() == (models / "b.onnx").read_bytes()
 
@@ -297,14 +299,16 @@ def test_bad_xs_groups(models, xs, fragment):
 def test_params_without_initializers(models):
     _assert_one_line_error(run("differentiate", str(models / "cost_ws_bs.onnx"), "--xs", "@params"), 2,
                            "no trainable parameter")
-    _assert_one_line_error(run("differentiate", str(models / "cost_ws_bs.onnx"), "--xs", "@inputs"), 2, "no float graph input")
+    _assert_one_line_error(run("differentiate", str(models / "cost_ws_bs.onnx"), "--xs", "@inputs"), 2,
+                           "no float graph input")
 
 
 def test_no_float_output(tmp_path):
     graph = helper.make_graph([helper.make_node("Shape", ["x"], ["s"])], "g",
                               [helper.make_tensor_value_info("x", FLOAT, [2])],
                               [helper.make_tensor_value_info("s", TensorProto.INT64, [1])])
-    src = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "m.onnx")
+    src = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+                tmp_path / "m.onnx")
     _assert_one_line_error(run("differentiate", src, "--xs", "x"), 2, "no float graph output")
 
 
@@ -343,7 +347,8 @@ def test_output_is_a_directory(models):
 def test_never_overwrites_the_input(models, spelling):
     src = models / "cost_ws_bs.onnx"
     before = src.read_bytes()
-    out = {"same": str(src), "dotted": str(models / "." / "cost_ws_bs.onnx"), "symlink": str(models / "link.onnx")}[spelling]
+    out = {"same": str(src), "dotted": str(models / "." / "cost_ws_bs.onnx"),
+           "symlink": str(models / "link.onnx")}[spelling]
     if spelling == "symlink":
         os.symlink(src, out)
     listing = _listing(models)
@@ -366,7 +371,8 @@ def test_internal_error_is_one_line_and_debug_shows_traceback(models, monkeypatc
     before = _listing(models)
     r = run("differentiate", str(models / "cost_ws_bs.onnx"), "--xs", "Ws")
     assert r.exit_code == 7  # a bug, distinct from a failed check (1)
-    assert r.stderr.strip().splitlines() == ["onnxgrad: internal error: RuntimeError: boom second line (rerun with --debug)"]
+    assert r.stderr.strip().splitlines() == [
+        "onnxgrad: internal error: RuntimeError: boom second line (rerun with --debug)"]
     assert _listing(models) == before
     for args in (["--debug", "differentiate", str(models / "cost_ws_bs.onnx"), "--xs", "Ws"],
                  ["differentiate", str(models / "cost_ws_bs.onnx"), "--xs", "Ws", "--debug"]):
@@ -385,7 +391,8 @@ def test_check_passes(models):
     r = run("check", str(models / "cost_ws_bs.onnx"), "--xs", "Ws,bs", "--seed", "3")
     assert r.exit_code == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].split() == ["x", "shape", "analytic", "numeric", "error", "tolerance", "jacobian", "ratio", "result"]
+    assert lines[0].split() == ["x", "shape", "analytic", "numeric", "error", "tolerance", "jacobian", "ratio",
+                                "result"]
     assert [line.split()[0] for line in lines[2:4]] == ["Ws", "bs"]
     assert all(line.split()[-1] == "PASS" for line in lines[2:4])
     assert lines[-1].startswith("2 passed, 0 failed")
@@ -527,7 +534,9 @@ def test_bare_onnxgrad_shows_the_help():
 def params_model(path) -> str:
     """Every kind of float tensor @params must sort: weights in initializers, Constant and
     ConstantOfShape; BatchNorm statistics, Resize scales, a one-element literal, an unused tensor."""
-    f32 = lambda *a: np.asarray(a, np.float32)
+    def f32(*a: float) -> np.ndarray:
+        return np.asarray(a, np.float32)
+
     inits = [numpy_helper.from_array(np.full((2, 1, 1, 1), 0.3, np.float32), "conv.w"),
              numpy_helper.from_array(f32(1.0, 2.0), "bn.scale"), numpy_helper.from_array(f32(0.1, 0.2), "bn.bias"),
              numpy_helper.from_array(f32(0.0, 0.5), "bn.mean"), numpy_helper.from_array(f32(1.0, 2.0), "bn.var"),

@@ -333,8 +333,8 @@ def test_byte_identical_across_processes(tmp_path):
         folder.mkdir()
         script = ("import sys, onnxgrad; from onnxgrad.modelio import write_model\n"
                   "for i, m in enumerate(sys.argv[2:]):\n"
-                  "    r = onnxgrad.gradients(m, 'loss', [t.name for t in onnxgrad.loading.load_model(m).graph.initializer"
-                  " if t.data_type == 1])\n"
+                  "    r = onnxgrad.gradients(m, 'loss', [t.name for t in"
+                  " onnxgrad.loading.load_model(m).graph.initializer if t.data_type == 1])\n"
                   "    write_model(r.model, f'{sys.argv[1]}/{i}.onnx')\n")
         env = dict(os.environ, PYTHONHASHSEED=seed)
         subprocess.run([sys.executable, "-c", script, str(folder)] + _MODELS, check=True, env=env, cwd=ROOT,

@@ -9,7 +9,7 @@ import numpy as np
 from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
 from ..optable import END
-from ..registry import not_supported, register_gradient
+from ..registry import register_gradient
 
 
 def _heads_first(g: Emitter, t: str, heads: int) -> str:

@@ -56,8 +56,8 @@ def if_grad(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]:
         branch: GraphProto = op.attr(attr)
         pairs = [(o.name, dy) for o, dy in zip(branch.output, dys) if dy is not None]
         seeds = [dy for _, dy in pairs]
-        b = Body(g, branch, [], [], list(reads) + xs + seeds, attr)  # type: ignore[operator]
-        grads = b.backprop([y for y, _ in pairs], seeds, xs)  # type: ignore[misc]
+        b = Body(g, branch, [], [], list(reads) + xs + seeds, attr)
+        grads = b.backprop([y for y, _ in pairs], seeds, xs)
         branches[attr] = b.graph([dx if dx is not None else b.g.zeros_like(x) for x, dx in zip(xs, grads)])
     outs = [g.fresh(f"{x.replace('/', '_')}_grad") for x in xs]
     g.add_node("If", [op.inputs[0]], outs, g.fresh("If"), branches)
