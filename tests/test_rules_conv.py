@@ -36,6 +36,21 @@ CASES = [
     conv("2d-kernel-shape-attr", rand(1, 1, 5, 5), rand(2, 1, 3, 3, seed=1), kernel_shape=[3, 3]),
     conv("2d-symbolic-batch-group", rand(3, 4, 5, 5), rand(4, 2, 3, 3, seed=1), group=2, strides=[2, 2],
          symbolic_dims=["x"]),
+    # weight gradient as one Gemm: 1x1 kernels, batch 1 and 2, unit and skipping strides
+    conv("2d-1x1", rand(1, 4, 5, 6), rand(3, 4, 1, 1, seed=1), rand(3, seed=2)),
+    conv("2d-1x1-batch", rand(2, 4, 5, 6), rand(3, 4, 1, 1, seed=1)),
+    conv("2d-1x1-stride2", rand(2, 3, 7, 6), rand(4, 3, 1, 1, seed=1), strides=[2, 2]),
+    conv("2d-1x1-stride2-opset9", rand(1, 3, 7, 6), rand(4, 3, 1, 1, seed=1), opset=9, strides=[2, 3]),
+    # the last window ends 2 samples before x does: x's tail is cut before the taps
+    conv("1d-stride-unread-tail", rand(2, 2, 9), rand(3, 2, 3, seed=1), strides=[3], pads=[0, 1]),
+    conv("2d-stride-dilation-batch", rand(2, 2, 9, 8), rand(3, 2, 3, 2, seed=1), strides=[2, 3], dilations=[2, 2],
+         pads=[1, 2, 0, 1]),
+    # groups: one grouped Conv at unit strides (pads up to the kernel extent), a split otherwise
+    conv("2d-group-1x1-batch", rand(2, 6, 4, 5), rand(6, 2, 1, 1, seed=1), group=3),
+    conv("2d-group-wide-pads", rand(1, 4, 5, 5), rand(4, 2, 2, 2, seed=1), group=2, pads=[2, 1, 1, 2]),
+    conv("2d-group-stride-opset9", rand(1, 4, 6, 6), rand(4, 2, 3, 3, seed=1), opset=9, group=2, strides=[2, 2],
+         pads=[1, 1, 1, 1]),
+    conv("2d-depthwise-multiplier-pad", rand(2, 2, 5, 5), rand(4, 1, 3, 3, seed=1), group=2, pads=[1, 1, 1, 1]),
     conv("3d", rand(1, 2, 4, 5, 4), rand(2, 2, 2, 3, 2, seed=1), rand(2, seed=2),
          strides=[2, 1, 2], pads=[1, 0, 1, 0, 1, 1]),
     conv("3d-group-dilation", rand(1, 4, 5, 5, 5), rand(4, 2, 2, 2, 2, seed=1), group=2, dilations=[2, 1, 2]),
@@ -58,6 +73,9 @@ CASES = [
           auto_pad="SAME_LOWER"),
     convt("2d-same-upper", rand(1, 2, 3, 3), rand(2, 2, 2, 3, seed=1), strides=[2, 2], auto_pad="SAME_UPPER"),
     convt("2d-same-lower", rand(1, 2, 3, 3), rand(2, 2, 2, 3, seed=1), strides=[2, 2], auto_pad="SAME_LOWER"),
+    # onnx.reference's grouped ConvTranspose is wrong unless depthwise (forward op, not the gradient)
+    Case("ConvTranspose/2d-group", "ConvTranspose", [("x", rand(2, 4, 3, 3)), ("w", rand(4, 3, 2, 2, seed=1))],
+         {"group": 2, "strides": [2, 1], "pads": [0, 1, 1, 0]}, dtypes=F32, reference=False),
     convt("3d", rand(1, 2, 2, 3, 2), rand(2, 2, 2, 2, 3, seed=1), rand(2, seed=2), strides=[2, 1, 2],
           pads=[0, 1, 1, 1, 0, 0]),
     convt("2d-opset9", rand(1, 2, 3, 3), rand(2, 2, 3, 3, seed=1), opset=9, strides=[2, 2], output_padding=[1, 1]),

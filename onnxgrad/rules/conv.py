@@ -4,22 +4,26 @@ Both are linear in each operand, so every gradient is again a convolution:
 
 * Conv, input:   ``dx = ConvTranspose(dy, W)`` with the forward strides, dilations, pads and
   group; when the strides leave a remainder at the end of x, ``output_padding`` restores it
-  (symbolic spatial dims: overshoot, then Slice to Shape(x)). Groups other than depthwise are
-  one ConvTranspose per group (see :func:`_grouped_transposed`).
+  (symbolic spatial dims: overshoot, then Slice to Shape(x)). Grouped (not depthwise) at unit
+  strides: the equivalent grouped Conv with a flipped kernel; otherwise one ConvTranspose per
+  group (see :func:`_grouped_transposed`).
 * ConvTranspose, input: ``dx = Conv(dy, W)`` (the exact adjoint, same geometry).
-* weights (both): a correlation of the input with the output gradient, computed as one Conv
-  whose "batch" is the input channels and whose "channels" are the batch (strides and
-  dilations swap roles); groups become Conv groups. See :func:`weight_grad`.
+* weights (both): a correlation of the input with the output gradient, as im2col: the taps
+  the kernel reads, stacked by unit-step Slices of a strided view, times the output gradient
+  in one Gemm (a batched MatMul over groups). See :func:`weight_grad`.
 * bias: the sum of dy over batch and spatial axes.
 
-Besides Conv and ConvTranspose only layout ops (Reshape, Transpose, Slice, Split, Concat) and
-ReduceSum are emitted, all differentiable, so second derivatives work (tested).
+Besides Conv and ConvTranspose only layout ops (Reshape, Transpose, Slice, Pad, Gather, Split,
+Concat, Flatten), Gemm/MatMul and ReduceSum are emitted, all differentiable, so second
+derivatives work (tested).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
+
+import numpy as np
 
 from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
@@ -124,76 +128,153 @@ def input_grad_transposed(g: Emitter, dy: str, w: str, geo: Geometry, group: int
         # What the stride skipped at the end of x comes back as output_padding (always < stride).
         extra = [d - ((o - 1) * s + e - b - p) for d, o, s, e, b, p in
                  zip(xs, ys, geo.strides, geo.extent, geo.begin, geo.end)]
-        dx = _grouped_transposed(g, dy, w, group, x, strides=geo.strides, dilations=geo.dilations,
+        dx = _grouped_transposed(g, dy, w, group, x, geo.extent, strides=geo.strides, dilations=geo.dilations,
                                  pads=geo.begin + geo.end, output_padding=extra if any(extra) else None)
         g.set_info(dx, g.dtype(x), g.shape(x))
         return dx
     # Symbolic sizes: overshoot (no end pad, maximal output_padding) and crop at run time.
-    full = _grouped_transposed(g, dy, w, group, x, strides=geo.strides, dilations=geo.dilations,
+    full = _grouped_transposed(g, dy, w, group, x, geo.extent, strides=geo.strides, dilations=geo.dilations,
                                pads=geo.begin + [0] * n,
                                output_padding=[s - 1 for s in geo.strides] if any(s > 1 for s in geo.strides) else None)
     return _crop_to(g, full, x, n)
 
 
-def _grouped_transposed(g: Emitter, dy: str, w: str, group: int, x: str, **attrs) -> str:
-    """ConvTranspose(dy, w, group) that onnx.reference evaluates correctly.
+def _grouped_transposed(g: Emitter, dy: str, w: str, group: int, x: str, extent: List[int], **attrs) -> str:
+    """ConvTranspose(dy, w, group) in a form onnx.reference also evaluates correctly.
 
-    onnx.reference's grouped ConvTranspose slices the weight by output instead of input channels
-    and writes one output channel per group: right only for depthwise weights (M == C, one
-    channel per group). Any other grouping is emitted as one ConvTranspose per group between a
-    Split of dy and w and a Concat (the same arithmetic as the grouped op).
+    onnx.reference's grouped ConvTranspose slices the weight by output instead of input channels:
+    right only for depthwise weights (M == C, one channel per group). Other groupings at unit
+    strides are the equivalent grouped Conv (correct in every runtime, one kernel call) with
+    the kernel transposed per group and flipped (:func:`_adjoint_kernel`), padded by
+    extent - 1 - pad. What remains (strided, or pads wider than the kernel) is one ConvTranspose
+    per group between a Split of dy and w and a Concat (the same arithmetic as the grouped op).
     """
     ws, xs = g.shape(w), g.shape(x)
     m = ws[0] if ws else None
     if group == 1 or (ws is not None and xs is not None and ws[1] == 1 and m == xs[1]):
         return g.ConvTranspose(dy, w, group=group, **attrs)
-    if not isinstance(m, int):
-        raise GradientArgumentError("the input gradient of a grouped Conv needs the weight's static output-channel dim")
-    sizes = [m // group] * group
+    static = g.static_shape(w)
+    if static is None:
+        raise GradientArgumentError("the input gradient of a grouped Conv needs the weight's static shape")
+    pads = attrs["pads"]
+    flipped = [e - 1 - p for e, p in zip(extent + extent, pads)]
+    if all(s == 1 for s in attrs["strides"]) and not attrs.get("output_padding") and min(flipped) >= 0:
+        return g.Conv(dy, _adjoint_kernel(g, w, list(static), group), group=group, dilations=attrs["dilations"],
+                      pads=flipped)
+    sizes = [static[0] // group] * group
     parts = [g.ConvTranspose(d, k, **attrs) for d, k in zip(g.split(dy, sizes, axis=1), g.split(w, sizes, axis=0))]
     return g.Concat(*parts, axis=1)
 
 
-def weight_grad(g: Emitter, inp: str, dout: str, geo: Geometry, group: int, end_pads: Sequence[int],
-                out_channels: Optional[int]) -> str:
-    """Correlation of ``inp`` [N, A, P...] with ``dout`` [N, B, Q...]: dW [B, A/group, k...].
+def _adjoint_kernel(g: Emitter, w: str, shape: List[int], group: int) -> str:
+    """Kernel of the Conv equal to ConvTranspose(., w, group) at unit strides: w [M, C/g, k...]
+    as [C, M/g, k...] (input and output channels swapped within each group), every spatial axis
+    reversed (Gather with reversed indices: works at every opset)."""
+    m, cg, kernel = shape[0], shape[1], shape[2:]
+    n = len(kernel)
+    grouped = g.reshape(w, [group, m // group, cg] + kernel)
+    swapped = g.reshape(g.transpose(grouped, [0, 2, 1] + [3 + i for i in range(n)]), [group * cg, m // group] + kernel)
+    for i, k in enumerate(kernel):
+        if k > 1:
+            swapped = g.Gather(swapped, g.ints(range(k - 1, -1, -1)), axis=2 + i)
+    return swapped
 
-    dW[b, a, j] = sum_n sum_o inp_padded[n, a, o*s + j*d] dout[n, b, o]: a Conv whose batch is
-    the A input channels (per group), whose channels are the N batch entries, whose kernel is
-    dout, with the forward dilations as strides and the forward strides as dilations. The result
-    holds at least k taps per axis and is cut to k.
+
+def _channels_first(g: Emitter, t: str) -> str:
+    """[N, C, S...] -> [C, N, S...]: a Reshape when N is 1 (no data moves), else a Transpose."""
+    s = g.static_shape(t)
+    if s is not None and s[0] == 1:
+        return g.reshape(t, [s[1], 1] + list(s[2:]))
+    return g.transpose(t, [1, 0] + _spatial_axes(len(g.shape(t) or ()) - 2))
+
+
+def _taps_static(g: Emitter, inp: str, geo: Geometry, in_sizes: List[int], out_sizes: List[int]) -> List[str]:
+    """The window taps of ``inp`` [A, N, P...] (channels first), each [A, 1, N, Q...] (with unit
+    axes after each strided Q), in row-major kernel order.
+
+    Axis i is padded (or cut) to Hq_i * s_i and viewed as [Hq_i, s_i] (a Reshape, no copy):
+    position o*s + j*d is then [o + (j*d)//s, (j*d)%s], so every tap is a unit-step Slice that
+    reads exactly the positions the kernel uses, at every opset.
     """
     n = geo.n
-    perm = [1, 0] + _spatial_axes(n)
-    if group == 1:
-        inp_t = g.transpose(inp, perm)
-        dout_t = g.transpose(dout, perm)
+    starts_q, spans = [], []
+    for i in range(n):
+        offsets = [j * geo.dilations[i] for j in range(geo.kernel[i])]
+        starts_q.append(offsets)
+        spans.append((max(offsets) // geo.strides[i] + out_sizes[i]) * geo.strides[i])
+    ends = [span - b - size for span, b, size in zip(spans, geo.begin, in_sizes)]
+    if any(e < 0 for e in ends):  # the last window ends before the input: its tail is never read
+        inp = g.slice(inp, [0] * n, [size + min(e, 0) for size, e in zip(in_sizes, ends)], _spatial_axes(n))
+    if any(geo.begin) or any(e > 0 for e in ends):
+        inp = g.pad(inp, [0, 0] + list(geo.begin) + [0, 0] + [max(e, 0) for e in ends])
+    view, q_axis = [int((g.shape(inp) or [0])[0]), 1, -1], []
+    for i in range(n):
+        q_axis.append(len(view))
+        view += [spans[i] // geo.strides[i]] + ([geo.strides[i]] if geo.strides[i] > 1 else [])
+    viewed = g.reshape(inp, view)
+    taps = []
+    for tap in np.ndindex(*geo.kernel):
+        starts, stops, axes = [], [], []
+        for i, j in enumerate(tap):
+            off, s = starts_q[i][j], geo.strides[i]
+            starts.append(off // s)
+            stops.append(off // s + out_sizes[i])
+            axes.append(q_axis[i])
+            if s > 1:
+                starts.append(off % s)
+                stops.append(off % s + 1)
+                axes.append(q_axis[i] + 1)
+        full = all(a == 0 and b == view[x] for a, b, x in zip(starts, stops, axes))
+        taps.append(viewed if full else g.slice(viewed, starts, stops, axes))
+    return taps
+
+
+def _taps_dynamic(g: Emitter, inp: str, dout: str, geo: Geometry, end_pads: Sequence[int]) -> List[str]:
+    """:func:`_taps_static` for spatial sizes known only at run time: strided Slices (opset 10)
+    whose ends follow the run-time output size Q: offset + (Q - 1) * s + 1."""
+    n = geo.n
+    if g.opset < 10:
+        raise GradientArgumentError("this gradient needs static spatial shapes below opset 10 (dynamic Slice)")
+    padded = g.pad(inp, [0, 0] + list(geo.begin) + [0, 0] + list(end_pads)) if any(geo.begin) or any(end_pads) else inp
+    viewed = g.unsqueeze(padded, [1])
+    one = g.ints([1] * n)
+    span = g.Add(g.Mul(g.Sub(g.dims(dout, _spatial_axes(n)), one), g.ints(geo.strides)), one)
+    taps = []
+    for tap in np.ndindex(*geo.kernel):
+        offsets = [j * d for j, d in zip(tap, geo.dilations)]
+        taps.append(g.Slice(viewed, g.ints(offsets), g.Add(span, g.ints(offsets)), g.ints([3 + i for i in range(n)]),
+                            g.ints(geo.strides)))
+    return taps
+
+
+def weight_grad(g: Emitter, inp: str, dout: str, geo: Geometry, group: int, end_pads: Sequence[int],
+                weight: str) -> str:
+    """Correlation of ``inp`` [N, A, P...] with ``dout`` [N, B, Q...]: dW [B, A/group, k...] (``weight``'s shape).
+
+    dW[b, a, j] = sum_n sum_q inp_padded[n, a, q*s + j*d] dout[n, b, q], as im2col: the taps of
+    every window (only the positions the kernel reads; strides skip the rest) stacked into
+    cols [A*k, N*Q], then one Gemm with dout [B, N*Q] (one batched MatMul over the groups).
+    Both operands keep N*Q as their last axis, so no large transpose is needed.
+    """
+    in_sizes, out_sizes = spatial(g, inp), spatial(g, dout)
+    inp_cf = _channels_first(g, inp)
+    if in_sizes is not None and out_sizes is not None:
+        taps = _taps_static(g, inp_cf, geo, in_sizes, out_sizes)
     else:
-        # channels per group move next to the batch (one -1 per Reshape; spatial dims copied)
-        if not isinstance(out_channels, int):
-            raise GradientArgumentError("the weight gradient of a grouped convolution needs static output channels")
-        spatial_t = [i + 1 for i in _spatial_axes(n)]
-        grouped = g.reshape(inp, _keep_spatial(g, [0, group, -1], inp, n))
-        inp_t = g.reshape(g.transpose(grouped, [2, 1, 0] + spatial_t), _keep_spatial(g, [0, -1], inp, n))
-        gd = g.reshape(dout, _keep_spatial(g, [0, group, out_channels // group], dout, n))
-        dout_t = g.reshape(g.transpose(gd, [1, 2, 0] + spatial_t), _keep_spatial(g, [out_channels, -1], dout, n))
-    corr = g.Conv(inp_t, dout_t, strides=geo.dilations, dilations=geo.strides, group=group,
-                  pads=list(geo.begin) + list(end_pads))
-    dw = g.transpose(corr, perm)
-    return g.slice(dw, [0] * n, geo.kernel, _spatial_axes(n))
-
-
-def _keep_spatial(g: Emitter, lead: List[int], t: str, n: int):
-    """Reshape target ``lead`` + the spatial dims of ``t``: a list when static, else a tensor."""
-    dims = spatial(g, t)
-    if dims is not None:
-        return lead + dims
-    return g.Concat(g.ints(lead), g.dims(t, _spatial_axes(n)), axis=0)
-
-
-def _dim0(g: Emitter, w: str) -> Optional[int]:
-    s = g.shape(w)
-    return s[0] if s and isinstance(s[0], int) else None
+        taps = _taps_dynamic(g, inp_cf, dout, geo, end_pads)
+    cols = g.Flatten(g.Concat(*taps, axis=1) if len(taps) > 1 else taps[0], axis=2)  # [A*k, N*Q]
+    if group == 1:
+        dw = g.gemm(g.Flatten(_channels_first(g, dout), axis=1), cols, trans_b=True)  # [B, A*k]
+        return g.reshape(dw, [0, -1] + list(geo.kernel))
+    shape = g.static_shape(weight)
+    if shape is None:
+        raise GradientArgumentError("the weight gradient of a grouped convolution needs the weight's static shape")
+    b, a_per_group, k = shape[0], shape[1], int(np.prod(geo.kernel))
+    grouped = g.reshape(cols, [group, a_per_group * k, -1])
+    # dout [N, B, Q...] -> [group, N*Q, B/group]
+    per_group = g.transpose(g.reshape(dout, [0, group, b // group, -1]), [1, 0, 3, 2])
+    dw = g.MatMul(grouped, g.reshape(per_group, [group, -1, b // group]))  # [group, A/group*k, B/group]
+    return g.reshape(g.transpose(dw, [0, 2, 1]), list(shape))
 
 
 def _bias_grad(g: Emitter, dy: str, n: int) -> str:
@@ -206,7 +287,7 @@ def conv_grad(g: Emitter, op: Op, dy: str) -> list:
     group = op.attr("group", 1)
     geo = window_geometry(g, op, x, kernel_of(g, op, w))
     dx = input_grad_transposed(g, dy, w, geo, group, x, y)
-    dw = weight_grad(g, x, dy, geo, group, geo.end, _dim0(g, w))
+    dw = weight_grad(g, x, dy, geo, group, geo.end, w)
     g.set_info(dw, g.dtype(w), g.shape(w))
     return [dx, dw, _bias_grad(g, dy, geo.n) if b else None]
 
@@ -253,6 +334,6 @@ def convtranspose_grad(g: Emitter, op: Op, dy: str) -> list:
     end = [max(e, 0) for e in adj_end]
     dx = g.Conv(dy_used, w, strides=geo.strides, dilations=geo.dilations, group=group, pads=geo.begin + end)
     g.set_info(dx, g.dtype(x), g.shape(x))
-    dw = weight_grad(g, dy, x, geo, group, end, _dim0(g, w))
+    dw = weight_grad(g, dy, x, geo, group, end, w)
     g.set_info(dw, g.dtype(w), g.shape(w))
     return [dx, dw, _bias_grad(g, dy, n) if b else None]
