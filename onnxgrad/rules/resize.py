@@ -23,11 +23,22 @@ from onnx import TensorProto
 from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
 from ..registry import register_gradient
-from .pool import contract_axis
 
 # Attributes that shape the per-axis matrix (copied to the measuring node).
 _MATRIX_ATTRS = ("mode", "coordinate_transformation_mode", "cubic_coeff_a", "exclude_outside", "nearest_mode",
                  "antialias")
+
+
+def contract_axis(g: Emitter, t: str, axis: int, rank: int, m: Optional[str], m_t: str) -> str:
+    """Contract axis ``axis`` of ``t`` with the rows of the matrix ``m`` [A, B] (``m_t`` is its
+    transpose; ``m`` is only read for the last axis): that axis, A long, becomes B long."""
+    if axis == rank - 1:
+        return g.MatMul(t, m)
+    if axis == rank - 2:
+        return g.MatMul(m_t, t)
+    perm = list(range(rank))
+    perm[axis], perm[rank - 2] = perm[rank - 2], perm[axis]
+    return g.transpose(g.MatMul(m_t, g.transpose(t, perm)), perm)
 
 
 def _full(values: np.ndarray, axes: Optional[List[int]], rank: int, fill: List[float]) -> List[float]:
