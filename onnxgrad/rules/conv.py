@@ -4,9 +4,8 @@ Both are linear in each operand, so every gradient is again a convolution:
 
 * Conv, input:   ``dx = ConvTranspose(dy, W)`` with the forward strides, dilations, pads and
   group; when the strides leave a remainder at the end of x, ``output_padding`` restores it
-  (symbolic spatial dims: overshoot, then Slice to Shape(x)). Grouped (not depthwise) at unit
-  strides: the equivalent grouped Conv with a flipped kernel; otherwise one ConvTranspose per
-  group (see :func:`_grouped_transposed`).
+  (symbolic spatial dims: overshoot, then Slice to Shape(x)). At unit strides it is emitted as
+  the equivalent Conv with a flipped kernel (see :func:`_transposed_conv`).
 * ConvTranspose, input: ``dx = Conv(dy, W)`` (the exact adjoint, same geometry).
 * weights (both): a correlation of the input with the output gradient, as im2col: the taps
   the kernel reads, stacked by unit-step Slices of a strided view, times the output gradient
@@ -128,39 +127,38 @@ def input_grad_transposed(g: Emitter, dy: str, w: str, geo: Geometry, group: int
         # What the stride skipped at the end of x comes back as output_padding (always < stride).
         extra = [d - ((o - 1) * s + e - b - p) for d, o, s, e, b, p in
                  zip(xs, ys, geo.strides, geo.extent, geo.begin, geo.end)]
-        dx = _grouped_transposed(g, dy, w, group, x, geo.extent, strides=geo.strides, dilations=geo.dilations,
+        dx = _transposed_conv(g, dy, w, group, x, geo.extent, strides=geo.strides, dilations=geo.dilations,
                                  pads=geo.begin + geo.end, output_padding=extra if any(extra) else None)
         g.set_info(dx, g.dtype(x), g.shape(x))
         return dx
     # Symbolic sizes: overshoot (no end pad, maximal output_padding) and crop at run time.
-    full = _grouped_transposed(g, dy, w, group, x, geo.extent, strides=geo.strides, dilations=geo.dilations,
+    full = _transposed_conv(g, dy, w, group, x, geo.extent, strides=geo.strides, dilations=geo.dilations,
                                pads=geo.begin + [0] * n,
                                output_padding=[s - 1 for s in geo.strides] if any(s > 1 for s in geo.strides) else None)
     return _crop_to(g, full, x, n)
 
 
-def _grouped_transposed(g: Emitter, dy: str, w: str, group: int, x: str, extent: List[int], **attrs) -> str:
-    """ConvTranspose(dy, w, group) in a form onnx.reference also evaluates correctly.
+def _transposed_conv(g: Emitter, dy: str, w: str, group: int, x: str, extent: List[int], **attrs) -> str:
+    """ConvTranspose(dy, w, group) in the form that runs fastest and that every runtime evaluates right.
 
-    onnx.reference's grouped ConvTranspose slices the weight by output instead of input channels:
-    right only for depthwise weights (M == C, one channel per group). Other groupings at unit
-    strides are the equivalent grouped Conv (correct in every runtime, one kernel call) with
-    the kernel transposed per group and flipped (:func:`_adjoint_kernel`), padded by
-    extent - 1 - pad. What remains (strided, or pads wider than the kernel) is one ConvTranspose
-    per group between a Split of dy and w and a Concat (the same arithmetic as the grouped op).
+    At unit strides it is a Conv with the kernel transposed per group and flipped
+    (:func:`_adjoint_kernel`, weight-sized work that runtimes fold when w is constant), padded by
+    extent - 1 - pad: onnxruntime's Conv is several times faster than its ConvTranspose.
+    Otherwise a ConvTranspose; onnx.reference's grouped ConvTranspose slices the weight by output
+    instead of input channels, right only for depthwise weights (M == C, one channel per group),
+    so other groupings are one ConvTranspose per group between a Split of dy and w and a Concat.
     """
     ws, xs = g.shape(w), g.shape(x)
-    m = ws[0] if ws else None
-    if group == 1 or (ws is not None and xs is not None and ws[1] == 1 and m == xs[1]):
-        return g.ConvTranspose(dy, w, group=group, **attrs)
     static = g.static_shape(w)
-    if static is None:
-        raise GradientArgumentError("the input gradient of a grouped Conv needs the weight's static shape")
-    pads = attrs["pads"]
-    flipped = [e - 1 - p for e, p in zip(extent + extent, pads)]
-    if all(s == 1 for s in attrs["strides"]) and not attrs.get("output_padding") and min(flipped) >= 0:
+    flipped = [e - 1 - p for e, p in zip(extent + extent, attrs["pads"])]
+    if static is not None and all(s == 1 for s in attrs["strides"]) and not attrs.get("output_padding") and \
+            min(flipped) >= 0:
         return g.Conv(dy, _adjoint_kernel(g, w, list(static), group), group=group, dilations=attrs["dilations"],
                       pads=flipped)
+    if group == 1 or (ws is not None and xs is not None and ws[1] == 1 and ws[0] == xs[1]):
+        return g.ConvTranspose(dy, w, group=group, **attrs)
+    if static is None:
+        raise GradientArgumentError("the input gradient of a grouped Conv needs the weight's static shape")
     sizes = [static[0] // group] * group
     parts = [g.ConvTranspose(d, k, **attrs) for d, k in zip(g.split(dy, sizes, axis=1), g.split(w, sizes, axis=0))]
     return g.Concat(*parts, axis=1)

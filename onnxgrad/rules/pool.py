@@ -82,7 +82,8 @@ def maxpool_grad(g: Emitter, op: Op, dy: str, *unused_indices_grad: str) -> list
                     picked = g.ints(range(r, o, m))
                     d, i = g.Gather(d, picked, axis=2 + axis), g.Gather(i, picked, axis=2 + axis)
             sizes = [len(range(r, o, m)) for r, o, m in zip(residue, out_sizes, every)]
-            parts.append(_scatter_flat(g, d, i, x, add=False) if g.opset >= 11 else _unpool(g, d, i, x, in_sizes, sizes))
+            parts.append(_scatter_flat(g, d, i, x, add=False) if g.opset >= 11 else
+                         _unpool(g, d, i, x, in_sizes, sizes))
         dx = g.Sum(*parts) if len(parts) > 1 else parts[0]
     g.set_info(dx, g.dtype(x), g.shape(x))
     return [dx]
