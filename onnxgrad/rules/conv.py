@@ -251,8 +251,9 @@ def weight_grad(g: Emitter, inp: str, dout: str, geo: Geometry, group: int, end_
 
     dW[b, a, j] = sum_n sum_q inp_padded[n, a, q*s + j*d] dout[n, b, q], as im2col: the taps of
     every window (only the positions the kernel reads; strides skip the rest) stacked into
-    cols [A*k, N*Q], then one Gemm with dout [B, N*Q] (one batched MatMul over the groups).
-    Both operands keep N*Q as their last axis, so no large transpose is needed.
+    cols [A*k, N*Q], then one Gemm with dout [B, N*Q] (one batched MatMul over the groups), or
+    one Gemm per tap when positions outnumber the rows of cols. Both operands keep N*Q as their
+    last axis, so no large transpose is needed.
     """
     in_sizes, out_sizes = spatial(g, inp), spatial(g, dout)
     inp_cf = _channels_first(g, inp)
@@ -260,10 +261,19 @@ def weight_grad(g: Emitter, inp: str, dout: str, geo: Geometry, group: int, end_
         taps = _taps_static(g, inp_cf, geo, in_sizes, out_sizes)
     else:
         taps = _taps_dynamic(g, inp_cf, dout, geo, end_pads)
-    cols = g.Flatten(g.Concat(*taps, axis=1) if len(taps) > 1 else taps[0], axis=2)  # [A*k, N*Q]
     if group == 1:
-        dw = g.gemm(g.Flatten(_channels_first(g, dout), axis=1), cols, trans_b=True)  # [B, A*k]
-        return g.reshape(dw, [0, -1] + list(geo.kernel))
+        dout2 = g.Flatten(_channels_first(g, dout), axis=1)  # [B, N*Q]
+        in_channels = (g.shape(inp) or (None, None))[1]
+        positions = g.static_shape(dout)
+        if len(taps) > 1 and positions is not None and isinstance(in_channels, int) and \
+                int(np.prod(positions)) // positions[1] > in_channels * len(taps):
+            # many positions, few channels: one Gemm per tap is faster than copying all taps into one
+            # operand (measured 1.5x at 64 channels, 56x56; slower at 256 channels, 14x14)
+            per_tap = [g.unsqueeze(g.gemm(dout2, g.Flatten(t, axis=1), trans_b=True), [2]) for t in taps]
+            return g.reshape(g.Concat(*per_tap, axis=2), [0, 0] + list(geo.kernel))
+        cols = g.Flatten(g.Concat(*taps, axis=1) if len(taps) > 1 else taps[0], axis=2)  # [A*k, N*Q]
+        return g.reshape(g.gemm(dout2, cols, trans_b=True), [0, -1] + list(geo.kernel))  # [B, A*k]
+    cols = g.Flatten(g.Concat(*taps, axis=1) if len(taps) > 1 else taps[0], axis=2)  # [A*k, N*Q]
     shape = g.static_shape(weight)
     if shape is None:
         raise GradientArgumentError("the weight gradient of a grouped convolution needs the weight's static shape")
