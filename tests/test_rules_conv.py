@@ -43,6 +43,8 @@ CASES = [
     conv("2d-1x1-stride2-opset9", rand(1, 3, 7, 6), rand(4, 3, 1, 1, seed=1), opset=9, strides=[2, 3]),
     # the last window ends 2 samples before x does: x's tail is cut before the taps
     conv("1d-stride-unread-tail", rand(2, 2, 9), rand(3, 2, 3, seed=1), strides=[3], pads=[0, 1]),
+    # one Gemm per tap (32+ input channels, more positions than taps x channels)
+    conv("2d-gemm-per-tap", rand(1, 32, 14, 13), rand(3, 32, 2, 2, seed=1), rand(3, seed=2), pads=[1, 0, 0, 1]),
     conv("2d-stride-dilation-batch", rand(2, 2, 9, 8), rand(3, 2, 3, 2, seed=1), strides=[2, 3], dilations=[2, 2],
          pads=[1, 2, 0, 1]),
     # groups: one grouped Conv at unit strides (pads up to the kernel extent), a split otherwise

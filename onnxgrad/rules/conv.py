@@ -265,10 +265,10 @@ def weight_grad(g: Emitter, inp: str, dout: str, geo: Geometry, group: int, end_
         dout2 = g.Flatten(_channels_first(g, dout), axis=1)  # [B, N*Q]
         in_channels = (g.shape(inp) or (None, None))[1]
         positions = g.static_shape(dout)
-        if len(taps) > 1 and positions is not None and isinstance(in_channels, int) and \
+        if len(taps) > 1 and positions is not None and isinstance(in_channels, int) and in_channels >= 32 and \
                 int(np.prod(positions)) // positions[1] > in_channels * len(taps):
-            # many positions, few channels: one Gemm per tap is faster than copying all taps into one
-            # operand (measured 1.5x at 64 channels, 56x56; slower at 256 channels, 14x14)
+            # many positions, enough channels: one Gemm per tap is faster than copying all taps into
+            # one operand (1.5x at 64 channels, 56x56; slower at 256 channels, 14x14, or 3 channels)
             per_tap = [g.unsqueeze(g.gemm(dout2, g.Flatten(t, axis=1), trans_b=True), [2]) for t in taps]
             return g.reshape(g.Concat(*per_tap, axis=2), [0, 0] + list(geo.kernel))
         cols = g.Flatten(g.Concat(*taps, axis=1) if len(taps) > 1 else taps[0], axis=2)  # [A*k, N*Q]
