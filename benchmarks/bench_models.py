@@ -23,7 +23,9 @@ machine with other jobs changes all of them alike within a round, so the ratios 
 absolute times do not. Peak memory is measured per model in a fresh subprocess: the resident set
 high-water mark (VmHWM) minus the resident set before the first run.
 
-PyTorch autograd and ONNX Runtime training are measured only when installed (they are not here).
+PyTorch autograd (CPU, 2 threads, OMP_WAIT_POLICY=PASSIVE) is measured when installed, on the same
+ONNX graph and weights interpreted op by op (``benchmarks/torch_ref.py``; models it cannot
+interpret show n/a). ONNX Runtime training is not installed here and not measured.
 """
 
 from __future__ import annotations
@@ -38,12 +40,15 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from typing import Dict, List, Optional, Tuple
+from functools import partial
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+# PyTorch's OpenMP threads would otherwise spin between kernels and bill that as CPU time
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 ZOO = ["bvlc_alexnet", "zfnet512", "squeezenet", "resnet50", "densenet121", "inception_v1", "inception_v2",
@@ -138,7 +143,7 @@ def build(names: List[str], out: str) -> None:
         np.savez(os.path.join(out, f"{name}.npz"), **feed)
         consts = sum(_const_bytes(n) for n in result.model.graph.node[len(model.graph.node):])
         with open(os.path.join(out, f"{name}.json"), "w") as f:
-            json.dump({"build_s": seconds, "fwd_nodes": len(model.graph.node),
+            json.dump({"build_s": seconds, "fwd_nodes": len(model.graph.node), "weights": weights, "loss": loss,
                        "grad_nodes": len(result.model.graph.node), "backward_const_bytes": consts,
                        "onnxgrad": os.path.dirname(onnxgrad.__file__)}, f)
         print(f"built {name}: {seconds:.2f} s", file=sys.stderr, flush=True)
@@ -171,22 +176,47 @@ def session(path: str, profile: Optional[str] = None):
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
-def time_model(name: str, dirs: Dict[str, str], rounds: int) -> Dict[str, List[float]]:
-    """CPU seconds per run, per variant ("forward" and one gradient model per entry of ``dirs``)."""
-    feed = dict(np.load(os.path.join(next(iter(dirs.values())), f"{name}.npz")))
-    runs = {"forward": session(os.path.join(next(iter(dirs.values())), f"{name}.fwd.onnx"))}
+def time_model(name: str, dirs: Dict[str, str], rounds: int, torch: bool) -> Dict[str, List[float]]:
+    """CPU seconds per run: "forward", one gradient model per entry of ``dirs``, and with ``torch``
+    "torch forward" and "torch fwd+bwd" when the interpreter runs the model and agrees on the loss."""
+    first = next(iter(dirs.values()))
+    feed = dict(np.load(os.path.join(first, f"{name}.npz")))
+    sessions = {"forward": session(os.path.join(first, f"{name}.fwd.onnx"))}
     for label, d in dirs.items():
-        runs[label] = session(os.path.join(d, f"{name}.grad.onnx"))
+        sessions[label] = session(os.path.join(d, f"{name}.grad.onnx"))
+    runs: Dict[str, Callable[[], object]] = {label: partial(sess.run, None, feed) for label, sess in sessions.items()}
+    if torch:
+        runs.update(_torch_runs(name, first, feed, float(np.asarray(runs["forward"]()[-1]).reshape(-1)[0])))
     times: Dict[str, List[float]] = defaultdict(list)
     labels = list(runs)
-    for sess in runs.values():
-        sess.run(None, feed)  # warm-up: allocations, weight prepacking
+    for run in runs.values():
+        run()  # warm-up: allocations, weight prepacking
     for r in range(rounds):
         for label in labels[r % len(labels):] + labels[:r % len(labels)]:
             start = time.process_time()
-            runs[label].run(None, feed)
+            runs[label]()
             times[label].append(time.process_time() - start)
     return times
+
+
+def _torch_runs(name: str, d: str, feed: Dict[str, np.ndarray], loss_value: float) -> Dict[str, Callable[[], object]]:
+    """PyTorch autograd on the same graph and weights (empty when it cannot run it or disagrees)."""
+    import torch
+
+    from torch_ref import Unsupported, runner
+
+    torch.set_num_threads(2)
+    info = json.load(open(os.path.join(d, f"{name}.json")))
+    model = onnx.load(os.path.join(d, f"{name}.fwd.onnx"))
+    try:
+        forward, forward_backward = runner(model, feed, info["weights"], info["loss"])
+    except Unsupported as e:
+        print(f"{name}: PyTorch interpreter: unsupported {e}", file=sys.stderr)
+        return {}
+    if abs(forward() - loss_value) > 1e-3 * max(1.0, abs(loss_value)):
+        print(f"{name}: PyTorch loss {forward()} != onnxruntime {loss_value}; not timed", file=sys.stderr)
+        return {}
+    return {"torch forward": forward, "torch fwd+bwd": forward_backward}
 
 
 _PEAK = """
@@ -274,10 +304,11 @@ def machine() -> str:
 
 def optional_frameworks() -> str:
     found = []
-    for module, label in (("torch", "PyTorch"), ("onnxruntime.training", "ONNX Runtime training")):
+    for module, label, use in (("torch", "PyTorch", "autograd on the same ONNX graph and weights (benchmarks/torch_ref.py)"),
+                               ("onnxruntime.training", "ONNX Runtime training", "not wired in")):
         try:
             __import__(module)
-            found.append(f"{label}: installed, not wired in (no equivalent network definitions)")
+            found.append(f"{label}: installed, {use}")
         except ImportError:
             found.append(f"{label}: not installed, not measured")
     return "; ".join(found)
@@ -290,6 +321,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--baseline", help="source tree of another onnxgrad version, measured beside this one")
     p.add_argument("--write-readme", action="store_true", help="write the table into benchmarks/README.md")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when installed")
     p.add_argument("--profile", nargs="*", choices=MODELS, help="profile these gradient models instead of timing")
     p.add_argument("--build-into", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -314,16 +346,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     header = ["model", "forward ms", "fwd+bwd ms", "ratio"]
     if args.baseline:
         header += ["baseline fwd+bwd ms", "baseline ratio"]
+    torch_ok = optional_frameworks().startswith("PyTorch: installed") and not args.no_torch
+    if torch_ok:
+        header += ["PyTorch fwd ms", "PyTorch fwd+bwd ms", "PyTorch ratio", "onnxgrad / PyTorch fwd+bwd"]
     header += ["build s", "bwd const MB", "peak MB fwd", "peak MB fwd+bwd"]
     rows = []
     for name in args.models:
-        times = time_model(name, dirs, args.rounds)
+        times = time_model(name, dirs, args.rounds, torch_ok)
         med = {k: statistics.median(v) for k, v in times.items()}
         info = json.load(open(os.path.join(dirs["onnxgrad"], f"{name}.json")))
         row = [name, f"{1e3 * med['forward']:.1f}", f"{1e3 * med['onnxgrad']:.1f}",
                f"{med['onnxgrad'] / med['forward']:.2f}x"]
         if args.baseline:
             row += [f"{1e3 * med['baseline']:.1f}", f"{med['baseline'] / med['forward']:.2f}x"]
+        if torch_ok and "torch fwd+bwd" in med:
+            row += [f"{1e3 * med['torch forward']:.1f}", f"{1e3 * med['torch fwd+bwd']:.1f}",
+                    f"{med['torch fwd+bwd'] / med['torch forward']:.2f}x", f"{med['onnxgrad'] / med['torch fwd+bwd']:.2f}"]
+        elif torch_ok:
+            row += ["n/a"] * 4
         row += [f"{info['build_s']:.2f}", f"{info['backward_const_bytes'] / 1e6:.2f}"]
         if args.no_memory:
             row += ["", ""]
