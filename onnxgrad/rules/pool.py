@@ -3,10 +3,10 @@
 * MaxPool: dy goes to the position of each window's maximum, which the pool itself reports: the
   forward's ``Indices`` output, or the same MaxPool recomputed with it (flat positions in x, the
   first maximum of each window as the runtime picks it). dy is scatter-added there: one
-  ``ScatterElements(reduction="add")`` from opset 16. Before, the windows are split into
-  residue classes (every m-th window per axis, m = ceil(extent / stride)) whose windows do not
-  overlap, so each class is a plain scatter (``ScatterElements`` from opset 11, ``MaxUnpool``
-  before), and the classes are summed; non-overlapping pools are a single class.
+  ``ScatterND(reduction="add")`` into the flattened x from opset 16. Before, the windows are
+  split into residue classes (every m-th window per axis, m = ceil(extent / stride)) whose
+  windows do not overlap, so each class is a plain scatter (``ScatterND`` from opset 11,
+  ``MaxUnpool`` before), and the classes are summed; non-overlapping pools are one class.
 * AveragePool: ``dx = ConvTranspose(dy / count, ones)``, the depthwise transposed convolution
   with a ones kernel (the exact adjoint of a window sum); counts follow count_include_pad and
   are a product of per-axis vectors.

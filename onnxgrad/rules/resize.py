@@ -77,19 +77,19 @@ def _identity(g: Emitter, n: int, shape: List[int], like: str) -> str:
     return g.reshape(g.EyeLike(g.constant_of_shape(g.ints([n, n]), 0.0, like=like)), shape)
 
 
-def _adjoint_along(g: Emitter, t: str, axis: int, rank: int, a_t: str, k: Optional[int]) -> str:
+def _adjoint_along(g: Emitter, t: str, axis: int, rank: int, a_t: str, in_size: int, out_size: int,
+                   k: Optional[int]) -> str:
     """``t`` contracted along ``axis`` with the rows of A^T [in, out]: per input position its K
     nonzero entries (TopK of |A^T|) gathered from t and weighted. K is the most nonzeros any
     position has, read at run time, or the bound ``k`` (which keeps the shapes static)."""
-    in_size, out_size = (g.shape(a_t) or (None, None))[:2]
     if k is None:
         nonzero = g.cast_like(g.Greater(g.Abs(a_t), g.const(0.0, like=a_t)), a_t)
         most = g.reduce("ReduceMax", g.reduce_sum(nonzero, [1], keepdims=False), [0])  # [1]
-        _, picks = g.op("TopK", g.Abs(a_t), g.Cast(most, to=TensorProto.INT64), outputs=2, axis=1)
+        picks = g.op("TopK", g.Abs(a_t), g.Cast(most, to=TensorProto.INT64), outputs=2, axis=1)[1]
     elif g.opset >= 10:
-        _, picks = g.op("TopK", g.Abs(a_t), g.ints([k]), outputs=2, axis=1)
+        picks = g.op("TopK", g.Abs(a_t), g.ints([k]), outputs=2, axis=1)[1]
     else:
-        _, picks = g.op("TopK", g.Abs(a_t), outputs=2, axis=1, k=k)
+        picks = g.op("TopK", g.Abs(a_t), outputs=2, axis=1, k=k)[1]
     g.set_info(picks, TensorProto.INT64, (in_size, k))
     rows = g.const(np.arange(in_size).reshape(in_size, 1) * out_size, dtype=TensorProto.INT64)
     weights = g.Gather(g.reshape(a_t, [-1]), g.Add(picks, rows), axis=0)  # signed, [in, K]
@@ -235,11 +235,10 @@ def _resize_grad(g: Emitter, op: Op, dy: str) -> str:
             m = _measure(g, op, x, a, xs[a], ys[a], basis, params)
         # m is A_a^T [in, out] when basis < a, else A_a [out, in]
         a_t = m if basis < a else g.Transpose(m, perm=[1, 0])
-        g.set_info(a_t, g.dtype(x), (xs[a], ys[a]))
         # a run-time K leaves a dim that shape inference cannot know, which Hessians must undo at
         # run time (ReduceSum with axes as an input, opset 13)
         k = None if g.opset >= 13 else _k_bound(op, a, xs[a], ys[a], params)
-        dx = _adjoint_along(g, dx, a, rank, a_t, k)
+        dx = _adjoint_along(g, dx, a, rank, a_t, xs[a], ys[a], k)
     g.set_info(dx, g.dtype(x), xs)
     return dx
 
