@@ -6,6 +6,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxgrad.checking import check_gradients, session
+from onnxgrad.rules import conv as conv_rules
 from rulecheck import Case, check_case, check_second_order, compare_with_reference, params, rand, second_order_params
 
 F32 = ("float32",)
@@ -84,13 +85,21 @@ CASES = [
 ]
 
 
+@pytest.fixture(params=["im2col", "conv"])
+def weight_grad_form(request, monkeypatch):
+    """Both forms of the weight gradient on every case: im2col + Gemm (the test tensors are tiny, so
+    the size threshold is lowered) and the one-Conv form used below that threshold."""
+    monkeypatch.setattr(conv_rules, "_IM2COL_MIN_ELEMENTS", 0 if request.param == "im2col" else 2**62)
+    return request.param
+
+
 @pytest.mark.parametrize("case,dtype", params(CASES))
-def test_rule(case, dtype):
+def test_rule(case, dtype, weight_grad_form):
     check_case(case, dtype)
 
 
 @pytest.mark.parametrize("case,dtype", second_order_params(CASES))
-def test_second_order(case, dtype):
+def test_second_order(case, dtype, weight_grad_form):
     check_second_order(case, dtype)
 
 

@@ -9,7 +9,8 @@ Both are linear in each operand, so every gradient is again a convolution:
 * ConvTranspose, input: ``dx = Conv(dy, W)`` (the exact adjoint, same geometry).
 * weights (both): a correlation of the input with the output gradient, as im2col: the taps
   the kernel reads, stacked by unit-step Slices of a strided view, times the output gradient
-  in one Gemm (a batched MatMul over groups). See :func:`weight_grad`.
+  in one Gemm (a batched MatMul over groups). See :func:`weight_grad`. Tiny problems use one
+  Conv with dy as its kernel instead (fewer nodes).
 * bias: the sum of dy over batch and spatial axes.
 
 Besides Conv and ConvTranspose only layout ops (Reshape, Transpose, Slice, Pad, Gather, Split,
@@ -255,6 +256,10 @@ def weight_grad(g: Emitter, inp: str, dout: str, geo: Geometry, group: int, end_
     one Gemm per tap when positions outnumber the rows of cols. Both operands keep N*Q as their
     last axis, so no large transpose is needed.
     """
+    in_shape, out_shape = g.static_shape(inp), g.static_shape(dout)
+    if in_shape is not None and out_shape is not None and \
+            in_shape[1] * int(np.prod(geo.kernel)) * int(np.prod(out_shape)) // out_shape[1] < _IM2COL_MIN_ELEMENTS:
+        return _weight_grad_conv(g, inp, dout, geo, group, end_pads, list(in_shape), list(out_shape))
     in_sizes, out_sizes = spatial(g, inp), spatial(g, dout)
     inp_cf = _channels_first(g, inp)
     if in_sizes is not None and out_sizes is not None:
@@ -283,6 +288,32 @@ def weight_grad(g: Emitter, inp: str, dout: str, geo: Geometry, group: int, end_
     per_group = g.transpose(g.reshape(dout, [0, group, b // group, -1]), [1, 0, 3, 2])
     dw = g.MatMul(grouped, g.reshape(per_group, [group, -1, b // group]))  # [group, A/group*k, B/group]
     return g.reshape(g.transpose(dw, [0, 2, 1]), list(shape))
+
+
+#: Below this many im2col elements (A * k * N * Q) the weight gradient is one Conv instead: a few
+#: nodes rather than one Slice per tap, whose per-node cost dominates on tiny tensors.
+_IM2COL_MIN_ELEMENTS = 1 << 15
+
+
+def _weight_grad_conv(g: Emitter, inp: str, dout: str, geo: Geometry, group: int, end_pads: Sequence[int],
+                      in_shape: List[int], out_shape: List[int]) -> str:
+    """:func:`weight_grad` for small static shapes, as one Conv whose batch is the A input channels
+    (per group), whose channels are the N batch entries and whose kernel is dout, with the forward
+    dilations as strides and the forward strides as dilations; the result is cut to k taps."""
+    n = geo.n
+    perm = [1, 0] + _spatial_axes(n)
+    if group == 1:
+        inp_t, dout_t = g.transpose(inp, perm), g.transpose(dout, perm)
+    else:  # channels per group move next to the batch
+        (batch, a), (b, q) = in_shape[:2], (out_shape[1], out_shape[2:])
+        after = [3 + i for i in range(n)]
+        grouped = g.transpose(g.reshape(inp, [batch, group, a // group] + in_shape[2:]), [2, 1, 0] + after)
+        inp_t = g.reshape(grouped, [a // group, group * batch] + in_shape[2:])
+        per_group = g.transpose(g.reshape(dout, [batch, group, b // group] + q), [1, 2, 0] + after)
+        dout_t = g.reshape(per_group, [b, batch] + q)
+    corr = g.Conv(inp_t, dout_t, strides=geo.dilations, dilations=geo.strides, group=group,
+                  pads=list(geo.begin) + list(end_pads))
+    return g.slice(g.transpose(corr, perm), [0] * n, geo.kernel, _spatial_axes(n))
 
 
 def _bias_grad(g: Emitter, dy: str, n: int) -> str:
