@@ -147,7 +147,8 @@ def _spread(g: Emitter, t: str, x: str, y: str, geo: Geometry, in_sizes: List[in
         raise GradientArgumentError(f"the gradient of a pool over {x!r} needs its static channel count")
     reach = [(o - 1) * s + e - b for o, s, e, b in zip(out_sizes, geo.strides, geo.extent, geo.begin)]
     end = [max(r - i, 0) for r, i in zip(reach, in_sizes)]
-    ones = g.const(np.ones([channels, 1] + list(geo.kernel)), like=t)
+    ones = g.constant_of_shape(g.ints([channels, 1] + list(geo.kernel)), 1.0, like=t)  # computed: C*k, not stored
+    g.set_info(ones, g.dtype(t), [channels, 1] + list(geo.kernel))
     read = Geometry(geo.kernel, geo.strides, geo.dilations, geo.begin, end)
     return input_grad_transposed(g, t, ones, read, channels, x, y)
 
