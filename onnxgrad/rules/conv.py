@@ -354,11 +354,11 @@ def _convtranspose_geometry(g: Emitter, op: Op, x: str, w: str, y: str) -> tuple
         raise GradientArgumentError(
             f"ConvTranspose node {op.name!r}: output_shape/auto_pad need static spatial shapes to be differentiated")
     full = [(i - 1) * s + e for i, s, e in zip(xs, strides, extent)]
-    total = [f + p - l for f, p, l in zip(full, out_pad, ys)]
+    total = [f + p - size for f, p, size in zip(full, out_pad, ys)]
     # SAME_UPPER puts the odd pad at the end; SAME_LOWER and an explicit output_shape at the start.
     begin = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
     geo = Geometry(kernel, strides, dilations, begin, [t - b for t, b in zip(total, begin)])
-    return geo, [f - b - l for f, b, l in zip(full, begin, ys)]
+    return geo, [f - b - size for f, b, size in zip(full, begin, ys)]
 
 
 @register_gradient("ConvTranspose", inputs=(0, 1, 2))
