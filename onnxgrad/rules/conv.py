@@ -188,13 +188,10 @@ def _channels_first(g: Emitter, t: str) -> str:
 
 
 def _taps_static(g: Emitter, inp: str, geo: Geometry, in_sizes: List[int], out_sizes: List[int]) -> List[str]:
-    """The window taps of ``inp`` [A, N, P...] (channels first), each [A, 1, N, Q...] (with unit
-    axes after each strided Q), in row-major kernel order.
-
-    Axis i is padded (or cut) to Hq_i * s_i and viewed as [Hq_i, s_i] (a Reshape, no copy):
-    position o*s + j*d is then [o + (j*d)//s, (j*d)%s], so every tap is a unit-step Slice that
-    reads exactly the positions the kernel uses, at every opset.
-    """
+    """The window taps of ``inp`` [A, N, P...] (channels first), each [A, 1, N, Q...], in row-major
+    kernel order: the positions o*s + j*d the kernel reads (strides skip the rest), by unit-step
+    Slices at unit strides and Gathers otherwise (both at every opset). Each axis is first padded
+    (or cut) to what the windows reach."""
     n = geo.n
     starts_q, spans = [], []
     for i in range(n):
@@ -206,25 +203,37 @@ def _taps_static(g: Emitter, inp: str, geo: Geometry, in_sizes: List[int], out_s
         inp = g.slice(inp, [0] * n, [size + min(e, 0) for size, e in zip(in_sizes, ends)], _spatial_axes(n))
     if any(geo.begin) or any(e > 0 for e in ends):
         inp = g.pad(inp, [0, 0] + list(geo.begin) + [0, 0] + [max(e, 0) for e in ends])
-    view, q_axis = [int((g.shape(inp) or [0])[0]), 1, -1], []
-    for i in range(n):
-        q_axis.append(len(view))
-        view += [spans[i] // geo.strides[i]] + ([geo.strides[i]] if geo.strides[i] > 1 else [])
-    viewed = g.reshape(inp, view)
+    viewed = g.reshape(inp, [int((g.shape(inp) or [0])[0]), 1, -1] + spans)  # [A, 1, N, P...]
+    if all(st == 1 for st in geo.strides):
+        taps = []
+        for tap in np.ndindex(*geo.kernel):
+            starts = [starts_q[i][j] for i, j in enumerate(tap)]
+            stops = [b + size for b, size in zip(starts, out_sizes)]
+            full = all(b == 0 and e == sp for b, e, sp in zip(starts, stops, spans))
+            taps.append(viewed if full else g.slice(viewed, starts, stops, [3 + i for i in range(n)]))
+        return taps
+    # Strided: every tap picks positions off + s*o along each axis by a Gather. Gathering along
+    # the last axis moves one element per index (slow), so that axis is picked on a transposed
+    # copy, where it gathers whole rows, once per distinct offset of the last axis.
+    last, rank = n - 1, 3 + n
+
+    def picks(i: int, off: int) -> str:
+        return g.ints(range(off, off + geo.strides[i] * out_sizes[i], geo.strides[i]))
+
+    swap = list(range(rank - 2)) + [rank - 1, rank - 2]
+    flipped = g.transpose(viewed, swap) if geo.strides[last] > 1 else viewed
+    columns = {}
+    for off in starts_q[last]:
+        if geo.strides[last] > 1:
+            columns[off] = g.transpose(g.Gather(flipped, picks(last, off), axis=rank - 2), swap)
+        else:
+            columns[off] = g.slice(viewed, [off], [off + out_sizes[last]], [rank - 1])
     taps = []
     for tap in np.ndindex(*geo.kernel):
-        starts, stops, axes = [], [], []
-        for i, j in enumerate(tap):
-            off, s = starts_q[i][j], geo.strides[i]
-            starts.append(off // s)
-            stops.append(off // s + out_sizes[i])
-            axes.append(q_axis[i])
-            if s > 1:
-                starts.append(off % s)
-                stops.append(off % s + 1)
-                axes.append(q_axis[i] + 1)
-        full = all(a == 0 and b == view[x] for a, b, x in zip(starts, stops, axes))
-        taps.append(viewed if full else g.slice(viewed, starts, stops, axes))
+        t = columns[starts_q[last][tap[last]]]
+        for i in range(n - 1):
+            t = g.Gather(t, picks(i, starts_q[i][tap[i]]), axis=3 + i)
+        taps.append(t)
     return taps
 
 
