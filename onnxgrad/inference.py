@@ -61,6 +61,9 @@ def light_view(model: ModelProto) -> ModelProto:
 #: of every 1-D tensor it meets: it needs a few GB for a 1-D tensor of 10 million elements, while
 #: a real shape tensor has at most a few dozen.
 DATA_PROP_MAX_1D = 64
+#: ... and 70-200 bytes per element of the 1-D initializers (biases, norm scales): a budget for all
+#: of them together, so that a model with biases still gets static shapes
+DATA_PROP_MAX_1D_INITIALIZED = 1 << 18
 
 
 def _worth_data_propagation(inferred: ModelProto, known: Set[str], long_1d: bool,
@@ -69,7 +72,8 @@ def _worth_data_propagation(inferred: ModelProto, known: Set[str], long_1d: bool
 
     ``known``, ``long_1d``: from :func:`summaries` of the inferred graph; ``outputs``: the names
     the graph's nodes produce."""
-    if long_1d or any(len(t.dims) == 1 and t.dims[0] > DATA_PROP_MAX_1D for t in inferred.graph.initializer):
+    initialized_1d = sum(t.dims[0] for t in inferred.graph.initializer if len(t.dims) == 1)
+    if long_1d or initialized_1d > DATA_PROP_MAX_1D_INITIALIZED:
         return False
     return not known.issuperset(outputs)
 
@@ -78,7 +82,9 @@ def _type_summary(tp: onnx.TypeProto) -> Tuple[TensorInfo, bool, bool]:
     """A value's TensorInfo, whether its tensor shape is fully named (every dim a value or a
     symbol), and whether it is a 1-D tensor longer than DATA_PROP_MAX_1D."""
     dims = tp.tensor_type.shape.dim
-    complete = tp.tensor_type.HasField("shape") and all(d.HasField("dim_value") or d.dim_param for d in dims)
+    # onnx names the dims it could not infer unk__N: they are not known
+    complete = tp.tensor_type.HasField("shape") and all(
+        d.HasField("dim_value") or (d.dim_param and not d.dim_param.startswith("unk__")) for d in dims)
     return info_from_type(tp), complete, len(dims) == 1 and dims[0].dim_value > DATA_PROP_MAX_1D
 
 

@@ -285,7 +285,7 @@ OPS: Dict[str, OpSpec] = {
         ReverseSequence RoiAlign RotaryEmbedding Round Scatter ScatterElements ScatterND Selu Shrink Sigmoid
         Sign Sin Sinh Softmax Softplus Softsign SpaceToDepth Sqrt Sub Sum Tan Tanh TensorScatter Tile TopK
         Transpose Trilu Upsample Attention Swish ThresholdedRelu Hardmax LRN MeanVarianceNormalization
-        Compress If Loop Scan
+        Compress If Loop Scan MaxUnpool
         SequenceAt SequenceConstruct SequenceInsert SequenceErase ConcatFromSequence SplitToSequence
     """.split()},
     **{op: _INT64 for op in "Shape Size ArgMax ArgMin NonZero SequenceLength".split()},

@@ -6,6 +6,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxgrad.checking import check_gradients, session
+from onnxgrad.rules import conv as conv_rules
 from rulecheck import Case, check_case, check_second_order, compare_with_reference, params, rand, second_order_params
 
 F32 = ("float32",)
@@ -36,6 +37,23 @@ CASES = [
     conv("2d-kernel-shape-attr", rand(1, 1, 5, 5), rand(2, 1, 3, 3, seed=1), kernel_shape=[3, 3]),
     conv("2d-symbolic-batch-group", rand(3, 4, 5, 5), rand(4, 2, 3, 3, seed=1), group=2, strides=[2, 2],
          symbolic_dims=["x"]),
+    # weight gradient as one Gemm: 1x1 kernels, batch 1 and 2, unit and skipping strides
+    conv("2d-1x1", rand(1, 4, 5, 6), rand(3, 4, 1, 1, seed=1), rand(3, seed=2)),
+    conv("2d-1x1-batch", rand(2, 4, 5, 6), rand(3, 4, 1, 1, seed=1)),
+    conv("2d-1x1-stride2", rand(2, 3, 7, 6), rand(4, 3, 1, 1, seed=1), strides=[2, 2]),
+    conv("2d-1x1-stride2-opset9", rand(1, 3, 7, 6), rand(4, 3, 1, 1, seed=1), opset=9, strides=[2, 3]),
+    # the last window ends 2 samples before x does: x's tail is cut before the taps
+    conv("1d-stride-unread-tail", rand(2, 2, 9), rand(3, 2, 3, seed=1), strides=[3], pads=[0, 1]),
+    # one Gemm per tap (32+ input channels, more positions than taps x channels)
+    conv("2d-gemm-per-tap", rand(1, 32, 14, 13), rand(3, 32, 2, 2, seed=1), rand(3, seed=2), pads=[1, 0, 0, 1]),
+    conv("2d-stride-dilation-batch", rand(2, 2, 9, 8), rand(3, 2, 3, 2, seed=1), strides=[2, 3], dilations=[2, 2],
+         pads=[1, 2, 0, 1]),
+    # groups: one grouped Conv at unit strides (pads up to the kernel extent), a split otherwise
+    conv("2d-group-1x1-batch", rand(2, 6, 4, 5), rand(6, 2, 1, 1, seed=1), group=3),
+    conv("2d-group-wide-pads", rand(1, 4, 5, 5), rand(4, 2, 2, 2, seed=1), group=2, pads=[2, 1, 1, 2]),
+    conv("2d-group-stride-opset9", rand(1, 4, 6, 6), rand(4, 2, 3, 3, seed=1), opset=9, group=2, strides=[2, 2],
+         pads=[1, 1, 1, 1]),
+    conv("2d-depthwise-multiplier-pad", rand(2, 2, 5, 5), rand(4, 1, 3, 3, seed=1), group=2, pads=[1, 1, 1, 1]),
     conv("3d", rand(1, 2, 4, 5, 4), rand(2, 2, 2, 3, 2, seed=1), rand(2, seed=2),
          strides=[2, 1, 2], pads=[1, 0, 1, 0, 1, 1]),
     conv("3d-group-dilation", rand(1, 4, 5, 5, 5), rand(4, 2, 2, 2, 2, seed=1), group=2, dilations=[2, 1, 2]),
@@ -58,19 +76,30 @@ CASES = [
           auto_pad="SAME_LOWER"),
     convt("2d-same-upper", rand(1, 2, 3, 3), rand(2, 2, 2, 3, seed=1), strides=[2, 2], auto_pad="SAME_UPPER"),
     convt("2d-same-lower", rand(1, 2, 3, 3), rand(2, 2, 2, 3, seed=1), strides=[2, 2], auto_pad="SAME_LOWER"),
+    # onnx.reference's grouped ConvTranspose is wrong unless depthwise (forward op, not the gradient)
+    Case("ConvTranspose/2d-group", "ConvTranspose", [("x", rand(2, 4, 3, 3)), ("w", rand(4, 3, 2, 2, seed=1))],
+         {"group": 2, "strides": [2, 1], "pads": [0, 1, 1, 0]}, dtypes=F32, reference=False),
     convt("3d", rand(1, 2, 2, 3, 2), rand(2, 2, 2, 2, 3, seed=1), rand(2, seed=2), strides=[2, 1, 2],
           pads=[0, 1, 1, 1, 0, 0]),
     convt("2d-opset9", rand(1, 2, 3, 3), rand(2, 2, 3, 3, seed=1), opset=9, strides=[2, 2], output_padding=[1, 1]),
 ]
 
 
+@pytest.fixture(params=["im2col", "conv"])
+def weight_grad_form(request, monkeypatch):
+    """Both forms of the weight gradient on every case: im2col + Gemm (the test tensors are tiny, so
+    the size threshold is lowered) and the one-Conv form used below that threshold."""
+    monkeypatch.setattr(conv_rules, "_IM2COL_MIN_ELEMENTS", 0 if request.param == "im2col" else 2**62)
+    return request.param
+
+
 @pytest.mark.parametrize("case,dtype", params(CASES))
-def test_rule(case, dtype):
+def test_rule(case, dtype, weight_grad_form):
     check_case(case, dtype)
 
 
 @pytest.mark.parametrize("case,dtype", second_order_params(CASES))
-def test_second_order(case, dtype):
+def test_second_order(case, dtype, weight_grad_form):
     check_second_order(case, dtype)
 
 

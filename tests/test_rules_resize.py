@@ -51,6 +51,11 @@ CASES = [
     resize("opset11-linear-down", rand(1, 2, 6, 8), scales=f32(1, 1, 0.5, 0.6), opset=11, mode="linear"),
     resize("opset12-pytorch-half-pixel", rand(1, 2, 3, 5), sizes=i64(1, 2, 1, 8), opset=12, mode="linear",
            coordinate_transformation_mode="pytorch_half_pixel"),
+    # large factors: the adjoint's static bound on how many outputs read one input (before opset 13)
+    resize("opset12-cubic-align-corners-x8", rand(1, 1, 3, 4), sizes=i64(1, 1, 24, 5), opset=12, mode="cubic",
+           coordinate_transformation_mode="align_corners"),
+    resize("opset11-nearest-crop-x6", rand(1, 1, 4, 3), roi=f32(0, 0, 0.31, 0, 1, 1, 0.62, 1), sizes=i64(1, 1, 13, 3),
+           opset=11, mode="nearest", coordinate_transformation_mode="tf_crop_and_resize"),
     resize("opset13-nearest-round-ceil", rand(2, 2, 3, 3), scales=f32(1, 1, 2.5, 1.7), opset=13,
            nearest_mode="round_prefer_ceil"),
     resize("opset13-sizes-no-roi", rand(1, 2, 4, 3), sizes=i64(1, 2, 6, 6), opset=13, mode="linear"),

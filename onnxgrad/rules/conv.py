@@ -4,22 +4,26 @@ Both are linear in each operand, so every gradient is again a convolution:
 
 * Conv, input:   ``dx = ConvTranspose(dy, W)`` with the forward strides, dilations, pads and
   group; when the strides leave a remainder at the end of x, ``output_padding`` restores it
-  (symbolic spatial dims: overshoot, then Slice to Shape(x)). Groups other than depthwise are
-  one ConvTranspose per group (see :func:`_grouped_transposed`).
+  (symbolic spatial dims: overshoot, then Slice to Shape(x)). At unit strides it is emitted as
+  the equivalent Conv with a flipped kernel (see :func:`_transposed_conv`).
 * ConvTranspose, input: ``dx = Conv(dy, W)`` (the exact adjoint, same geometry).
-* weights (both): a correlation of the input with the output gradient, computed as one Conv
-  whose "batch" is the input channels and whose "channels" are the batch (strides and
-  dilations swap roles); groups become Conv groups. See :func:`weight_grad`.
+* weights (both): a correlation of the input with the output gradient, as im2col: the taps
+  the kernel reads, stacked by unit-step Slices of a strided view, times the output gradient
+  in one Gemm (a batched MatMul over groups). See :func:`weight_grad`. Tiny problems use one
+  Conv with dy as its kernel instead (fewer nodes).
 * bias: the sum of dy over batch and spatial axes.
 
-Besides Conv and ConvTranspose only layout ops (Reshape, Transpose, Slice, Split, Concat) and
-ReduceSum are emitted, all differentiable, so second derivatives work (tested).
+Besides Conv and ConvTranspose only layout ops (Reshape, Transpose, Slice, Pad, Gather, Split,
+Concat, Flatten), Gemm/MatMul and ReduceSum are emitted, all differentiable, so second
+derivatives work (tested).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
+
+import numpy as np
 
 from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
@@ -124,76 +128,201 @@ def input_grad_transposed(g: Emitter, dy: str, w: str, geo: Geometry, group: int
         # What the stride skipped at the end of x comes back as output_padding (always < stride).
         extra = [d - ((o - 1) * s + e - b - p) for d, o, s, e, b, p in
                  zip(xs, ys, geo.strides, geo.extent, geo.begin, geo.end)]
-        dx = _grouped_transposed(g, dy, w, group, x, strides=geo.strides, dilations=geo.dilations,
+        dx = _transposed_conv(g, dy, w, group, x, geo.extent, strides=geo.strides, dilations=geo.dilations,
                                  pads=geo.begin + geo.end, output_padding=extra if any(extra) else None)
         g.set_info(dx, g.dtype(x), g.shape(x))
         return dx
     # Symbolic sizes: overshoot (no end pad, maximal output_padding) and crop at run time.
-    full = _grouped_transposed(g, dy, w, group, x, strides=geo.strides, dilations=geo.dilations,
+    full = _transposed_conv(g, dy, w, group, x, geo.extent, strides=geo.strides, dilations=geo.dilations,
                                pads=geo.begin + [0] * n,
                                output_padding=[s - 1 for s in geo.strides] if any(s > 1 for s in geo.strides) else None)
     return _crop_to(g, full, x, n)
 
 
-def _grouped_transposed(g: Emitter, dy: str, w: str, group: int, x: str, **attrs) -> str:
-    """ConvTranspose(dy, w, group) that onnx.reference evaluates correctly.
+def _transposed_conv(g: Emitter, dy: str, w: str, group: int, x: str, extent: List[int], **attrs) -> str:
+    """ConvTranspose(dy, w, group) in the form that runs fastest and that every runtime evaluates right.
 
-    onnx.reference's grouped ConvTranspose slices the weight by output instead of input channels
-    and writes one output channel per group: right only for depthwise weights (M == C, one
-    channel per group). Any other grouping is emitted as one ConvTranspose per group between a
-    Split of dy and w and a Concat (the same arithmetic as the grouped op).
+    At unit strides it is a Conv with the kernel transposed per group and flipped
+    (:func:`_adjoint_kernel`, weight-sized work that runtimes fold when w is constant), padded by
+    extent - 1 - pad: onnxruntime's Conv is several times faster than its ConvTranspose.
+    Otherwise a ConvTranspose; onnx.reference's grouped ConvTranspose slices the weight by output
+    instead of input channels, right only for depthwise weights (M == C, one channel per group),
+    so other groupings are one ConvTranspose per group between a Split of dy and w and a Concat.
     """
     ws, xs = g.shape(w), g.shape(x)
-    m = ws[0] if ws else None
-    if group == 1 or (ws is not None and xs is not None and ws[1] == 1 and m == xs[1]):
+    static = g.static_shape(w)
+    flipped = [e - 1 - p for e, p in zip(extent + extent, attrs["pads"])]
+    if static is not None and all(s == 1 for s in attrs["strides"]) and not attrs.get("output_padding") and \
+            min(flipped) >= 0:
+        return g.Conv(dy, _adjoint_kernel(g, w, list(static), group), group=group, dilations=attrs["dilations"],
+                      pads=flipped)
+    if group == 1 or (ws is not None and xs is not None and ws[1] == 1 and ws[0] == xs[1]):
         return g.ConvTranspose(dy, w, group=group, **attrs)
-    if not isinstance(m, int):
-        raise GradientArgumentError("the input gradient of a grouped Conv needs the weight's static output-channel dim")
-    sizes = [m // group] * group
+    if static is None:
+        raise GradientArgumentError("the input gradient of a grouped Conv needs the weight's static shape")
+    sizes = [static[0] // group] * group
     parts = [g.ConvTranspose(d, k, **attrs) for d, k in zip(g.split(dy, sizes, axis=1), g.split(w, sizes, axis=0))]
     return g.Concat(*parts, axis=1)
 
 
-def weight_grad(g: Emitter, inp: str, dout: str, geo: Geometry, group: int, end_pads: Sequence[int],
-                out_channels: Optional[int]) -> str:
-    """Correlation of ``inp`` [N, A, P...] with ``dout`` [N, B, Q...]: dW [B, A/group, k...].
+def _adjoint_kernel(g: Emitter, w: str, shape: List[int], group: int) -> str:
+    """Kernel of the Conv equal to ConvTranspose(., w, group) at unit strides: w [M, C/g, k...]
+    as [C, M/g, k...] (input and output channels swapped within each group), every spatial axis
+    reversed (Gather with reversed indices: works at every opset)."""
+    m, cg, kernel = shape[0], shape[1], shape[2:]
+    n = len(kernel)
+    grouped = g.reshape(w, [group, m // group, cg] + kernel)
+    swapped = g.reshape(g.transpose(grouped, [0, 2, 1] + [3 + i for i in range(n)]), [group * cg, m // group] + kernel)
+    for i, k in enumerate(kernel):
+        if k > 1:
+            swapped = g.Gather(swapped, g.ints(range(k - 1, -1, -1)), axis=2 + i)
+    return swapped
 
-    dW[b, a, j] = sum_n sum_o inp_padded[n, a, o*s + j*d] dout[n, b, o]: a Conv whose batch is
-    the A input channels (per group), whose channels are the N batch entries, whose kernel is
-    dout, with the forward dilations as strides and the forward strides as dilations. The result
-    holds at least k taps per axis and is cut to k.
+
+def _channels_first(g: Emitter, t: str) -> str:
+    """[N, C, S...] -> [C, N, S...]: a Reshape when N is 1 (no data moves), else a Transpose."""
+    s = g.static_shape(t)
+    if s is not None and s[0] == 1:
+        return g.reshape(t, [s[1], 1] + list(s[2:]))
+    return g.transpose(t, [1, 0] + _spatial_axes(len(g.shape(t) or ()) - 2))
+
+
+def _taps_static(g: Emitter, inp: str, geo: Geometry, in_sizes: List[int], out_sizes: List[int]) -> List[str]:
+    """The window taps of ``inp`` [A, N, P...] (channels first), each [A, 1, N, Q...], in row-major
+    kernel order: the positions o*s + j*d the kernel reads (strides skip the rest), by unit-step
+    Slices at unit strides and Gathers otherwise (both at every opset). Each axis is first padded
+    (or cut) to what the windows reach."""
+    n = geo.n
+    starts_q, spans = [], []
+    for i in range(n):
+        offsets = [j * geo.dilations[i] for j in range(geo.kernel[i])]
+        starts_q.append(offsets)
+        spans.append((max(offsets) // geo.strides[i] + out_sizes[i]) * geo.strides[i])
+    ends = [span - b - size for span, b, size in zip(spans, geo.begin, in_sizes)]
+    if any(e < 0 for e in ends):  # the last window ends before the input: its tail is never read
+        inp = g.slice(inp, [0] * n, [size + min(e, 0) for size, e in zip(in_sizes, ends)], _spatial_axes(n))
+    if any(geo.begin) or any(e > 0 for e in ends):
+        inp = g.pad(inp, [0, 0] + list(geo.begin) + [0, 0] + [max(e, 0) for e in ends])
+    viewed = g.reshape(inp, [int((g.shape(inp) or [0])[0]), 1, -1] + spans)  # [A, 1, N, P...]
+    if all(st == 1 for st in geo.strides):
+        taps = []
+        for tap in np.ndindex(*geo.kernel):
+            starts = [starts_q[i][j] for i, j in enumerate(tap)]
+            stops = [b + size for b, size in zip(starts, out_sizes)]
+            full = all(b == 0 and e == sp for b, e, sp in zip(starts, stops, spans))
+            taps.append(viewed if full else g.slice(viewed, starts, stops, [3 + i for i in range(n)]))
+        return taps
+    # Strided: every tap picks positions off + s*o along each axis by a Gather. Gathering along
+    # the last axis moves one element per index (slow), so that axis is picked on a transposed
+    # copy, where it gathers whole rows, once per distinct offset of the last axis.
+    last, rank = n - 1, 3 + n
+
+    def picks(i: int, off: int) -> str:
+        return g.ints(range(off, off + geo.strides[i] * out_sizes[i], geo.strides[i]))
+
+    swap = list(range(rank - 2)) + [rank - 1, rank - 2]
+    flipped = g.transpose(viewed, swap) if geo.strides[last] > 1 else viewed
+    columns = {}
+    for off in starts_q[last]:
+        if geo.strides[last] > 1:
+            columns[off] = g.transpose(g.Gather(flipped, picks(last, off), axis=rank - 2), swap)
+        else:
+            columns[off] = g.slice(viewed, [off], [off + out_sizes[last]], [rank - 1])
+    taps = []
+    for tap in np.ndindex(*geo.kernel):
+        t = columns[starts_q[last][tap[last]]]
+        for i in range(n - 1):
+            t = g.Gather(t, picks(i, starts_q[i][tap[i]]), axis=3 + i)
+        taps.append(t)
+    return taps
+
+
+def _taps_dynamic(g: Emitter, inp: str, dout: str, geo: Geometry, end_pads: Sequence[int]) -> List[str]:
+    """:func:`_taps_static` for spatial sizes known only at run time: strided Slices (opset 10)
+    whose ends follow the run-time output size Q: offset + (Q - 1) * s + 1."""
+    n = geo.n
+    if g.opset < 10:
+        raise GradientArgumentError("this gradient needs static spatial shapes below opset 10 (dynamic Slice)")
+    padded = g.pad(inp, [0, 0] + list(geo.begin) + [0, 0] + list(end_pads)) if any(geo.begin) or any(end_pads) else inp
+    viewed = g.unsqueeze(padded, [1])
+    one = g.ints([1] * n)
+    span = g.Add(g.Mul(g.Sub(g.dims(dout, _spatial_axes(n)), one), g.ints(geo.strides)), one)
+    taps = []
+    for tap in np.ndindex(*geo.kernel):
+        offsets = [j * d for j, d in zip(tap, geo.dilations)]
+        taps.append(g.Slice(viewed, g.ints(offsets), g.Add(span, g.ints(offsets)), g.ints([3 + i for i in range(n)]),
+                            g.ints(geo.strides)))
+    return taps
+
+
+def weight_grad(g: Emitter, inp: str, dout: str, geo: Geometry, group: int, end_pads: Sequence[int],
+                weight: str) -> str:
+    """Correlation of ``inp`` [N, A, P...] with ``dout`` [N, B, Q...]: dW [B, A/group, k...] (``weight``'s shape).
+
+    dW[b, a, j] = sum_n sum_q inp_padded[n, a, q*s + j*d] dout[n, b, q], as im2col: the taps of
+    every window (only the positions the kernel reads; strides skip the rest) stacked into
+    cols [A*k, N*Q], then one Gemm with dout [B, N*Q] (one batched MatMul over the groups), or
+    one Gemm per tap when positions outnumber the rows of cols. Both operands keep N*Q as their
+    last axis, so no large transpose is needed.
     """
+    in_shape, out_shape = g.static_shape(inp), g.static_shape(dout)
+    if in_shape is not None and out_shape is not None and \
+            in_shape[1] * int(np.prod(geo.kernel)) * int(np.prod(out_shape)) // out_shape[1] < _IM2COL_MIN_ELEMENTS:
+        return _weight_grad_conv(g, inp, dout, geo, group, end_pads, list(in_shape), list(out_shape))
+    in_sizes, out_sizes = spatial(g, inp), spatial(g, dout)
+    inp_cf = _channels_first(g, inp)
+    if in_sizes is not None and out_sizes is not None:
+        taps = _taps_static(g, inp_cf, geo, in_sizes, out_sizes)
+    else:
+        taps = _taps_dynamic(g, inp_cf, dout, geo, end_pads)
+    if group == 1:
+        dout2 = g.Flatten(_channels_first(g, dout), axis=1)  # [B, N*Q]
+        in_channels = (g.shape(inp) or (None, None))[1]
+        positions = g.static_shape(dout)
+        if len(taps) > 1 and positions is not None and isinstance(in_channels, int) and in_channels >= 32 and \
+                int(np.prod(positions)) // positions[1] > in_channels * len(taps):
+            # many positions, enough channels: one Gemm per tap is faster than copying all taps into
+            # one operand (1.5x at 64 channels, 56x56; slower at 256 channels, 14x14, or 3 channels)
+            per_tap = [g.unsqueeze(g.gemm(dout2, g.Flatten(t, axis=1), trans_b=True), [2]) for t in taps]
+            return g.reshape(g.Concat(*per_tap, axis=2), [0, 0] + list(geo.kernel))
+        cols = g.Flatten(g.Concat(*taps, axis=1) if len(taps) > 1 else taps[0], axis=2)  # [A*k, N*Q]
+        return g.reshape(g.gemm(dout2, cols, trans_b=True), [0, -1] + list(geo.kernel))  # [B, A*k]
+    cols = g.Flatten(g.Concat(*taps, axis=1) if len(taps) > 1 else taps[0], axis=2)  # [A*k, N*Q]
+    shape = g.static_shape(weight)
+    if shape is None:
+        raise GradientArgumentError("the weight gradient of a grouped convolution needs the weight's static shape")
+    b, a_per_group, k = shape[0], shape[1], int(np.prod(geo.kernel))
+    grouped = g.reshape(cols, [group, a_per_group * k, -1])
+    # dout [N, B, Q...] -> [group, N*Q, B/group]
+    per_group = g.transpose(g.reshape(dout, [0, group, b // group, -1]), [1, 0, 3, 2])
+    dw = g.MatMul(grouped, g.reshape(per_group, [group, -1, b // group]))  # [group, A/group*k, B/group]
+    return g.reshape(g.transpose(dw, [0, 2, 1]), list(shape))
+
+
+#: Below this many im2col elements (A * k * N * Q) the weight gradient is one Conv instead: a few
+#: nodes rather than one Slice per tap, whose per-node cost dominates on tiny tensors.
+_IM2COL_MIN_ELEMENTS = 1 << 15
+
+
+def _weight_grad_conv(g: Emitter, inp: str, dout: str, geo: Geometry, group: int, end_pads: Sequence[int],
+                      in_shape: List[int], out_shape: List[int]) -> str:
+    """:func:`weight_grad` for small static shapes, as one Conv whose batch is the A input channels
+    (per group), whose channels are the N batch entries and whose kernel is dout, with the forward
+    dilations as strides and the forward strides as dilations; the result is cut to k taps."""
     n = geo.n
     perm = [1, 0] + _spatial_axes(n)
     if group == 1:
-        inp_t = g.transpose(inp, perm)
-        dout_t = g.transpose(dout, perm)
-    else:
-        # channels per group move next to the batch (one -1 per Reshape; spatial dims copied)
-        if not isinstance(out_channels, int):
-            raise GradientArgumentError("the weight gradient of a grouped convolution needs static output channels")
-        spatial_t = [i + 1 for i in _spatial_axes(n)]
-        grouped = g.reshape(inp, _keep_spatial(g, [0, group, -1], inp, n))
-        inp_t = g.reshape(g.transpose(grouped, [2, 1, 0] + spatial_t), _keep_spatial(g, [0, -1], inp, n))
-        gd = g.reshape(dout, _keep_spatial(g, [0, group, out_channels // group], dout, n))
-        dout_t = g.reshape(g.transpose(gd, [1, 2, 0] + spatial_t), _keep_spatial(g, [out_channels, -1], dout, n))
+        inp_t, dout_t = g.transpose(inp, perm), g.transpose(dout, perm)
+    else:  # channels per group move next to the batch
+        (batch, a), (b, q) = in_shape[:2], (out_shape[1], out_shape[2:])
+        after = [3 + i for i in range(n)]
+        grouped = g.transpose(g.reshape(inp, [batch, group, a // group] + in_shape[2:]), [2, 1, 0] + after)
+        inp_t = g.reshape(grouped, [a // group, group * batch] + in_shape[2:])
+        per_group = g.transpose(g.reshape(dout, [batch, group, b // group] + q), [1, 2, 0] + after)
+        dout_t = g.reshape(per_group, [b, batch] + q)
     corr = g.Conv(inp_t, dout_t, strides=geo.dilations, dilations=geo.strides, group=group,
                   pads=list(geo.begin) + list(end_pads))
-    dw = g.transpose(corr, perm)
-    return g.slice(dw, [0] * n, geo.kernel, _spatial_axes(n))
-
-
-def _keep_spatial(g: Emitter, lead: List[int], t: str, n: int):
-    """Reshape target ``lead`` + the spatial dims of ``t``: a list when static, else a tensor."""
-    dims = spatial(g, t)
-    if dims is not None:
-        return lead + dims
-    return g.Concat(g.ints(lead), g.dims(t, _spatial_axes(n)), axis=0)
-
-
-def _dim0(g: Emitter, w: str) -> Optional[int]:
-    s = g.shape(w)
-    return s[0] if s and isinstance(s[0], int) else None
+    return g.slice(g.transpose(corr, perm), [0] * n, geo.kernel, _spatial_axes(n))
 
 
 def _bias_grad(g: Emitter, dy: str, n: int) -> str:
@@ -206,7 +335,7 @@ def conv_grad(g: Emitter, op: Op, dy: str) -> list:
     group = op.attr("group", 1)
     geo = window_geometry(g, op, x, kernel_of(g, op, w))
     dx = input_grad_transposed(g, dy, w, geo, group, x, y)
-    dw = weight_grad(g, x, dy, geo, group, geo.end, _dim0(g, w))
+    dw = weight_grad(g, x, dy, geo, group, geo.end, w)
     g.set_info(dw, g.dtype(w), g.shape(w))
     return [dx, dw, _bias_grad(g, dy, geo.n) if b else None]
 
@@ -234,11 +363,11 @@ def _convtranspose_geometry(g: Emitter, op: Op, x: str, w: str, y: str) -> tuple
         raise GradientArgumentError(
             f"ConvTranspose node {op.name!r}: output_shape/auto_pad need static spatial shapes to be differentiated")
     full = [(i - 1) * s + e for i, s, e in zip(xs, strides, extent)]
-    total = [f + p - l for f, p, l in zip(full, out_pad, ys)]
+    total = [f + p - size for f, p, size in zip(full, out_pad, ys)]
     # SAME_UPPER puts the odd pad at the end; SAME_LOWER and an explicit output_shape at the start.
     begin = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
     geo = Geometry(kernel, strides, dilations, begin, [t - b for t, b in zip(total, begin)])
-    return geo, [f - b - l for f, b, l in zip(full, begin, ys)]
+    return geo, [f - b - size for f, b, size in zip(full, begin, ys)]
 
 
 @register_gradient("ConvTranspose", inputs=(0, 1, 2))
@@ -253,6 +382,6 @@ def convtranspose_grad(g: Emitter, op: Op, dy: str) -> list:
     end = [max(e, 0) for e in adj_end]
     dx = g.Conv(dy_used, w, strides=geo.strides, dilations=geo.dilations, group=group, pads=geo.begin + end)
     g.set_info(dx, g.dtype(x), g.shape(x))
-    dw = weight_grad(g, dy, x, geo, group, end, _dim0(g, w))
+    dw = weight_grad(g, dy, x, geo, group, end, w)
     g.set_info(dw, g.dtype(w), g.shape(w))
     return [dx, dw, _bias_grad(g, dy, n) if b else None]

@@ -1,167 +1,169 @@
 """Pooling: MaxPool, AveragePool, LpPool and their Global forms.
 
-A pooling window is separable: along spatial axis i, window o reads the k_i taps
-``j * d_i + o * s_i - pad_i`` (j < k_i). Per axis, with static sizes, that is a constant 0/1 matrix
-S_i [k_i*O_i, D_i] (row j*O_i + o has a 1 at the tap's position, none when the tap is padding).
-
-* MaxPool: the taps are gathered (``Gather`` on the -inf padded input), compared with the output,
-  the first matching tap of each window is kept (ties: one tap, like the runtime's argmax), and
-  dy is routed to it by the transpose of the gather, ``MatMul`` with S_i per axis. Overlapping
-  windows that share a maximum add up in that MatMul (the scatter-add with duplicates), at any
-  opset and in any float type, with no Indices output needed.
-* AveragePool: ``dx = (dy / count) x_i T_i`` with T_i[o, p] = sum_j S_i (the window's taps);
-  counts follow count_include_pad.
-* LpPool: ``dx = sign(x) |x|^(p-1) * ((dy * y^(1-p)) x_i T_i)``.
+* MaxPool: dy goes to the position of each window's maximum, which the pool itself reports: the
+  forward's ``Indices`` output, or the same MaxPool recomputed with it (flat positions in x, the
+  first maximum of each window as the runtime picks it). dy is scatter-added there: one
+  ``ScatterND(reduction="add")`` into the flattened x from opset 16. Before, the windows are
+  split into residue classes (every m-th window per axis, m = ceil(extent / stride)) whose
+  windows do not overlap, so each class is a plain scatter (``ScatterND`` from opset 11,
+  ``MaxUnpool`` before), and the classes are summed; non-overlapping pools are one class.
+* AveragePool: ``dx = ConvTranspose(dy / count, ones)``, the depthwise transposed convolution
+  with a ones kernel (the exact adjoint of a window sum); counts follow count_include_pad and
+  are a product of per-axis vectors.
+* LpPool: ``dx = sign(x) |x|^(p-1) * ConvTranspose(dy * y^(1-p), ones)``.
 * Global pools: broadcasts; MaxRoiPool: bins rebuilt from the rois at run time, first maximum
-  per bin, rois scattered back to their batch entry by a MatMul.
+  per bin (ArgMax), rois scattered back to their batch entry by a MatMul.
+
+No backward constant grows with the image beyond a vector per axis.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Tuple
 
 import numpy as np
+from onnx import TensorProto
 
 from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
 from ..registry import register_gradient
-from .conv import Geometry, spatial, window_geometry
+from .conv import Geometry, input_grad_transposed, spatial, window_geometry
 
-
-@dataclass
-class _Plan:
-    """Static pooling geometry: in/out sizes, padded sizes and tap positions per axis."""
-
-    geo: Geometry
-    in_sizes: List[int]
-    out_sizes: List[int]
-
-    @property
-    def n(self) -> int:
-        return self.geo.n
-
-    def taps(self, i: int) -> np.ndarray:
-        """[k_i, O_i] positions read by each window along axis i, in unpadded coordinates."""
-        g = self.geo
-        j = np.arange(g.kernel[i])[:, None]
-        o = np.arange(self.out_sizes[i])[None, :]
-        return j * g.dilations[i] + o * g.strides[i] - g.begin[i]
-
-    def padded_size(self, i: int) -> int:
-        """Length of axis i once padded: the pads, or further when ceil_mode reads past them."""
-        begin = self.geo.begin[i]
-        return max(begin + self.in_sizes[i] + self.geo.end[i], begin + int(self.taps(i).max()) + 1)
-
-    def selection(self, i: int) -> np.ndarray:
-        """S_i [k_i*O_i, D_i]: 1 where a tap reads a real (non-padding) position."""
-        pos = self.taps(i).reshape(-1)
-        return (pos[:, None] == np.arange(self.in_sizes[i])[None, :]).astype(np.float64)
-
-    def window_sum(self, i: int) -> np.ndarray:
-        """T_i [O_i, D_i]: how often window o reads position p."""
-        k, o = self.geo.kernel[i], self.out_sizes[i]
-        return self.selection(i).reshape(k, o, -1).sum(axis=0)
-
-
-def _plan(g: Emitter, op: Op) -> _Plan:
+def _pool_geometry(g: Emitter, op: Op) -> Tuple[Geometry, List[int], List[int]]:
+    """(window geometry, static input spatial sizes, static output spatial sizes) of a pool node."""
     x, y = op.input(0), op.output(0)
     xs, ys = spatial(g, x), spatial(g, y)
     kernel = op.attr("kernel_shape")
     if xs is None or ys is None or not kernel:
         raise GradientArgumentError(
             f"{op.op_type} node {op.name!r}: the gradient needs static spatial shapes of its input and output")
-    return _Plan(window_geometry(g, op, x, list(kernel)), xs, ys)
+    return window_geometry(g, op, x, list(kernel)), xs, ys
 
 
-def contract_axis(g: Emitter, t: str, axis: int, rank: int, m: Optional[str], m_t: str) -> str:
-    """Contract axis ``axis`` of ``t`` with the rows of the matrix ``m`` [A, B] (``m_t`` is its
-    transpose; ``m`` is only read for the last axis): that axis, A long, becomes B long."""
-    if axis == rank - 1:
-        return g.MatMul(t, m)
-    if axis == rank - 2:
-        return g.MatMul(m_t, t)
-    perm = list(range(rank))
-    perm[axis], perm[rank - 2] = perm[rank - 2], perm[axis]
-    return g.transpose(g.MatMul(m_t, g.transpose(t, perm)), perm)
-
-
-def _along(g: Emitter, t: str, axis: int, rank: int, matrix: np.ndarray) -> str:
-    """:func:`contract_axis` with a constant matrix."""
-    m_t = g.const(matrix.T, like=t)
-    m = g.const(matrix, like=t) if axis == rank - 1 else None
-    return contract_axis(g, t, axis, rank, m, m_t)
-
-
-def _scatter(g: Emitter, t: str, plan: _Plan, matrices: List[np.ndarray]) -> str:
-    """Apply each axis' transposed tap matrix: window-space [N, C, A_i...] to input-space [N, C, D_i...]."""
-    rank = 2 + plan.n
-    for i, m in enumerate(matrices):
-        t = _along(g, t, 2 + i, rank, m)
-    return t
+def _indices(g: Emitter, op: Op, geo: Geometry) -> str:
+    """Flat position in x of each window's maximum (row-major, as ``storage_order=0`` reports it)."""
+    x = op.input(0)
+    unit = all(s == 1 for s in geo.strides) and all(d == 1 for d in geo.dilations)
+    if op.output(1) and op.attr("storage_order", 0) == 0 and not unit:
+        return op.output(1)
+    attrs = {k: op.attr(k) for k in ("kernel_shape", "strides", "dilations", "ceil_mode") if op.has_attr(k)}
+    attrs["pads"] = list(geo.begin) + list(geo.end)
+    if not unit:
+        indices = g.op("MaxPool", x, outputs=2, **attrs)[1]
+    else:
+        # onnx.reference reports wrong Indices at unit strides and dilations (its generic pooling
+        # path); a trailing unit axis pooled with stride 2 changes neither windows nor positions
+        rank = g.rank(x)
+        attrs.update(kernel_shape=list(geo.kernel) + [1], strides=[1] * geo.n + [2],
+                     pads=list(geo.begin) + [0] + list(geo.end) + [0])
+        attrs.pop("dilations", None)
+        indices = g.squeeze(g.op("MaxPool", g.unsqueeze(x, [rank]), outputs=2, **attrs)[1], [rank])
+    g.set_info(indices, TensorProto.INT64, g.shape(op.output(0)))
+    return indices
 
 
 @register_gradient("MaxPool", inputs=(0,))
-def maxpool_grad(g: Emitter, op: Op, dy: str, *unused_indices_grad) -> list:
-    x, y = op.input(0), op.output(0)
-    plan = _plan(g, op)
-    n, geo = plan.n, plan.geo
-    pads = [0, 0] + geo.begin + [0, 0] + [plan.padded_size(i) - geo.begin[i] - plan.in_sizes[i] for i in range(n)]
-    taps = g.pad(x, pads, value=float("-inf")) if any(pads) else x
-    for i in range(n):
-        index = (plan.taps(i) + geo.begin[i]).reshape(-1)
-        taps = g.Gather(taps, g.ints(index), axis=2 + i)
-    # [N, C, k1, O1, k2, O2, ...]: each window's taps next to its position
-    split = [0, 0] + [v for i in range(n) for v in (geo.kernel[i], plan.out_sizes[i])]
-    per_window = [0, 0] + [v for i in range(n) for v in (1, plan.out_sizes[i])]
-    # every tap is <= its window's max, so "not below" is equality (and Less has float kernels at opset 9)
-    hit = g.cast_like(g.Not(g.Less(g.reshape(taps, split), g.reshape(y, per_window))), x)
-    routed = g.Mul(_first_hit(g, hit, plan), g.reshape(dy, per_window))
-    flat = g.reshape(routed, [0, 0] + [geo.kernel[i] * plan.out_sizes[i] for i in range(n)])
-    dx = _scatter(g, flat, plan, [plan.selection(i) for i in range(n)])
+def maxpool_grad(g: Emitter, op: Op, dy: str, *unused_indices_grad: str) -> list:
+    x = op.input(0)
+    geo, in_sizes, out_sizes = _pool_geometry(g, op)
+    indices = _indices(g, op, geo)
+    if g.opset >= 16:
+        dx = _scatter_flat(g, dy, indices, x, add=True)
+    else:
+        # windows m apart along an axis (m * stride >= extent) never share a position
+        every = [-(-e // s) for e, s in zip(geo.extent, geo.strides)]
+        parts = []
+        for residue in np.ndindex(*every):
+            if any(r >= o for r, o in zip(residue, out_sizes)):
+                continue  # fewer windows than classes along an axis
+            d, i = dy, indices
+            for axis, (r, m, o) in enumerate(zip(residue, every, out_sizes)):
+                if m > 1:
+                    picked = g.ints(range(r, o, m))
+                    d, i = g.Gather(d, picked, axis=2 + axis), g.Gather(i, picked, axis=2 + axis)
+            sizes = [len(range(r, o, m)) for r, o, m in zip(residue, out_sizes, every)]
+            parts.append(_scatter_flat(g, d, i, x, add=False) if g.opset >= 11 else
+                         _unpool(g, d, i, x, in_sizes, sizes))
+        dx = g.Sum(*parts) if len(parts) > 1 else parts[0]
     g.set_info(dx, g.dtype(x), g.shape(x))
     return [dx]
 
 
-def _first_hit(g: Emitter, hit: str, plan: _Plan) -> str:
-    """Keep, per window, only the first tap (row-major kernel order) equal to the maximum.
-
-    ``hit`` is [N, C, k1, O1, ..., kn, On]; a tap survives when no earlier tap of its window hit:
-    the count of earlier hits is one MatMul with a strictly upper-triangular ones matrix.
-    """
-    n = plan.n
-    k = int(np.prod(plan.geo.kernel))
-    if k == 1:
-        return hit
-    to_last = [0, 1] + [3 + 2 * i for i in range(n)] + [2 + 2 * i for i in range(n)]
-    inverse = list(np.argsort(to_last))
-    windows = g.reshape(g.transpose(hit, to_last), [0, 0] + plan.out_sizes + [k])
-    earlier = g.MatMul(windows, g.const(np.triu(np.ones((k, k)), 1), like=hit))
-    first = g.Mul(windows, g.cast_like(g.Less(earlier, g.const(0.5, like=hit)), hit))
-    back = g.reshape(first, [0, 0] + plan.out_sizes + list(plan.geo.kernel))
-    return g.transpose(back, inverse)
+def _scatter_flat(g: Emitter, d: str, indices: str, x: str, add: bool) -> str:
+    """Zeros shaped like x plus ``d`` at the flat positions ``indices``: ScatterND on the flattened
+    x, adding repeats (``add``, opset 16) or for positions that never repeat (opset 11).
+    (ScatterND rather than ScatterElements: the latter's gradient, GatherElements, fails in
+    onnx.reference along an axis longer than 64.)"""
+    size = g.reshape(g.Size(x), [1])
+    positions = g.reshape(indices, [-1, 1])
+    g.set_info(positions, TensorProto.INT64, (None, 1))
+    if add:
+        flat = g.scatter_nd_add(size, positions, g.reshape(d, [-1]))
+    else:
+        flat = g.ScatterND(g.constant_of_shape(size, 0.0, like=d), positions, g.reshape(d, [-1]))
+    return g.reshape(flat, g.shape_of(x))
 
 
-def _counts(plan: _Plan, include_pad: bool) -> np.ndarray:
-    """Divisor of every output of an AveragePool, [O1, ..., On] (the product of per-axis counts)."""
-    total = np.ones(())
-    for i in range(plan.n):
-        pos = plan.taps(i)
-        lo = -plan.geo.begin[i] if include_pad else 0
-        hi = plan.in_sizes[i] + (plan.geo.end[i] if include_pad else 0)
-        c = ((pos >= lo) & (pos < hi)).sum(axis=0)
-        total = np.multiply.outer(total, c)
-    return total
+def _unpool(g: Emitter, d: str, indices: str, x: str, in_sizes: List[int], sizes: List[int]) -> str:
+    """MaxUnpool of windows that never share a position (opset 9 and 10, no scatter op).
+
+    Its attributes only size the output: kernel = x's size - d's size + 1 at unit strides gives x's
+    shape in every runtime. onnxruntime implements it for float only: float16 and bfloat16 go
+    through float exactly; a double is split into three floats that sum to it exactly (24 bits
+    each cover its 53), each unpooled and summed back in double."""
+    attrs = {"kernel_shape": [i - s + 1 for i, s in zip(in_sizes, sizes)], "strides": [1] * len(sizes)}
+    if g.dtype(d) == TensorProto.FLOAT:
+        return g.MaxUnpool(d, indices, **attrs)
+    pieces, rest = [], d
+    count = 3 if g.dtype(d) == TensorProto.DOUBLE else 1
+    for k in range(count):
+        piece = g.Cast(rest, to=TensorProto.FLOAT)
+        pieces.append(g.cast_like(g.MaxUnpool(piece, indices, **attrs), x))
+        if k < count - 1:
+            rest = g.Sub(rest, g.cast_like(piece, x))
+    return g.Sum(*pieces) if len(pieces) > 1 else pieces[0]
+
+
+def _counts(geo: Geometry, in_sizes: List[int], out_sizes: List[int], include_pad: bool) -> List[np.ndarray]:
+    """Per axis, how many taps of each window an AveragePool divides by: [O_i] each (the
+    divisor of a window is their product)."""
+    counts = []
+    for i in range(geo.n):
+        taps = np.arange(geo.kernel[i])[:, None] * geo.dilations[i] + np.arange(out_sizes[i])[None, :] * \
+            geo.strides[i] - geo.begin[i]
+        lo = -geo.begin[i] if include_pad else 0
+        hi = in_sizes[i] + (geo.end[i] if include_pad else 0)
+        counts.append(((taps >= lo) & (taps < hi)).sum(axis=0))
+    return counts
+
+
+def _spread(g: Emitter, t: str, x: str, y: str, geo: Geometry, in_sizes: List[int], out_sizes: List[int]) -> str:
+    """The adjoint of the window sum: each window's value added to every position it reads.
+
+    A depthwise ConvTranspose with a ones kernel; its end pad is where the last window ends
+    (ceil_mode may read past the pads, floor mode may leave x's tail unread)."""
+    channels = (g.shape(x) or (None, None))[1]
+    if not isinstance(channels, int):
+        raise GradientArgumentError(f"the gradient of a pool over {x!r} needs its static channel count")
+    reach = [(o - 1) * s + e - b for o, s, e, b in zip(out_sizes, geo.strides, geo.extent, geo.begin)]
+    end = [max(r - i, 0) for r, i in zip(reach, in_sizes)]
+    ones = g.constant_of_shape(g.ints([channels, 1] + list(geo.kernel)), 1.0, like=t)  # computed: C*k, not stored
+    g.set_info(ones, g.dtype(t), [channels, 1] + list(geo.kernel))
+    read = Geometry(geo.kernel, geo.strides, geo.dilations, geo.begin, end)
+    return input_grad_transposed(g, t, ones, read, channels, x, y)
 
 
 @register_gradient("AveragePool", inputs=(0,))
 def averagepool_grad(g: Emitter, op: Op, dy: str) -> list:
-    x = op.input(0)
-    plan = _plan(g, op)
-    scaled = g.Mul(dy, g.const(1.0 / _counts(plan, bool(op.attr("count_include_pad", 0))), like=dy))
-    dx = _scatter(g, scaled, plan, [plan.window_sum(i) for i in range(plan.n)])
-    g.set_info(dx, g.dtype(x), g.shape(x))
-    return [dx]
+    x, y = op.input(0), op.output(0)
+    geo, in_sizes, out_sizes = _pool_geometry(g, op)
+    scale = g.const(1.0, like=dy)
+    for i, c in enumerate(_counts(geo, in_sizes, out_sizes, bool(op.attr("count_include_pad", 0)))):
+        if c.min() == c.max():
+            scale = g.Mul(scale, g.const(1.0 / c[0], like=dy))
+        else:  # borders excluded from the count: a vector along this axis
+            scale = g.Mul(scale, g.const((1.0 / c).reshape([-1] + [1] * (geo.n - 1 - i)), like=dy))
+    return [_spread(g, g.Mul(dy, scale), x, y, geo, in_sizes, out_sizes)]
 
 
 def _lp_factor(g: Emitter, x: str, p: int) -> str:
@@ -186,8 +188,8 @@ def _lp_outer(g: Emitter, dy: str, y: str, p: int) -> str:
 def lppool_grad(g: Emitter, op: Op, dy: str) -> list:
     x, y = op.input(0), op.output(0)
     p = int(op.attr("p", 2))
-    plan = _plan(g, op)
-    spread = _scatter(g, _lp_outer(g, dy, y, p), plan, [plan.window_sum(i) for i in range(plan.n)])
+    geo, in_sizes, out_sizes = _pool_geometry(g, op)
+    spread = _spread(g, _lp_outer(g, dy, y, p), x, y, geo, in_sizes, out_sizes)
     return [g.Mul(spread, _lp_factor(g, x, p))]
 
 
@@ -266,8 +268,10 @@ def maxroipool_grad(g: Emitter, op: Op, dy: str) -> list:
     planes = g.unsqueeze(g.Gather(x, batch, axis=0), [2, 3])  # [R, C, 1, 1, H, W]
     hit = g.And(_same(g, planes, g.unsqueeze(y, [4, 5])), g.unsqueeze(region, [1]))
     windows = g.reshape(g.cast_like(hit, x), [0, 0, 0, 0, h * w])
-    earlier = g.MatMul(windows, g.const(np.triu(np.ones((h * w, h * w)), 1), like=x))
-    first = g.Mul(windows, g.cast_like(g.Less(earlier, g.const(0.5, like=x)), x))
+    # the first hit of each bin (ArgMax reports the first maximum), none where the bin is empty
+    first = g.cast_like(g.op("OneHot", g.ArgMax(windows, axis=-1, keepdims=0), g.const(h * w, dtype=TensorProto.INT64),
+                             g.const([0, 1], dtype=TensorProto.FLOAT), axis=-1), x)
+    first = g.Mul(first, g.reduce("ReduceMax", windows, [-1]))
     per_roi = g.reduce_sum(g.Mul(first, g.unsqueeze(dy, [4])), [2, 3], keepdims=False)  # [R, C, H*W]
     owner = g.cast_like(g.Equal(g.unsqueeze(batch, [1]), g.ints(range(n))), x)  # [R, N]
     dx = g.MatMul(g.Transpose(owner, perm=[1, 0]), g.reshape(per_roi, [0, -1]))

@@ -3,14 +3,17 @@
 Every mode (nearest, linear, cubic, with or without antialias) and every coordinate
 transformation resizes each axis independently with a fixed matrix: y = x x_a A_a over the
 resized axes, A_a [out_a, in_a] depending only on sizes, scales, roi and attributes. So
-``dx = dy x_a A_a^T``: one MatMul per resized axis, which sums duplicates (nearest upsampling
-reads one input several times) like a scatter-add.
+``dx = dy x_a A_a^T``, one axis after the other.
 
 A_a is not re-derived here (that would re-implement every mode and coordinate rule, and any
 runtime quirk would break the gradient); it is measured in the graph: the same Resize, applied
-to the identity matrix laid out along (basis axis, axis a) with every other axis left alone,
-returns A_a^T. That node reads only constants, so runtimes fold it and Hessians never
-differentiate it. Needs static shapes and constant scales/sizes/roi.
+to the identity (EyeLike, nothing stored) laid out along (basis axis, axis a) with every other
+axis left alone, returns A_a^T. A_a^T is sparse (each input feeds a few outputs), so it is kept
+as its K nonzeros per input position (TopK, K the most any position has) and applied as a Gather
+of dy along axis a, a Mul by the weights and a ReduceSum over K: run time and memory linear in
+the image side, no constant growing with it. Every node of that derivation reads only
+constants, so runtimes fold it and Hessians never differentiate it. Needs static shapes and
+constant scales/sizes/roi.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from onnx import TensorProto
 from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
 from ..registry import register_gradient
-from .pool import contract_axis
 
 # Attributes that shape the per-axis matrix (copied to the measuring node).
 _MATRIX_ATTRS = ("mode", "coordinate_transformation_mode", "cubic_coeff_a", "exclude_outside", "nearest_mode",
@@ -70,13 +72,55 @@ def _inputs(g: Emitter, op: Op) -> Dict[str, Optional[List[float]]]:
     return out
 
 
+def _identity(g: Emitter, n: int, shape: List[int], like: str) -> str:
+    """The n x n identity in ``like``'s dtype, reshaped to ``shape``, computed (EyeLike), not stored."""
+    return g.reshape(g.EyeLike(g.constant_of_shape(g.ints([n, n]), 0.0, like=like)), shape)
+
+
+def _adjoint_along(g: Emitter, t: str, axis: int, rank: int, a_t: str, in_size: int, out_size: int,
+                   k: Optional[int]) -> str:
+    """``t`` contracted along ``axis`` with the rows of A^T [in, out]: per input position its K
+    nonzero entries (TopK of |A^T|) gathered from t and weighted. K is the most nonzeros any
+    position has, read at run time, or the bound ``k`` (which keeps the shapes static)."""
+    if k is None:
+        nonzero = g.cast_like(g.Greater(g.Abs(a_t), g.const(0.0, like=a_t)), a_t)
+        most = g.reduce("ReduceMax", g.reduce_sum(nonzero, [1], keepdims=False), [0])  # [1]
+        picks = g.op("TopK", g.Abs(a_t), g.Cast(most, to=TensorProto.INT64), outputs=2, axis=1)[1]
+    elif g.opset >= 10:
+        picks = g.op("TopK", g.Abs(a_t), g.ints([k]), outputs=2, axis=1)[1]
+    else:
+        picks = g.op("TopK", g.Abs(a_t), outputs=2, axis=1, k=k)[1]
+    g.set_info(picks, TensorProto.INT64, (in_size, k))
+    rows = g.const(np.arange(in_size).reshape(in_size, 1) * out_size, dtype=TensorProto.INT64)
+    weights = g.Gather(g.reshape(a_t, [-1]), g.Add(picks, rows), axis=0)  # signed, [in, K]
+    weights = g.reshape(weights, [in_size, -1] + [1] * (rank - 1 - axis))
+    gathered = g.Gather(t, picks, axis=axis)  # axis becomes [in, K]
+    return g.reduce_sum(g.Mul(gathered, weights), [axis + 1], keepdims=False)
+
+
+def _k_bound(op: Op, axis: int, in_size: int, out_size: int, params: Dict[str, Optional[List[float]]]) -> int:
+    """At most how many outputs read one input along ``axis`` (opset 9-12 modes).
+
+    Output o samples the input at x(o) = o * step + c and reads the taps within R of it (R = 1
+    for nearest and linear, 2 for cubic), so an input is read by the outputs whose x(o) lies in an
+    interval of width 2R: at most 2R / step + 1 of them; borders clamp, hence the margin."""
+    mode = op.attr("coordinate_transformation_mode", "half_pixel" if op.opset >= 11 else "asymmetric")
+    scale = params["scales"][axis] if params["scales"] is not None else out_size / in_size
+    step = 1.0 / scale
+    if mode in ("align_corners", "tf_crop_and_resize") and out_size > 1:
+        crop = params["roi"][len(params["roi"]) // 2 + axis] - params["roi"][axis] if params["roi"] else 1.0
+        step = (in_size - 1) * (crop if mode == "tf_crop_and_resize" else 1.0) / (out_size - 1)
+    reach = 2 if op.attr("mode", "nearest") == "cubic" else 1
+    return int(min(out_size, np.ceil((2 * reach + 2) / max(step, 1e-9)) + 2))
+
+
 def _measure(g: Emitter, op: Op, x: str, axis: int, in_size: int, out_size: int, basis: int,
              params: Dict[str, Optional[List[float]]]) -> str:
     """Resize of the identity along (basis, axis): its [in, out] or [out, in] matrix as a tensor."""
     rank = g.rank(x)
     eye_shape = [1] * rank
     eye_shape[basis] = eye_shape[axis] = in_size
-    eye = g.const(np.eye(in_size).reshape(eye_shape), like=x)
+    eye = _identity(g, in_size, eye_shape, x)
     attrs = {k: op.attr(k) for k in _MATRIX_ATTRS if op.has_attr(k)}
     if op.attr("coordinate_transformation_mode") == "tf_crop_and_resize":
         attrs["extrapolation_value"] = 0.0  # outside the crop the output is a constant, not x
@@ -149,7 +193,7 @@ class _KeepAspect:
         shape[basis] = in_size
         eye_shape = [1] * rank
         eye_shape[basis] = eye_shape[axis] = in_size
-        eye = g.const(np.eye(in_size).reshape(eye_shape) * np.ones(shape), like=x)
+        eye = g.Expand(_identity(g, in_size, eye_shape, x), g.ints(shape))
         attrs = {k: op.attr(k) for k in _MATRIX_ATTRS if op.has_attr(k)}
         measured = g.op("Resize", eye, None, None, g.ints(self.sizes), axes=self.axes,
                         keep_aspect_ratio_policy=self.policy, **attrs)
@@ -189,11 +233,12 @@ def _resize_grad(g: Emitter, op: Op, dy: str) -> str:
         else:
             basis = 0 if a else 1
             m = _measure(g, op, x, a, xs[a], ys[a], basis, params)
-        # m is A_a^T [in, out] when basis < a, else A_a [out, in]; the last axis needs A_a itself
-        if basis < a:
-            dx = contract_axis(g, dx, a, rank, g.Transpose(m, perm=[1, 0]) if a == rank - 1 else None, m)
-        else:
-            dx = contract_axis(g, dx, a, rank, m, g.Transpose(m, perm=[1, 0]))
+        # m is A_a^T [in, out] when basis < a, else A_a [out, in]
+        a_t = m if basis < a else g.Transpose(m, perm=[1, 0])
+        # a run-time K leaves a dim that shape inference cannot know, which Hessians must undo at
+        # run time (ReduceSum with axes as an input, opset 13)
+        k = None if g.opset >= 13 else _k_bound(op, a, xs[a], ys[a], params)
+        dx = _adjoint_along(g, dx, a, rank, a_t, xs[a], ys[a], k)
     g.set_info(dx, g.dtype(x), xs)
     return dx
 
