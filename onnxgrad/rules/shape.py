@@ -249,7 +249,8 @@ def pad(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
 # ---------------------------------------------------------------- block rearrangements
 @register_gradient("SpaceToDepth")
 def space_to_depth(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
-    return [g.DepthToSpace(dy, blocksize=op.attr("blocksize"), mode="DCR")]
+    # DepthToSpace with the same mode is the inverse permutation (SpaceToDepth has mode since opset 28)
+    return [g.DepthToSpace(dy, blocksize=op.attr("blocksize"), mode=op.attr("mode", "DCR"))]
 
 
 @register_gradient("DepthToSpace")
