@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto, TensorProto, helper
 
-from . import engine
+from . import engine, targets
 from .emitter import Emitter
 from .errors import GradientArgumentError, GradientTypeError
 from .graph import (FLOAT_TYPES, GraphIndex, ModelLike, TensorInfo, check_gradient_model, load_model,
@@ -59,6 +59,7 @@ def gradients(
     aggregation_method: Optional[int] = None,
     stop_gradients: Optional[Union[str, Sequence[str]]] = None,
     unconnected_gradients: Union[str, UnconnectedGradients] = UnconnectedGradients.NONE,
+    target: Optional[str] = None,
 ) -> GradientsResult:
     """Append the gradients of ``sum(ys)`` with respect to each of ``xs`` to an ONNX model.
 
@@ -86,6 +87,9 @@ def gradients(
             instead of total derivatives). Markers placed by :func:`stop_gradient` also stop it.
         unconnected_gradients: ``"none"`` (None for an x the ys do not depend on, and no output
             is added for it) or ``"zero"`` (zeros of x's shape and dtype).
+        target: None (portable output for every runtime where that costs nothing) or a runtime
+            profile of :mod:`onnxgrad.targets` (``"openvino"``, ``"tract"``) adding the
+            workarounds that runtime needs at some cost (a weight copy, a decomposed forward op).
 
     Returns:
         ``GradientsResult(model, names)``; ``names[i]`` is the output name of the gradient for
@@ -100,7 +104,8 @@ def gradients(
 
     Integer, bool and string tensors are constants: gradients never flow through them.
     """
-    return _gradients(model, None, ys, xs, grad_ys, name, aggregation_method, stop_gradients, unconnected_gradients)
+    return _gradients(model, None, ys, xs, grad_ys, name, aggregation_method, stop_gradients, unconnected_gradients,
+                      target)
 
 
 def _without_gc(fn):
@@ -133,6 +138,7 @@ def _gradients(
     aggregation_method: Optional[int] = None,
     stop_gradients: Optional[Union[str, Sequence[str]]] = None,
     unconnected_gradients: Union[str, UnconnectedGradients] = UnconnectedGradients.NONE,
+    target: Optional[str] = None,
 ) -> GradientsResult:
     """:func:`gradients`; with ``index`` (a GraphIndex the caller built with ``load_model``'s
     private copy, as the CLI does), ``model`` is ignored and ``index.model`` is extended in place
@@ -145,12 +151,15 @@ def _gradients(
     unconnected = _parse_unconnected(unconnected_gradients)
     aggregate = _aggregator(aggregation_method)
     gys = _parse_grad_ys(grad_ys, len(ys_l))
+    targets.check_target(target)
 
     if index is None:
         proto = load_model(model)
         index = GraphIndex(proto)
     else:
         proto = index.model
+    if targets.prepare_forward(proto, target):
+        index = GraphIndex(proto)
     for what, names in (("ys", ys_l), ("xs", xs_l), ("stop_gradients", stops)):
         _check_names(index, names, what)
 
@@ -189,6 +198,7 @@ def _gradients(
     proto.graph.input.extend(g.extra_inputs)
     for out, tp in outputs:
         proto.graph.output.add(name=out, type=tp)
+    targets.finish(proto, n_forward, target)
     check_gradient_model(proto)
     return GradientsResult(proto, names)
 

@@ -573,7 +573,11 @@ class Emitter:
     def sum_to(self, grad: str, x: str, like: str) -> str:
         """Sum ``grad`` (shaped like ``like``, a broadcast result) back to the shape of ``x``.
 
-        Static where the shapes decide it; otherwise the axes are computed at run time.
+        Static where the shapes decide it. With known ranks, each axis the shapes leave open is
+        summed or not at run time by ``Where(dim of x == 1, ReduceSum(t, [i], keepdims=1), t)``
+        and a Slice to x's shape drops the copies Where broadcast: constant axes everywhere, which
+        every runtime compiles (OpenVINO refuses ReduceSum over run-time axes with a symbolic
+        batch). Only unknown ranks need the axes computed at run time.
         """
         xs, ys = self.shape(x), self.shape(like)
         if xs is None or ys is None:
@@ -583,7 +587,7 @@ class Emitter:
         lead = len(ys) - len(xs)
         if lead < 0:
             raise GradientArgumentError(f"gradient of {x!r} has lower rank than the tensor itself")
-        axes = list(range(lead))
+        axes, open_axes = list(range(lead)), []
         for i, dx in enumerate(xs):
             dy = ys[lead + i]
             if dx == 1 and dy != 1:
@@ -591,10 +595,20 @@ class Emitter:
             elif (dx == dy and dx is not None) or (isinstance(dx, int) and dx != 1) or dy == 1:
                 continue  # same dim, or a dim that is never broadcast
             else:
-                return self._sum_to_dynamic(grad, x)
-        if not axes:
+                open_axes.append(i)
+        if not axes and not open_axes:
             return grad
         red = self.reduce_sum(grad, axes, keepdims=True)
+        if open_axes:
+            if self.opset < 10:
+                return self._sum_to_dynamic(grad, x)  # raises: Slice takes run-time ends from opset 10
+            one = self.scalar_int(1)
+            for i in open_axes:
+                broadcast = self.Equal(self.Gather(self.shape_of(x), self.scalar_int(i), axis=0), one)
+                red = self.where(broadcast, self.reduce_sum(red, [lead + i], keepdims=True), red)
+            red = self.Slice(red, self.ints([0] * len(open_axes)), self.dims(x, open_axes),
+                             self.ints([lead + i for i in open_axes]))
+            self._shapes[red] = (1,) * lead + tuple(xs)
         if lead:
             static = self.static_shape(x)
             red = self.reshape(red, list(static) if static is not None else self.shape_of(x))
