@@ -13,7 +13,7 @@ onnxgrad's default output is already portable wherever that costs nothing measur
 * ``tract``: forward ops tract cannot run are decomposed before differentiation into ops it runs
   (``SoftmaxCrossEntropyLoss`` into ``LogSoftmax``, ``GatherElements``, ``Where``, ``ReduceSum``...),
   with the same output names and values. Costs a few more nodes than the fused op.
-* ``portable``: both.
+* ``portable``: the ``openvino`` and ``tract`` workarounds together.
 
 The forward values a profile produces are those of the original model; only node counts and
 sizes change.
@@ -32,7 +32,7 @@ from .errors import GradientArgumentError
 TARGETS: Dict[str, str] = {
     "openvino": "a separate copy of each constant weight that backward ops read (OpenVINO's shared packed weights)",
     "tract": "forward ops tract lacks (SoftmaxCrossEntropyLoss) decomposed into ops it runs",
-    "portable": "both of the above: one model for every runtime measured in docs/portability.md",
+    "portable": "the openvino and tract workarounds together (one model for every runtime measured)",
 }
 
 
@@ -196,8 +196,11 @@ def _softmax_cross_entropy(b: _Builder, node: NodeProto) -> None:
     b.hint = node.name or node.output[0]
     label_np = helper.tensor_dtype_to_np_dtype(b.types.get(labels, TensorProto.INT64))
 
-    log_prob = b.op("LogSoftmax", scores, axis=1,
-                    out=node.output[1] if len(node.output) > 1 and node.output[1] else None)
+    log_prob_out = node.output[1] if len(node.output) > 1 and node.output[1] else None
+    if b.opset >= 13:
+        log_prob = b.op("LogSoftmax", scores, axis=1, out=log_prob_out)
+    else:  # LogSoftmax-11 flattens every dim from axis on: classes alone need the reduction form
+        log_prob = b.op("Sub", scores, b.op("ReduceLogSumExp", scores, axes=[1], keepdims=1), out=log_prob_out)
     w: Optional[str] = None
     if ignore is not None:
         ignored = b.op("Equal", labels, b.const(np.array(ignore, label_np)))

@@ -8,7 +8,8 @@ runtime x model matrix to ``docs/portability.md`` (``--out -`` prints it instead
 
 Each cell is one of: ``matches`` (every output within ``RTOL`` of onnxruntime, relative to the
 output's largest magnitude), ``lacks forward op`` (the runtime refuses the forward model already,
-so no gradient model can run there), ``differs`` (with the worst relative error), ``fails`` (the
+so no gradient model can run there), ``forward differs`` (the runtime computes the forward loss
+itself differently from onnxruntime, so its gradients cannot be compared), ``differs`` (with the worst relative error), ``fails`` (the
 runtime refuses the gradient model although it runs the forward one), or ``absent`` (the runtime's
 Python package is not installed).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import re
 import sys
 import tempfile
 import time
@@ -209,9 +211,12 @@ def compare(case: Case, runtime: str, target: Optional[str] = None,
     forward.CopyFrom(case.model)
     targets.prepare_forward(forward, target)  # what the profile hands the runtime as the forward part
     try:
-        run(forward, case.feed, [case.y])
+        forward_got = run(forward, case.feed, [case.y])
     except Exception as e:  # noqa: BLE001 - any refusal of the forward model means the same
         return "lacks forward op", _first_line(e)
+    forward_err = worst_relative(forward_got, run_onnxruntime(forward, case.feed, [case.y]))
+    if forward_err > RTOL:
+        return "forward differs", f"{forward_err:.1e}"
     want = run_onnxruntime(model, case.feed, outputs)
     try:
         got = run(model, case.feed, outputs)
@@ -222,11 +227,19 @@ def compare(case: Case, runtime: str, target: Optional[str] = None,
 
 
 def _first_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text[:160]}"
+    """The whole message on one line (a cell shows :func:`_short` of it)."""
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"
 
 
-def matrix(cases: List[Case], target: Optional[str], log: Callable[[str], None]) -> List[List[str]]:
+def _short(detail: str) -> str:
+    """The informative part of a runtime's message: OpenVINO's without its source-location chain."""
+    parts = [p.strip() for p in re.split(r"Exception from \S+:|Check '[^']*' failed at \S+:", detail) if p.strip()]
+    text = " ".join(parts[-2:]) if len(parts) > 1 else detail
+    return text.replace("|", "/")[:200]
+
+
+def matrix(cases: List[Case], target: Optional[str], runtimes: List[str],
+           log: Callable[[str], None]) -> List[List[str]]:
     """Rows ``[model, batch, cell per runtime]``."""
     rows = []
     for case in cases:
@@ -234,11 +247,9 @@ def matrix(cases: List[Case], target: Optional[str], log: Callable[[str], None])
             start = time.perf_counter()
             grad = gradient_model(variant, target)
             cells = []
-            for runtime in RUNTIMES:
+            for runtime in runtimes:
                 status, detail = compare(variant, runtime, target, grad)
-                cells.append(status if status in ("matches", "absent") else f"{status} ({detail})")
-                if status == "matches":
-                    cells[-1] += f" ({detail})"
+                cells.append(status if status == "absent" else f"{status} ({_short(detail)})")
             batch = "symbolic" if variant.symbolic else "static"
             rows.append([variant.name, batch] + cells)
             log(f"{variant.name:28s} {batch:8s} {time.perf_counter() - start:6.1f}s  " + " | ".join(cells))
@@ -261,13 +272,13 @@ def versions() -> str:
     return ", ".join(parts)
 
 
-def render(rows_by_target: Dict[str, List[List[str]]]) -> str:
+def render(rows_by_target: Dict[str, List[List[str]]], runtimes: List[str]) -> str:
     """The markdown of ``docs/portability.md``'s generated part."""
     out = [f"Measured with {versions()}; relative tolerance {RTOL:g} against onnxruntime "
            "(max|error| / max|onnxruntime's value| per output, worst output shown).", ""]
     for target, rows in rows_by_target.items():
-        out += [f"### target={target}", "", "| model | batch | " + " | ".join(RUNTIMES) + " |",
-                "|---|---|" + "---|" * len(RUNTIMES)]
+        out += [f"### target={target}", "", "| model | batch | " + " | ".join(runtimes) + " |",
+                "|---|---|" + "---|" * len(runtimes)]
         out += ["| " + " | ".join(r) + " |" for r in rows]
         out.append("")
     return "\n".join(out)
@@ -282,6 +293,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--targets", default="default,openvino,tract",
                    help="comma-separated profiles to measure ('default' = target None)")
     p.add_argument("--models", default="", help="comma-separated case names (default: all)")
+    p.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated runtimes to compare")
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "portability.md"))
     args = p.parse_args(argv)
     cases = example_cases() + torch_cases() + zoo_cases()
@@ -290,8 +302,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         cases = [c for c in cases if c.name in wanted]
     results = {}
     for t in args.targets.split(","):
-        results[t] = matrix(cases, None if t == "default" else t, lambda s: print(s, file=sys.stderr, flush=True))
-    text = render(results)
+        results[t] = matrix(cases, None if t == "default" else t, args.runtimes.split(","),
+                            lambda s: print(s, file=sys.stderr, flush=True))
+    text = render(results, args.runtimes.split(","))
     if args.out == "-":
         print(text)
         return 0
