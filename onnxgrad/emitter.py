@@ -410,7 +410,12 @@ class Emitter:
         return self.Slice(x, starts=list(starts), ends=list(ends), axes=list(axes))
 
     def pad(self, x: str, pads: Union[str, Sequence[int]], value: float = 0.0) -> str:
-        """Constant-pad ``x``; ``pads`` is ONNX's [begin..., end...] as ints or an int64 tensor."""
+        """Constant-pad ``x``; ``pads`` is ONNX's [begin..., end...] as ints or an int64 tensor.
+
+        Before opset 11 an infinite ``value`` (max-pool's identity) becomes the dtype's extreme
+        finite value, the same identity for max/min: OpenVINO refuses an infinite Pad-2 attribute
+        as out of range (docs/runtime-bugs/openvino-pad-inf).
+        """
         if self.opset >= 11:
             p = pads if isinstance(pads, str) else self.ints(pads)
             if value == 0.0:
@@ -418,6 +423,10 @@ class Emitter:
             return self.Pad(x, p, self.const(value, like=x))
         if isinstance(pads, str):
             raise GradientArgumentError("dynamic pads need opset 11 or newer")
+        if np.isinf(value):
+            bf16 = self.dtype(x) == TensorProto.BFLOAT16  # numpy has no bfloat16: its largest finite value
+            largest = 3.3895313892515355e38 if bf16 else float(np.finfo(np_dtype(self.dtype(x))).max)
+            value = largest if value > 0 else -largest
         return self.Pad(x, pads=list(pads), value=float(value))
 
     def transpose(self, x: str, perm: Sequence[int]) -> str:

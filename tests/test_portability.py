@@ -37,34 +37,41 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import portability  # noqa: E402
 
-# ---------------------------------------------------------------- sum_to over symbolic dims
-# a's first dim is the symbol N, fed 1 (broadcast against b's 4: summed) and 4 (not summed)
-SUM_TO = [
+# ---------------------------------------------------------------- the portable default forms
+# sum_to over a symbolic dim: a's first dim is the symbol N, fed 1 (broadcast against b's 4:
+# summed) and 4 (not summed)
+DEFAULT_FORMS = [
     Case("sum_to/Add-N-vs-4-fed1", "Add", [("a", rand(1, 3)), ("b", rand(4, 3, seed=1))], symbolic_dims=["a"]),
     Case("sum_to/Add-N-vs-4-fed4", "Add", [("a", rand(4, 3)), ("b", rand(4, 3, seed=1))], symbolic_dims=["a"]),
     Case("sum_to/Mul-rank-lift-fed1", "Mul", [("a", rand(1, 1, 3)), ("b", rand(2, 5, 3, seed=1))],
          symbolic_dims=["a"]),
     Case("sum_to/Mul-opset11-fed1", "Mul", [("a", rand(1, 3)), ("b", rand(2, 4, 3, seed=1))], opset=11,
          symbolic_dims=["a"]),
+    # not a broadcast: MaxPool-8's gradient pads its taps, with a finite value before opset 11
+    Case("pad/MaxPool-opset9-padded", "MaxPool", [("x", rand(1, 2, 5, 5))],
+         {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [2, 2]}, opset=9),
     Case("sum_to/Where-both-symbolic", "Where",
          [("c", np.array([[True], [False], [True]])), ("a", rand(3, 1)), ("b", rand(1, 4, seed=1))],
          symbolic_dims=["a", "b"]),
 ]
 
 
-@pytest.mark.parametrize("case", SUM_TO, ids=str)
-def test_sum_to_symbolic_dims(case: Case) -> None:
-    """Numerically right in onnxruntime and onnx.reference, and no run-time-computed axes."""
+@pytest.mark.parametrize("case", DEFAULT_FORMS, ids=str)
+def test_default_forms(case: Case) -> None:
+    """Numerically right in onnxruntime and onnx.reference, no run-time-computed axes, no infinite pad."""
     check_case(case, "float64")
     model, _, xs, ys = build(case, "float32")
     grad = gradients(model, ys, xs).model
     assert "NonZero" not in {n.op_type for n in grad.graph.node}
+    pad_values = [a.f for n in grad.graph.node if n.op_type == "Pad" for a in n.attribute if a.name == "value"]
+    assert all(np.isfinite(pad_values))
 
 
-def test_sum_to_symbolic_dims_in_openvino() -> None:
-    """OpenVINO compiles and runs the constant-axes form with a symbolic dim (it refused NonZero axes)."""
+def test_default_forms_in_openvino() -> None:
+    """OpenVINO compiles and runs the constant-axes form with a symbolic dim (it refused NonZero
+    axes) and MaxPool-8's padded taps (it refused a -inf Pad-2)."""
     _require("openvino")
-    for case in SUM_TO[:3]:
+    for case in DEFAULT_FORMS:
         model, feeds, xs, ys = build(case, "float32")
         grad = gradients(model, ys, xs)
         outputs = [n for n in grad.names if n]
@@ -159,8 +166,8 @@ def test_cli_target(tmp_path) -> None:
 # ---------------------------------------------------------------- every runtime on real models
 #: (model, batch, runtime) -> (status, text the runtime's refusal contains), each in docs/runtime-bugs/
 KNOWN: Dict[Tuple[str, str, str], Tuple[str, str]] = {
-    # OpenVINO's CPU Convolution needs a static weight shape; a Conv's weight gradient is a Conv
-    # whose "weights" are the output gradient with the batch as channel dim (docs/runtime-bugs/openvino-conv-dynamic-weights)
+    # OpenVINO's CPU Convolution needs a static weight shape; a Conv's weight gradient is a Conv whose
+    # "weights" are the output gradient with the batch as channel dim (docs/runtime-bugs/openvino-conv-dynamic-weights)
     (name, "symbolic", "openvino"): ("fails", "Doesn't support dynamic weights shape")
     for name in ("small_cnn", "torch_resnet_cnn", "zoo_bvlc_alexnet", "zoo_zfnet512", "zoo_squeezenet",
                  "zoo_resnet50", "zoo_densenet121", "zoo_inception_v1", "zoo_inception_v2", "zoo_shufflenet")

@@ -1,6 +1,6 @@
 """Run onnxgrad's gradient models in several ONNX runtimes and compare them with onnxruntime.
 
-Run from the repository root: ``python tools/portability.py [--target T] [--models a,b] [--out F]``.
+Run from the repository root: ``python tools/portability.py [--targets T,..] [--models a,b] [--out F]``.
 It differentiates each model's scalar loss with respect to its trainable parameters, with the
 model's static batch and with the batch dimension made symbolic, runs the gradient model in
 onnxruntime (the reference), ``onnx.reference``, OpenVINO (CPU, f32) and tract, and writes the
@@ -9,9 +9,9 @@ runtime x model matrix to ``docs/portability.md`` (``--out -`` prints it instead
 Each cell is one of: ``matches`` (every output within ``RTOL`` of onnxruntime, relative to the
 output's largest magnitude), ``lacks forward op`` (the runtime refuses the forward model already,
 so no gradient model can run there), ``forward differs`` (the runtime computes the forward loss
-itself differently from onnxruntime, so its gradients cannot be compared), ``differs`` (with the worst relative error), ``fails`` (the
-runtime refuses the gradient model although it runs the forward one), or ``absent`` (the runtime's
-Python package is not installed).
+itself differently from onnxruntime, so its gradients cannot be compared), ``differs`` (with the
+worst relative error), ``fails`` (the runtime refuses the gradient model although it runs the
+forward one), or ``absent`` (the runtime's Python package is not installed).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from onnx import TensorProto, helper
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+import zoo  # noqa: E402
 
 import onnxgrad  # noqa: E402
 from onnxgrad import targets  # noqa: E402
@@ -91,8 +93,6 @@ def torch_cases() -> List[Case]:
 
 def zoo_cases(names: Optional[Sequence[str]] = None) -> List[Case]:
     """The onnx package's light model zoo, made differentiable by ``tests/zoo.py``."""
-    import zoo
-
     cases = []
     for name in names or zoo.MODELS:
         model, feed, weights = zoo.load(name)
@@ -233,6 +233,7 @@ def _first_line(e: BaseException) -> str:
 
 def _short(detail: str) -> str:
     """The informative part of a runtime's message: OpenVINO's without its source-location chain."""
+    detail = detail.split(" Caused by:")[0]  # tract: the cause, then a backtrace
     parts = [p.strip() for p in re.split(r"Exception from \S+:|Check '[^']*' failed at \S+:", detail) if p.strip()]
     text = " ".join(parts[-2:]) if len(parts) > 1 else detail
     return text.replace("|", "/")[:200]
@@ -290,18 +291,21 @@ BEGIN, END = "<!-- matrix:begin (tools/portability.py) -->", "<!-- matrix:end --
 def main(argv: Optional[List[str]] = None) -> int:
     """Command-line entry: measure and write the matrix between the markers of the document."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--targets", default="default,openvino,tract",
+    p.add_argument("--targets", default="default,portable",
                    help="comma-separated profiles to measure ('default' = target None)")
     p.add_argument("--models", default="", help="comma-separated case names (default: all)")
+    p.add_argument("--zoo-targets", default="portable",
+                   help="the profiles the light zoo is measured with (it takes minutes per model)")
     p.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated runtimes to compare")
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "portability.md"))
     args = p.parse_args(argv)
-    cases = example_cases() + torch_cases() + zoo_cases()
-    if args.models:
-        wanted = set(args.models.split(","))
-        cases = [c for c in cases if c.name in wanted]
+    wanted = set(args.models.split(",")) if args.models else None
+    small = [c for c in example_cases() + torch_cases() if wanted is None or c.name in wanted]
+    zoo_names = [n for n in zoo.MODELS if wanted is None or f"zoo_{n}" in wanted]
+    zoo_models = zoo_cases(zoo_names) if zoo_names and args.zoo_targets else []
     results = {}
     for t in args.targets.split(","):
+        cases = small + (zoo_models if t in args.zoo_targets.split(",") else [])
         results[t] = matrix(cases, None if t == "default" else t, args.runtimes.split(","),
                             lambda s: print(s, file=sys.stderr, flush=True))
     text = render(results, args.runtimes.split(","))
