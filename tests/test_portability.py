@@ -26,7 +26,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import onnx
 import pytest
-from rulecheck import Case, build, check_case, rand
+from rulecheck import Case, build, check_case, check_second_order, rand
 from test_rules_softmax import LOSSES
 
 from onnxgrad import gradients, targets
@@ -65,6 +65,12 @@ def test_default_forms(case: Case) -> None:
     assert "NonZero" not in {n.op_type for n in grad.graph.node}
     pad_values = [a.f for n in grad.graph.node if n.op_type == "Pad" for a in n.attribute if a.name == "value"]
     assert all(np.isfinite(pad_values))
+
+
+@pytest.mark.parametrize("case", [c for c in DEFAULT_FORMS if c.op_type in ("Add", "Mul")], ids=str)
+def test_default_forms_second_order(case: Case) -> None:
+    """The Where/Slice form is differentiable again (Hessians of symbolic-batch models)."""
+    check_second_order(case, "float64")
 
 
 def test_default_forms_in_openvino() -> None:
