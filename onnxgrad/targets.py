@@ -16,7 +16,9 @@ onnxgrad's default output is already portable wherever that costs nothing measur
 * ``portable``: the ``openvino`` and ``tract`` workarounds together.
 
 The forward values a profile produces are those of the original model; only node counts and
-sizes change.
+sizes change. Both profiles work on the main graph: a weight read inside the body of a backward
+``If``/``Loop``/``Scan`` keeps the shared name, and a ``SoftmaxCrossEntropyLoss`` inside a
+subgraph or a model-local function is left fused.
 """
 
 from __future__ import annotations
