@@ -166,6 +166,7 @@ def _gradients(
     n_forward = len(proto.graph.node)
     # nodes are built in place in the graph (proto is private: a copy, or handed over by the CLI)
     g = Emitter(index, _unique_prefix(index, name), sink=proto.graph.node)
+    g.restate_dims = targets.restates_dims(target)
     seeds = [_seed(g, index, y, gy) for y, gy in zip(ys_l, gys)]
     raw = engine.backprop(g, ys_l, xs_l, seeds, set(stops), aggregate)
 

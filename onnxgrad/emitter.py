@@ -125,6 +125,8 @@ class Emitter:
         self._shape_of_cache: Dict[str, str] = {}
         self.zeros: Set[str] = set()
         self.extra_inputs: List[onnx.ValueInfoProto] = []
+        #: follow run-time-axes reductions by a no-op Slice stating x's dims (targets.py: tract)
+        self.restate_dims = False
 
     # ---------------------------------------------------------------- names
     def fresh(self, hint: str) -> str:
@@ -582,11 +584,12 @@ class Emitter:
     def sum_to(self, grad: str, x: str, like: str) -> str:
         """Sum ``grad`` (shaped like ``like``, a broadcast result) back to the shape of ``x``.
 
-        Static where the shapes decide it. With known ranks, each axis the shapes leave open is
-        summed or not at run time by ``Where(dim of x == 1, ReduceSum(t, [i], keepdims=1), t)``
-        and a Slice to x's shape drops the copies Where broadcast: constant axes everywhere, which
-        every runtime compiles (OpenVINO refuses ReduceSum over run-time axes with a symbolic
-        batch). Only unknown ranks need the axes computed at run time.
+        Static where the shapes decide it. With known ranks, the axes the shapes leave open (x's
+        dim may be 1 at run time) are reduced by one ReduceSum whose axes input has a constant
+        length: for each open axis, that axis if x's dim is 1 there, else one of the unit axes
+        appended to the gradient for the purpose, then a Squeeze of the unit and leading axes: the
+        cost of the former run-time axes (``NonZero``-computed), which OpenVINO refuses with a
+        symbolic batch. Only unknown ranks still need those.
         """
         xs, ys = self.shape(x), self.shape(like)
         if xs is None or ys is None:
@@ -605,33 +608,47 @@ class Emitter:
                 continue  # same dim, or a dim that is never broadcast
             else:
                 open_axes.append(i)
-        if not axes and not open_axes:
+        if open_axes:
+            return self._sum_to_open(grad, x, axes, open_axes, len(ys))
+        if not axes:
             return grad
         red = self.reduce_sum(grad, axes, keepdims=True)
-        if open_axes:
-            if self.opset < 10:
-                return self._sum_to_dynamic(grad, x)  # raises: Slice takes run-time ends from opset 10
-            one = self.scalar_int(1)
-            for i in open_axes:
-                broadcast = self.Equal(self.Gather(self.shape_of(x), self.scalar_int(i), axis=0), one)
-                red = self.where(broadcast, self.reduce_sum(red, [lead + i], keepdims=True), red)
-            red = self.Slice(red, self.ints([0] * len(open_axes)), self.dims(x, open_axes),
-                             self.ints([lead + i for i in open_axes]))
-            self._shapes[red] = (1,) * lead + tuple(xs)
         if lead:
             static = self.static_shape(x)
             red = self.reshape(red, list(static) if static is not None else self.shape_of(x))
         return red
 
-    def _sum_to_dynamic(self, grad: str, x: str) -> str:
-        """Reduce over the axes where the gradient's run-time dim differs from x's (x padded
-        with leading 1s to the gradient's rank), then reshape to x's shape."""
+    def _sum_to_open(self, grad: str, x: str, axes: List[int], open_axes: List[int], rank: int) -> str:
+        """sum_to with ``axes`` (of grad) always reduced and ``open_axes`` (of x) reduced where x's
+        run-time dim is 1: one ReduceSum over a constant number of axes (see :meth:`sum_to`)."""
+        self._need_runtime_axes(x)
+        lead, units = rank - len(self.shape(x) or ()), list(range(rank, rank + len(open_axes)))
+        one = self.scalar_int(1)
+        picks = [self.Where(self.Equal(self.Gather(self.shape_of(x), self.scalar_int(i), axis=0), one),
+                            self.ints([lead + i]), self.ints([unit])) for i, unit in zip(open_axes, units)]
+        chosen = picks[0] if len(picks) == 1 else self.Concat(*picks, axis=0)
+        if axes:
+            chosen = self.Concat(self.ints(axes), chosen, axis=0)
+        summed = self.ReduceSum(self.unsqueeze(grad, units), chosen, keepdims=1)
+        red = self.squeeze(summed, list(range(lead)) + units)  # static: those axes have size 1 either way
+        if not self.restate_dims:
+            return red
+        # a no-op Slice to x's dims, for tract: its shape analysis cannot tell which axes the ReduceSum kept
+        return self.Slice(red, self.ints([0] * len(open_axes)), self.dims(x, open_axes), self.ints(open_axes))
+
+    def _need_runtime_axes(self, x: str) -> None:
+        """Raise the clear error for a broadcast undone over run-time axes before opset 13."""
         if self.opset < 13:
             raise GradientArgumentError(
                 f"undoing the broadcast of {x!r} depends on shapes known only at run time, which "
                 "needs opset 13 or newer (ReduceSum with axes as an input); give the model's inputs "
                 "static shapes or convert it to opset 13"
             )
+
+    def _sum_to_dynamic(self, grad: str, x: str) -> str:
+        """Reduce over the axes where the gradient's run-time dim differs from x's (x padded
+        with leading 1s to the gradient's rank), then reshape to x's shape."""
+        self._need_runtime_axes(x)
         gshape = self.Shape(grad)
         xshape = self.shape_of(x)
         lead = self.Sub(self.Size(gshape), self.Size(xshape))

@@ -12,7 +12,9 @@ onnxgrad's default output is already portable wherever that costs nothing measur
   copy of those weights in the file and in memory.
 * ``tract``: forward ops tract cannot run are decomposed before differentiation into ops it runs
   (``SoftmaxCrossEntropyLoss`` into ``LogSoftmax``, ``GatherElements``, ``Where``, ``ReduceSum``...),
-  with the same output names and values. Costs a few more nodes than the fused op.
+  with the same output names and values, and each broadcast undone over a symbolic dim is
+  followed by a no-op ``Slice`` to x's dims, which tract's shape analysis needs. Costs a few
+  more nodes (and a copy per such Slice).
 * ``portable``: the ``openvino`` and ``tract`` workarounds together.
 
 The forward values a profile produces are those of the original model; only node counts and
@@ -33,7 +35,7 @@ from .errors import GradientArgumentError
 #: profile name -> one line on what it does (``onnxgrad differentiate --help`` shows these)
 TARGETS: Dict[str, str] = {
     "openvino": "a separate copy of each constant weight that backward ops read (OpenVINO's shared packed weights)",
-    "tract": "forward ops tract lacks (SoftmaxCrossEntropyLoss) decomposed into ops it runs",
+    "tract": "forward ops tract lacks (SoftmaxCrossEntropyLoss) decomposed; dims restated for its shape analysis",
     "portable": "the openvino and tract workarounds together (one model for every runtime measured)",
 }
 
@@ -53,6 +55,12 @@ def prepare_forward(model: ModelProto, target: Optional[str]) -> bool:
     if target not in ("tract", "portable"):
         return False
     return _decompose(model, {"SoftmaxCrossEntropyLoss": _softmax_cross_entropy})
+
+
+def restates_dims(target: Optional[str]) -> bool:
+    """Whether the emitter states x's dims after undoing a broadcast over a symbolic dim (a no-op
+    Slice tract's shape analysis needs: it cannot tell which axes a run-time ReduceSum kept)."""
+    return target in ("tract", "portable")
 
 
 def finish(model: ModelProto, n_forward: int, target: Optional[str]) -> None:
