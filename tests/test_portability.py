@@ -181,10 +181,21 @@ KNOWN: Dict[Tuple[str, str, str], Tuple[str, str]] = {
     # OpenVINO's CPU Convolution and tract's Conv need a static kernel shape; a Conv's weight gradient is a
     # Conv whose kernel is the output gradient with the batch as channel dim (docs/runtime-bugs/*-conv-dynamic-*)
     **{(name, "symbolic", "openvino"): ("fails", "Doesn't support dynamic weights shape") for name in CONV},
-    **{(name, "symbolic", "tract"): ("fails", "Expect concrete shape for kernel") for name in CONV},
-    # tract cannot analyse the exporter's Reshape of the attention heads with a symbolic batch
-    **{(name, "symbolic", "tract"): ("lacks forward op", "Failed analyse") for name in ("transformer_block",
-                                                                                         "torch_gpt_block")},
+    **{(name, "symbolic", "tract"): ("fails", "_grad/Conv")
+       for name in ("small_cnn", "torch_resnet_cnn", "zoo_squeezenet", "zoo_densenet121")},
+    # tract cannot analyse these forward Reshapes with a symbolic batch
+    **{(name, "symbolic", "tract"): ("lacks forward op", "Failed analyse")
+       for name in ("transformer_block", "torch_gpt_block", "zoo_bvlc_alexnet", "zoo_zfnet512", "zoo_resnet50",
+                    "zoo_inception_v1", "zoo_inception_v2", "zoo_shufflenet")},
+    # onnx.reference evaluates the zoo's opset-9 forward differently (BatchNormalization-9, LRN, Dropout: tests/zoo.py)
+    **{(name, batch, "onnx.reference"): ("forward differs", "")
+       for name in CONV[2:] for batch in ("static", "symbolic")},
+    # measured differences from onnxruntime float32 (docs/portability.md): on SqueezeNet OpenVINO matches a
+    # float64 evaluation to 3.3e-6 where onnxruntime is 4.3e-3 off; on Inception-v1 onnxruntime and OpenVINO
+    # are both 9.2e-3 from float64 (kinks); DenseNet-121 and Inception-v2 are not explained yet
+    ("zoo_squeezenet", "static", "openvino"): ("differs", ""),
+    **{(name, "static", runtime): ("differs", "")
+       for name in ("zoo_densenet121", "zoo_inception_v1", "zoo_inception_v2") for runtime in ("openvino", "tract")},
 }
 
 FAST = ["linear_regression", "small_cnn", "transformer_block", "torch_mlp_ce"]
