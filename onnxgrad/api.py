@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto, TensorProto, helper
 
-from . import engine
+from . import engine, targets
 from .arguments import (AggregationMethod, GradY, UnconnectedGradients, aggregator, check_names, parse_grad_ys,
                         parse_names, parse_unconnected, unique_prefix)
 from .emitter import Emitter
@@ -47,6 +47,7 @@ def gradients(
     aggregation_method: Optional[int] = None,
     stop_gradients: Optional[Union[str, Sequence[str]]] = None,
     unconnected_gradients: Union[str, UnconnectedGradients] = UnconnectedGradients.NONE,
+    target: Optional[str] = None,
 ) -> GradientsResult:
     """Append the gradients of ``sum(ys)`` with respect to each of ``xs`` to an ONNX model.
 
@@ -74,6 +75,9 @@ def gradients(
             instead of total derivatives). Markers placed by :func:`stop_gradient` also stop it.
         unconnected_gradients: ``"none"`` (None for an x the ys do not depend on, and no output
             is added for it) or ``"zero"`` (zeros of x's shape and dtype).
+        target: None (portable output for every runtime where that costs nothing) or a runtime
+            profile of :mod:`onnxgrad.targets` (``"openvino"``, ``"tract"``, ``"portable"``) adding
+            the workarounds that runtime needs at some cost (a weight copy, a decomposed forward op).
 
     Returns:
         ``GradientsResult(model, names)``; ``names[i]`` is the output name of the gradient for
@@ -89,7 +93,7 @@ def gradients(
     Integer, bool and string tensors are constants: gradients never flow through them.
     """
     return _differentiate(lambda: GraphIndex(load_model(model)), ys, xs, grad_ys, name, aggregation_method,
-                          stop_gradients, unconnected_gradients)
+                          stop_gradients, unconnected_gradients, target)
 
 
 def append_gradients(
@@ -101,12 +105,13 @@ def append_gradients(
     aggregation_method: Optional[int] = None,
     stop_gradients: Optional[Union[str, Sequence[str]]] = None,
     unconnected_gradients: Union[str, UnconnectedGradients] = UnconnectedGradients.NONE,
+    target: Optional[str] = None,
 ) -> GradientsResult:
     """:func:`gradients` on a model already loaded and indexed, as the command line does
     (``GraphIndex(load_model(path))``): ``index.model`` is extended in place, instead of being
     copied, validated and shape-inferred a second time. The index must not be used afterwards."""
     return _differentiate(lambda: index, ys, xs, grad_ys, name, aggregation_method, stop_gradients,
-                          unconnected_gradients)
+                          unconnected_gradients, target)
 
 
 def _without_gc(fn: F) -> F:
@@ -138,6 +143,7 @@ def _differentiate(
     aggregation_method: Optional[int],
     stop_gradients: Optional[Union[str, Sequence[str]]],
     unconnected_gradients: Union[str, UnconnectedGradients],
+    target: Optional[str] = None,
 ) -> GradientsResult:
     """:func:`gradients` on the index ``load`` gives (called once the arguments parse); its model is
     private (a copy, or handed over) and is extended in place."""
@@ -149,15 +155,19 @@ def _differentiate(
     unconnected = parse_unconnected(unconnected_gradients)
     aggregate = aggregator(aggregation_method)
     gys = parse_grad_ys(grad_ys, len(ys_l))
+    targets.check_target(target)
 
     index = load()
     proto = index.model
+    if targets.prepare_forward(proto, target):
+        index = GraphIndex(proto)
     for what, given in (("ys", ys_l), ("xs", xs_l), ("stop_gradients", stops)):
         check_names(index, given, what)
 
     n_forward = len(proto.graph.node)
     # nodes are built in place in the graph
     g = Emitter(index, unique_prefix(index, name), sink=proto.graph.node)
+    g.restate_dims = targets.restates_dims(target)
     seeds = [_seed(g, index, y, gy) for y, gy in zip(ys_l, gys)]
     raw = engine.backprop(g, ys_l, xs_l, seeds, set(stops), aggregate)
 
@@ -189,6 +199,7 @@ def _differentiate(
     proto.graph.input.extend(g.extra_inputs)
     for out, tp in outputs:
         proto.graph.output.add(name=out, type=tp)
+    targets.finish(proto, n_forward, target)
     check_gradient_model(proto)
     return GradientsResult(proto, names)
 

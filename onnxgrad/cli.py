@@ -47,6 +47,7 @@ from .graph import GraphIndex
 from .loading import load_model
 from .modelio import output_path, write_file, write_model
 from .params import select_data_inputs, select_parameters, without
+from .targets import TARGETS
 
 PARAMS = "@params"
 INPUTS = "@inputs"
@@ -496,11 +497,15 @@ def _gradient_rows(info: Sequence[dict[str, Any]]) -> list[list[str]]:
 @click.option("--gate-gradients", is_flag=True,
               help="Accepted for tf.gradients compatibility; ONNX has no control dependencies, so it "
                    "changes nothing in the graph.")
+@click.option("--target", type=click.Choice(sorted(TARGETS)), default=None,
+              help="Add the workarounds a runtime needs at some cost (docs/portability.md): "
+                   + "; ".join(f"{k}: {v}" for k, v in sorted(TARGETS.items())) + ".")
 @_output_options
 @debug_option
 def differentiate(model_path: str, xs_opt: tuple[str, ...], exclude_opt: tuple[str, ...], ys_opt: tuple[str, ...],
                   out: str | None, external_data: bool, grad_ys_opt: tuple[str, ...], stops_opt: tuple[str, ...],
-                  unconnected_gradients: str, aggregation_method: str, name: str, gate_gradients: bool) -> None:
+                  unconnected_gradients: str, aggregation_method: str, name: str, gate_gradients: bool,
+                  target: str | None) -> None:
     """Append d(sum of ys)/d x for each x to MODEL and write the new model.
 
     The output keeps every original output, in order, followed by one gradient output per x
@@ -533,6 +538,7 @@ def differentiate(model_path: str, xs_opt: tuple[str, ...], exclude_opt: tuple[s
             aggregation_method=AGGREGATION[aggregation_method],
             stop_gradients=_split(stops_opt) or None,
             unconnected_gradients=unconnected_gradients,
+            target=target,
         )
     added = len(result.model.graph.node) - forward_nodes
     info = _gradient_info(result, xs)

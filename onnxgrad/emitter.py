@@ -99,6 +99,8 @@ class Emitter:
         #: gradients that are not tensors (a sequence's), each with how to add it to others of its kind
         self.combiners: Dict[str, Any] = {}
         self.extra_inputs: List[onnx.ValueInfoProto] = []
+        #: follow run-time-axes reductions by a no-op Slice stating x's dims (targets.py: tract)
+        self.restate_dims = False
 
     # ---------------------------------------------------------------- names
     def fresh(self, hint: str) -> str:
@@ -430,9 +432,18 @@ class Emitter:
                           steps=None if steps is None else list(steps))
 
     def pad(self, x: str, pads: Union[str, Sequence[int]], value: float = 0.0) -> str:
-        """Constant-pad ``x``; ``pads`` is ONNX's [begin..., end...] as ints or an int64 tensor."""
+        """Constant-pad ``x``; ``pads`` is ONNX's [begin..., end...] as ints or an int64 tensor.
+
+        Before opset 11 an infinite ``value`` (max-pool's identity) becomes the dtype's extreme
+        finite value, the same identity for max/min: OpenVINO refuses an infinite Pad-2 attribute
+        as out of range (docs/runtime-bugs/openvino-pad-inf).
+        """
         if isinstance(pads, str):
             return self.Pad(x, pads, self.const(value, like=x)) if value != 0.0 else self.Pad(x, pads)
+        if self.opset < 11 and np.isinf(value):
+            bf16 = self.dtype(x) == TensorProto.BFLOAT16  # numpy has no bfloat16: its largest finite value
+            largest = 3.3895313892515355e38 if bf16 else float(np.finfo(np_dtype(self.dtype(x))).max)
+            value = largest if value > 0 else -largest
         return self.Pad(x, pads=list(pads), value=float(value))
 
     def transpose(self, x: str, perm: Sequence[int]) -> str:
@@ -599,7 +610,12 @@ class Emitter:
     def sum_to(self, grad: str, x: str, like: str) -> str:
         """Sum ``grad`` (shaped like ``like``, a broadcast result) back to the shape of ``x``.
 
-        Static where the shapes decide it; otherwise the axes are computed at run time.
+        Static where the shapes decide it. With known ranks, the axes the shapes leave open (x's
+        dim may be 1 at run time) are reduced by one ReduceSum whose axes input has a constant
+        length: for each open axis, that axis if x's dim is 1 there, else one of the unit axes
+        appended to the gradient for the purpose, then a Squeeze of the unit and leading axes: the
+        cost of the former run-time axes (``NonZero``-computed), which OpenVINO refuses with a
+        symbolic batch. Only unknown ranks still need those.
         """
         return self.sum_to_shape(grad, x, self.shape(like))
 
@@ -613,7 +629,7 @@ class Emitter:
         lead = len(ys) - len(xs)
         if lead < 0:
             raise GradientArgumentError(f"gradient of {x!r} has lower rank than the tensor itself")
-        axes = list(range(lead))
+        axes, open_axes = list(range(lead)), []
         for i, dx in enumerate(xs):
             dy = ys[lead + i]
             if dx == 1 and dy != 1:
@@ -621,7 +637,9 @@ class Emitter:
             elif (dx == dy and dx is not None) or (isinstance(dx, int) and dx != 1) or dy == 1:
                 continue  # same dim, or a dim that is never broadcast
             else:
-                return self._sum_to_dynamic(grad, x)
+                open_axes.append(i)
+        if open_axes:
+            return self._sum_to_open(grad, x, axes, open_axes, len(ys))
         if not axes:
             return grad
         red = self.reduce_sum(grad, axes, keepdims=True)
@@ -630,15 +648,37 @@ class Emitter:
             red = self.reshape(red, list(static) if static is not None else self.shape_of(x))
         return red
 
-    def _sum_to_dynamic(self, grad: str, x: str) -> str:
-        """Reduce over the axes where the gradient's run-time dim differs from x's (x padded
-        with leading 1s to the gradient's rank), then reshape to x's shape."""
+    def _sum_to_open(self, grad: str, x: str, axes: List[int], open_axes: List[int], rank: int) -> str:
+        """sum_to with ``axes`` (of grad) always reduced and ``open_axes`` (of x) reduced where x's
+        run-time dim is 1: one ReduceSum over a constant number of axes (see :meth:`sum_to`)."""
+        self._need_runtime_axes(x)
+        lead, units = rank - len(self.shape(x) or ()), list(range(rank, rank + len(open_axes)))
+        one = self.scalar_int(1)
+        picks = [self.Where(self.Equal(self.Gather(self.shape_of(x), self.scalar_int(i), axis=0), one),
+                            self.ints([lead + i]), self.ints([unit])) for i, unit in zip(open_axes, units)]
+        chosen = picks[0] if len(picks) == 1 else self.Concat(*picks, axis=0)
+        if axes:
+            chosen = self.Concat(self.ints(axes), chosen, axis=0)
+        summed = self.ReduceSum(self.unsqueeze(grad, units), chosen, keepdims=1)
+        red = self.squeeze(summed, list(range(lead)) + units)  # static: those axes have size 1 either way
+        if not self.restate_dims:
+            return red
+        # a no-op Slice to x's dims, for tract: its shape analysis cannot tell which axes the ReduceSum kept
+        return self.Slice(red, self.ints([0] * len(open_axes)), self.dims(x, open_axes), self.ints(open_axes))
+
+    def _need_runtime_axes(self, x: str) -> None:
+        """Raise the clear error for a broadcast undone over run-time axes before opset 13."""
         if self.opset < 13:
             raise GradientArgumentError(
                 f"undoing the broadcast of {x!r} depends on shapes known only at run time, which "
                 "needs opset 13 or newer (ReduceSum with axes as an input); give the model's inputs "
                 "static shapes or convert it to opset 13"
             )
+
+    def _sum_to_dynamic(self, grad: str, x: str) -> str:
+        """Reduce over the axes where the gradient's run-time dim differs from x's (x padded
+        with leading 1s to the gradient's rank), then reshape to x's shape."""
+        self._need_runtime_axes(x)
         gshape = self.Shape(grad)
         xshape = self.shape_of(x)
         lead = self.Sub(self.Size(gshape), self.Size(xshape))

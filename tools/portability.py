@@ -1,0 +1,320 @@
+"""Run onnxgrad's gradient models in several ONNX runtimes and compare them with onnxruntime.
+
+Run from the repository root: ``python tools/portability.py [--targets T,..] [--models a,b] [--out F]``.
+It differentiates each model's scalar loss with respect to its trainable parameters, with the
+model's static batch and with the batch dimension made symbolic, runs the gradient model in
+onnxruntime (the reference), ``onnx.reference``, OpenVINO (CPU, f32) and tract, and writes the
+runtime x model matrix to ``docs/portability.md`` (``--out -`` prints it instead).
+
+Each cell is one of: ``matches`` (every output within ``RTOL`` of onnxruntime, relative to the
+output's largest magnitude), ``lacks forward op`` (the runtime refuses the forward model already,
+so no gradient model can run there), ``forward differs`` (the runtime computes the forward loss
+itself differently from onnxruntime, so its gradients cannot be compared), ``differs`` (with the
+worst relative error), ``fails`` (the runtime refuses the gradient model although it runs the
+forward one), or ``absent`` (the runtime's Python package is not installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+import zoo  # noqa: E402
+
+import onnxgrad  # noqa: E402
+from onnxgrad import targets  # noqa: E402
+
+RTOL = 1e-5
+RUNTIMES = ["onnx.reference", "openvino", "tract"]
+Feed = Dict[str, np.ndarray]
+
+
+@dataclass
+class Case:
+    """One model to differentiate: the forward model, a feed, the scalar y and the xs."""
+
+    name: str
+    model: onnx.ModelProto
+    feed: Feed
+    y: str
+    xs: List[str]
+    symbolic: bool = False
+
+
+def _random_feed(model: onnx.ModelProto, seed: int = 0) -> Feed:
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for vi in model.graph.input:
+        t = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else 2 for d in t.shape.dim]
+        if t.elem_type == TensorProto.FLOAT:
+            feed[vi.name] = rng.standard_normal(dims).astype(np.float32)
+        else:
+            feed[vi.name] = rng.integers(0, 2, dims).astype(helper.tensor_dtype_to_np_dtype(t.elem_type))
+    return feed
+
+
+def example_cases() -> List[Case]:
+    """The shipped examples of ``models/`` that have trainable parameters."""
+    cases = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "models", "*.onnx"))):
+        model = onnx.load(path)
+        xs = onnxgrad.parameters(model)
+        if xs:
+            cases.append(Case(os.path.basename(path)[:-5], model, _random_feed(model), model.graph.output[-1].name, xs))
+    return cases
+
+
+def torch_cases() -> List[Case]:
+    """The real-network PyTorch exports of ``tests/data/torch`` with their recorded inputs."""
+    cases = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "tests", "data", "torch", "*.onnx"))):
+        ref = np.load(path[:-5] + ".npz")
+        feed = {k[len("input/"):]: ref[k] for k in ref.files if k.startswith("input/")}
+        xs = sorted(k[len("grad/"):] for k in ref.files if k.startswith("grad/"))
+        cases.append(Case("torch_" + os.path.basename(path)[:-5], onnx.load(path), feed, "loss", xs))
+    return cases
+
+
+def zoo_cases(names: Optional[Sequence[str]] = None) -> List[Case]:
+    """The onnx package's light model zoo, made differentiable by ``tests/zoo.py``."""
+    cases = []
+    for name in names or zoo.MODELS:
+        model, feed, weights = zoo.load(name)
+        model, loss = zoo.with_loss(model)
+        cases.append(Case("zoo_" + name, model, feed, loss, weights))
+    return cases
+
+
+def symbolic_batch(case: Case) -> Case:
+    """``case`` with dim 0 of every graph input of rank >= 1 renamed to the symbol ``N``."""
+    m = onnx.ModelProto()
+    m.CopyFrom(case.model)
+    for vi in m.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims):
+            dims[0].dim_param = "N"
+    del m.graph.value_info[:]
+    return Case(case.name, m, case.feed, case.y, case.xs, symbolic=True)
+
+
+# ---------------------------------------------------------------- runtimes
+def run_onnxruntime(model: onnx.ModelProto, feed: Feed, outputs: List[str]) -> List[np.ndarray]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess.run(outputs, feed)
+
+
+def run_reference(model: onnx.ModelProto, feed: Feed, outputs: List[str]) -> List[np.ndarray]:
+    from onnx.reference import ReferenceEvaluator
+
+    return list(ReferenceEvaluator(model).run(outputs, feed))
+
+
+def run_openvino(model: onnx.ModelProto, feed: Feed, outputs: List[str]) -> List[np.ndarray]:
+    import openvino as ov
+
+    core = ov.Core()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "m.onnx")
+        onnx.save(model, path)
+        compiled = core.compile_model(core.read_model(path), "CPU",
+                                      {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
+    result = compiled([feed[i.name] for i in model.graph.input])
+    by_name = {}
+    for port, value in result.items():
+        for n in port.get_names():
+            by_name[n] = np.asarray(value)
+    return [by_name[o] for o in outputs]
+
+
+def run_tract(model: onnx.ModelProto, feed: Feed, outputs: List[str]) -> List[np.ndarray]:
+    import tract
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    # tract returns the graph outputs in order: ask for exactly the ones wanted
+    known = {o.name: o for o in m.graph.output}
+    del m.graph.output[:]
+    m.graph.output.extend(known[o] if o in known else helper.make_empty_tensor_value_info(o) for o in outputs)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "m.onnx")
+        onnx.save(m, path)
+        # the model's own input types: a symbolic batch stays symbolic while tract compiles it
+        runnable = tract.onnx().load(path).into_model().into_runnable()
+    return [t.to_numpy() for t in runnable.run([feed[vi.name] for vi in m.graph.input])]
+
+
+RUNNERS: Dict[str, Callable[[onnx.ModelProto, Feed, List[str]], List[np.ndarray]]] = {
+    "onnxruntime": run_onnxruntime, "onnx.reference": run_reference, "openvino": run_openvino, "tract": run_tract,
+}
+PACKAGES = {"onnx.reference": "onnx", "openvino": "openvino", "tract": "tract"}
+
+
+def available(runtime: str) -> bool:
+    """True when the runtime's Python package can be imported."""
+    import importlib.util
+
+    return importlib.util.find_spec(PACKAGES.get(runtime, runtime)) is not None
+
+
+def worst_relative(got: Sequence[np.ndarray], want: Sequence[np.ndarray]) -> float:
+    """max over outputs of max|got - want| / max|want| (0 for two zero outputs)."""
+    worst = 0.0
+    for g, w in zip(got, want, strict=True):
+        g64, w64 = np.asarray(g, np.float64), np.asarray(w, np.float64)
+        if g64.shape != w64.shape:
+            return float("inf")
+        scale = float(np.max(np.abs(w64))) if w64.size else 0.0
+        err = float(np.max(np.abs(g64 - w64))) if w64.size else 0.0
+        worst = max(worst, err / scale if scale else err)
+    return worst
+
+
+def gradient_model(case: Case, target: Optional[str] = None) -> Tuple[onnx.ModelProto, List[str]]:
+    """The gradient model of ``case`` (checked by onnx.checker) and the outputs to compare."""
+    result = onnxgrad.gradients(case.model, case.y, case.xs, target=target)
+    onnx.checker.check_model(result.model, full_check=True)
+    return result.model, [case.y] + [n for n in result.names if n]
+
+
+def compare(case: Case, runtime: str, target: Optional[str] = None,
+            grad: Optional[Tuple[onnx.ModelProto, List[str]]] = None) -> Tuple[str, str]:
+    """(status, detail) of ``runtime`` on ``case``'s gradient model against onnxruntime."""
+    if not available(runtime):
+        return "absent", f"python package {PACKAGES[runtime]!r} not installed"
+    run = RUNNERS[runtime]
+    model, outputs = grad or gradient_model(case, target)
+    forward = onnx.ModelProto()
+    forward.CopyFrom(case.model)
+    targets.prepare_forward(forward, target)  # what the profile hands the runtime as the forward part
+    try:
+        forward_got = run(forward, case.feed, [case.y])
+    except Exception as e:  # noqa: BLE001 - any refusal of the forward model means the same
+        return "lacks forward op", _first_line(e)
+    forward_err = worst_relative(forward_got, run_onnxruntime(forward, case.feed, [case.y]))
+    if forward_err > RTOL:
+        return "forward differs", f"{forward_err:.1e}"
+    want = run_onnxruntime(model, case.feed, outputs)
+    try:
+        got = run(model, case.feed, outputs)
+    except Exception as e:  # noqa: BLE001
+        return "fails", _first_line(e)
+    err = worst_relative(got, want)
+    return ("matches" if err <= RTOL else "differs"), f"{err:.1e}"
+
+
+def _first_line(e: BaseException) -> str:
+    """The whole message on one line (a cell shows :func:`_short` of it)."""
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"
+
+
+def _short(detail: str) -> str:
+    """The informative part of a runtime's message: OpenVINO's without its source-location chain."""
+    detail = detail.split(" Caused by:")[0]  # tract: the cause, then a backtrace
+    parts = [p.strip() for p in re.split(r"Exception from \S+:|Check '[^']*' failed at \S+:", detail) if p.strip()]
+    text = " ".join(parts[-2:]) if len(parts) > 1 else detail
+    return text.replace("|", "/")[:200]
+
+
+def matrix(cases: List[Case], target: Optional[str], runtimes: List[str],
+           log: Callable[[str], None]) -> List[List[str]]:
+    """Rows ``[model, batch, cell per runtime]``."""
+    rows = []
+    for case in cases:
+        for variant in (case, symbolic_batch(case)):
+            start = time.perf_counter()
+            grad = gradient_model(variant, target)
+            cells = []
+            for runtime in runtimes:
+                status, detail = compare(variant, runtime, target, grad)
+                cells.append(status if status == "absent" else f"{status} ({_short(detail)})")
+            batch = "symbolic" if variant.symbolic else "static"
+            rows.append([variant.name, batch] + cells)
+            log(f"{variant.name:28s} {batch:8s} {time.perf_counter() - start:6.1f}s  " + " | ".join(cells))
+    return rows
+
+
+def versions() -> str:
+    """The versions of every runtime measured, for the document's header."""
+    import onnxruntime
+
+    parts = [f"onnx {onnx.__version__}", f"onnxruntime {onnxruntime.__version__}"]
+    if available("openvino"):
+        import openvino
+
+        parts.append(f"openvino {openvino.__version__.split('-')[0]}")
+    if available("tract"):
+        from importlib.metadata import version
+
+        parts.append(f"tract {version('tract')}")
+    return ", ".join(parts)
+
+
+def render(rows_by_target: Dict[str, List[List[str]]], runtimes: List[str]) -> str:
+    """The markdown of ``docs/portability.md``'s generated part."""
+    out = [f"Measured with {versions()}; relative tolerance {RTOL:g} against onnxruntime "
+           "(max|error| / max|onnxruntime's value| per output, worst output shown).", ""]
+    for target, rows in rows_by_target.items():
+        out += [f"### target={target}", "", "| model | batch | " + " | ".join(runtimes) + " |",
+                "|---|---|" + "---|" * len(runtimes)]
+        out += ["| " + " | ".join(r) + " |" for r in rows]
+        out.append("")
+    return "\n".join(out)
+
+
+BEGIN, END = "<!-- matrix:begin (tools/portability.py) -->", "<!-- matrix:end -->"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Command-line entry: measure and write the matrix between the markers of the document."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--targets", default="default,portable",
+                   help="comma-separated profiles to measure ('default' = target None)")
+    p.add_argument("--models", default="", help="comma-separated case names (default: all)")
+    p.add_argument("--zoo-targets", default="portable",
+                   help="the profiles the light zoo is measured with (it takes minutes per model)")
+    p.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated runtimes to compare")
+    p.add_argument("--out", default=os.path.join(ROOT, "docs", "portability.md"))
+    args = p.parse_args(argv)
+    wanted = set(args.models.split(",")) if args.models else None
+    small = [c for c in example_cases() + torch_cases() if wanted is None or c.name in wanted]
+    zoo_names = [n for n in zoo.MODELS if wanted is None or f"zoo_{n}" in wanted]
+    zoo_models = zoo_cases(zoo_names) if zoo_names and args.zoo_targets else []
+    results = {}
+    for t in args.targets.split(","):
+        cases = small + (zoo_models if t in args.zoo_targets.split(",") else [])
+        results[t] = matrix(cases, None if t == "default" else t, args.runtimes.split(","),
+                            lambda s: print(s, file=sys.stderr, flush=True))
+    text = render(results, args.runtimes.split(","))
+    if args.out == "-":
+        print(text)
+        return 0
+    with open(args.out, encoding="utf-8") as f:
+        doc = f.read()
+    head, rest = doc.split(BEGIN, 1)
+    with open(args.out, "w", encoding="utf-8") as f:
+        f.write(head + BEGIN + "\n" + text + "\n" + END + rest.split(END, 1)[1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
