@@ -411,6 +411,57 @@ def tf_models() -> Dict[str, Callable[[Any], Tuple[Callable[..., Any], List[Any]
     }
 
 
+# tf2onnx fuses Keras LSTM weights into the ONNX LSTM's W, R, B; Keras orders the gates i, f, c, o
+# along the kernel's columns, ONNX i, o, f, c.
+KERAS_TO_ONNX_GATES = (0, 3, 1, 2)
+
+
+def fused_lstm_value(keras: List[np.ndarray]) -> np.ndarray:
+    """The ONNX LSTM tensor (W, R: [D, 4H, X]; B: [D, 8H]) tf2onnx builds from one Keras tensor per direction.
+
+    Applied to Keras gradients it gives the gradient of the fused tensor: W and R are linear
+    rearrangements of the kernels, and B = [bias, 0] feeds both halves into the same gate sums,
+    so each half's gradient is the Keras bias gradient.
+    """
+    out = []
+    for k in keras:
+        kt = k.T if k.ndim == 2 else k
+        gates = np.split(kt, 4, axis=0)
+        v = np.concatenate([gates[i] for i in KERAS_TO_ONNX_GATES], axis=0)
+        out.append(v if k.ndim == 2 else np.concatenate([v, v]))
+    return np.stack(out)
+
+
+def map_fused_lstm(onnx_model: Any, params: Dict[str, np.ndarray], unmapped: List[str]) -> Dict[str, List[str]]:
+    """Find the exporter-made LSTM W, R, B among ``unmapped`` that are exact rearrangements of parameters.
+
+    Returns ``{initializer: [parameter per direction]}``. A bias matches when the ONNX B is the
+    rearranged Keras bias followed by zeros (the recurrence bias Keras does not have).
+    """
+    from onnx import numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx_model.graph.initializer}
+    found: Dict[str, List[str]] = {}
+    for name in unmapped:
+        value = inits[name]
+        if value.ndim not in (2, 3):
+            continue
+        per_direction: List[str] = []
+        for d in range(value.shape[0]):
+            for pname, p in params.items():
+                if p.ndim != value.ndim - 1 or p.shape[-1] * (2 if p.ndim == 1 else 1) != value.shape[1]:
+                    continue
+                want = fused_lstm_value([p])[0]
+                if p.ndim == 1:
+                    want = np.concatenate([want[: p.size], np.zeros(p.size, p.dtype)])
+                if want.shape == value[d].shape and np.array_equal(want, value[d]):
+                    per_direction.append(pname)
+                    break
+        if len(per_direction) == value.shape[0]:
+            found[name] = per_direction
+    return found
+
+
 def _export_one_tf(mid: str, build: Callable[[Any], Any]) -> Dict[str, Any]:
     import onnx
     import tensorflow as tf
@@ -453,6 +504,11 @@ def _export_one_tf(mid: str, build: Callable[[Any], Any]) -> Dict[str, Any]:
         g = by_param[pname]
         g64 = np.zeros(values[list(params).index(pname)].shape) if g is None else tf.convert_to_tensor(g).numpy()
         arrays["grad/" + iname] = g64.T if transposed else g64
+    fused = map_fused_lstm(onnx_model, params, unmapped)
+    for iname, pnames in fused.items():
+        dense = [tf.convert_to_tensor(by_param[pn]).numpy() for pn in pnames]
+        arrays["grad/" + iname] = fused_lstm_value([d.astype(np.float64) for d in dense])
+        unmapped.remove(iname)
     save_npz(os.path.join(OUT, mid + ".npz"), arrays)
     # TensorFlow's own float32 gradient against its float64 one: the yardstick for BOUND.
     x32 = tf.constant(x)
@@ -465,7 +521,7 @@ def _export_one_tf(mid: str, build: Callable[[Any], Any]) -> Dict[str, Any]:
         return None if g is None else tf.convert_to_tensor(g).numpy()
 
     return {"status": "exported", "unmapped": unmapped, "params": len(params), "output": outs[0],
-            "mapped": {k: v[0] for k, v in mapped.items()},
+            "mapped": {**{k: v[0] for k, v in mapped.items()}, **{k: " + ".join(v) for k, v in fused.items()}},
             "framework_float32_error": worst_error([dense(g) for g in grads32], [dense(g) for g in grads])}
 
 
