@@ -4,6 +4,7 @@ Three steps, each run by a different Python (the heavy frameworks are never depe
 onnxgrad or of its default tests; only the committed ``.onnx``/``.npz`` files are)::
 
     python tools/export_real_models.py torch   # needs torch (+ onnxscript, transformers)
+    python tools/export_real_models.py torchvision   # needs torch + torchvision (+ onnxscript)
     python tools/export_real_models.py tf      # needs tensorflow-cpu + tf2onnx
     python tools/export_real_models.py table   # needs onnxgrad + onnxruntime: docs/real-models.md
 
@@ -109,8 +110,8 @@ def graph_inputs(onnx_model: Any) -> List[str]:
 # ----------------------------------------------------------------------------------- PyTorch
 
 
-def torch_models() -> Dict[str, Tuple[Callable[[], Any], Callable[[], Tuple[Any, ...]]]]:
-    """Model builders: id -> (build the float32 module, build its example inputs)."""
+def torch_models(group: str) -> Dict[str, Tuple[Callable[[], Any], Callable[[], Tuple[Any, ...]]]]:
+    """Model builders of ``group`` ("torch" or "torchvision"): id -> (build the module, build its inputs)."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -127,6 +128,8 @@ def torch_models() -> Dict[str, Tuple[Callable[[], Any], Callable[[], Tuple[Any,
             out = self.net(*args)
             if isinstance(out, tuple):
                 out = out[0]
+            if isinstance(out, dict):  # torchvision's segmentation models
+                out = out["out"]
             if hasattr(out, "logits"):
                 out = out.logits
             return (out * self.u).sum()
@@ -206,6 +209,8 @@ def torch_models() -> Dict[str, Tuple[Callable[[], Any], Callable[[], Tuple[Any,
     def f(shape: Tuple[int, ...]) -> Callable[[], Tuple[Any, ...]]:
         return lambda: (torch.randn(shape),)
 
+    if group == "torchvision":
+        return torchvision_models(Loss, f)
     return {
         "lstm": (lambda: Loss(nn.LSTM(4, 5, num_layers=2, bidirectional=True, batch_first=True), (2, 3, 10)),
                  f((2, 3, 4))),
@@ -224,14 +229,52 @@ def torch_models() -> Dict[str, Tuple[Callable[[], Any], Callable[[], Tuple[Any,
     }
 
 
-def export_torch() -> None:
-    """Export every torch model with both exporters; store files and manifest records."""
+def torchvision_models(
+    loss: Callable[..., Any], inputs: Callable[[Tuple[int, ...]], Callable[[], Tuple[Any, ...]]]
+) -> Dict[str, Tuple[Callable[[], Any], Callable[[], Tuple[Any, ...]]]]:
+    """torchvision's own VisionTransformer, FCN and LRASPP classes at tiny sizes.
+
+    The segmentation models get a two-conv backbone (torchvision's are ResNet-50 / MobileNetV3,
+    megabytes); their heads and their Resize to the input's run-time size are torchvision's.
+    """
+    import torch
+    import torch.nn as nn
+    from torchvision.models import VisionTransformer
+    from torchvision.models.segmentation import FCN, LRASPP
+    from torchvision.models.segmentation.fcn import FCNHead
+
+    class Backbone(nn.Module):
+        def __init__(self, key: str) -> None:
+            super().__init__()
+            self.key = key
+            self.c1 = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+            self.c2 = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+
+        def forward(self, x: Any) -> Dict[str, Any]:
+            low = torch.relu(self.c1(x))
+            return {"low": low, self.key: torch.relu(self.c2(low))}
+
+    return {
+        "torchvision_vit": (lambda: loss(VisionTransformer(8, 4, 2, 2, 8, 16, num_classes=3), (2, 3)),
+                            inputs((2, 3, 8, 8))),
+        "torchvision_fcn": (lambda: loss(FCN(Backbone("out"), FCNHead(6, 3)), (2, 3, 8, 8)), inputs((2, 3, 8, 8))),
+        "torchvision_lraspp": (lambda: loss(LRASPP(Backbone("high"), 4, 6, 3, inter_channels=8), (2, 3, 8, 8)),
+                               inputs((2, 3, 8, 8))),
+    }
+
+
+def export_torch(group: str = "torch") -> None:
+    """Export every model of ``group`` with each of TORCH_EXPORTERS; store files and manifest records."""
     import onnx
     import torch
 
     manifest = load_manifest()
     versions = f"torch {torch.__version__}, onnx {onnx.__version__}"
-    for name, (build, make_inputs) in torch_models().items():
+    if group == "torchvision":
+        import torchvision
+
+        versions += f", torchvision {torchvision.__version__}"
+    for name, (build, make_inputs) in torch_models(group).items():
         for exporter in TORCH_EXPORTERS:
             mid = f"torch_{name}_{exporter}"
             torch.manual_seed(0)
@@ -622,8 +665,9 @@ def _cell(text: str) -> str:
 
 
 def main(argv: List[str]) -> int:
-    """Command-line entry: one of ``torch``, ``tf``, ``table``."""
-    steps = {"torch": export_torch, "tf": export_tf, "table": write_table}
+    """Command-line entry: one of ``torch``, ``torchvision``, ``tf``, ``table``."""
+    steps = {"torch": export_torch, "torchvision": lambda: export_torch("torchvision"), "tf": export_tf,
+             "table": write_table}
     if len(argv) != 2 or argv[1] not in steps:
         print(__doc__)
         return 2
