@@ -10,9 +10,9 @@ every tensor with a framework reference must satisfy
 
 Why 1e-4: the gradient model runs in float32 (unit roundoff 6e-8) and the reference is exact to
 float64. The frameworks' own float32 gradients of these same models miss their float64 gradients
-by at most 4.9e-7 on this measure (``framework_float32_error`` in the manifest, measured by the
+by at most 6.4e-7 on this measure (``framework_float32_error`` in the manifest, measured by the
 export tool); a different runtime may sum in another order and use other kernels (fused
-recurrent ops, another erf or tanh), so the bound leaves a factor of 200 over that. A wrong
+recurrent ops, another erf or tanh), so the bound leaves a factor of 150 over that. A wrong
 gradient (a missing path, a swapped gate, a wrong transpose) is off by 1e-2 or more. The bound
 is relative to the tensor's largest entry because entries that are zero or nearly so (dead
 units, cancelling terms) have no meaningful relative error of their own.
