@@ -633,6 +633,7 @@ def write_table() -> None:
         "|---|---|---|---|---|---|---|",
     ]
     counts = {"differentiates": 0, "refused": 0, "not exported": 0}
+    refusals: Dict[str, List[str]] = {}
     worst_all = 0.0
     for mid, rec in manifest.items():
         if rec["status"] != "exported":
@@ -642,6 +643,7 @@ def write_table() -> None:
         m = measure(mid, rec)
         if m["status"] == "error":
             counts["refused"] += 1
+            refusals.setdefault(blocker_of(m["error"]), []).append(mid)
             lines.append(f"| {rec['model']} | {rec['exporter']} | **refused** | | | | {_cell(m['error'])} |")
         else:
             counts["differentiates"] += 1
@@ -649,6 +651,10 @@ def write_table() -> None:
             lines.append(f"| {rec['model']} | {rec['exporter']} | differentiates | {m['worst']:.1e} | "
                          f"{m['compared']} | {m['unmapped']} | worst: `{m['worst_of']}` |")
         print(lines[-1])
+    lines += ["", "## Still refused, by blocker", "", "| blocker | refused | models |", "|---|---|---|"]
+    for blocker, mids in sorted(refusals.items(), key=lambda kv: -len(kv[1])):
+        names = ", ".join(f"{manifest[m]['model']} ({manifest[m]['exporter']})" for m in mids)
+        lines.append(f"| {blocker} | {len(mids)} | {names} |")
     own = max(r.get("framework_float32_error", 0.0) for r in manifest.values())
     versions = sorted({r["versions"] for r in manifest.values()})
     lines += ["", f"Summary: {len(manifest)} model x exporter pairs; {counts['differentiates']} differentiate "
@@ -657,6 +663,22 @@ def write_table() -> None:
               "", "Exported with: " + "; ".join(versions) + "."]
     with open(DOC, "w") as f:
         f.write("\n".join(lines) + "\n")
+
+
+BLOCKERS = (
+    ("is unknown; its gradient needs it",
+     "a rank onnx's shape inference leaves unknown (TorchScript attention's Squeeze)"),
+    ("the gradient needs static sizes", "`Resize` whose sizes are computed at run time"),
+    ("fails ONNX shape inference", "the gradient model fails shape inference (a sequence carried through `Loop`)"),
+)
+
+
+def blocker_of(error: str) -> str:
+    """Name the blocker behind an onnxgrad error message (the message's first line if unknown)."""
+    for phrase, blocker in BLOCKERS:
+        if phrase in error:
+            return blocker
+    return _cell(error)
 
 
 def _cell(text: str) -> str:
