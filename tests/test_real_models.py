@@ -41,8 +41,6 @@ BOUND = 1e-4
 with open(os.path.join(DATA, "manifest.json")) as _f:
     MANIFEST: Dict[str, dict] = json.load(_f)
 
-# Axis 0 (the batch) is not even resized: the message names the wrong blocker (issue 9).
-RESIZE = "Resize node '%s': the gradient needs static sizes along resized axis 0"
 # Model id -> (error class, text the message must contain): what onnxgrad refuses today.
 REFUSED: Dict[str, Tuple[Type[OnnxGradError], str]] = {
     "torch_multihead_attention_torchscript": (
@@ -51,7 +49,6 @@ REFUSED: Dict[str, Tuple[Type[OnnxGradError], str]] = {
         GradientArgumentError, "the rank of tensor '/net/self_attn/Squeeze_output_0' is unknown"),
     "torch_vit_tiny_torchscript": (
         GradientArgumentError, "the rank of tensor '/net/enc/layers.1/self_attn/Squeeze_output_0' is unknown"),
-    "torch_segmentation_head_torchscript": (GradientArgumentError, RESIZE % "/net/Resize"),
     # With export_modules_as_functions the same blockers surface inside the function body.
     "torch_multihead_attention_torchscript_functions": (
         NoGradientError, "the rank of tensor 'gradients/_Loss_grad/onnx::Gather_46' is unknown"),
@@ -59,17 +56,12 @@ REFUSED: Dict[str, Tuple[Type[OnnxGradError], str]] = {
         NoGradientError, "the rank of tensor 'gradients/_Loss_grad/onnx::Gather_54' is unknown"),
     "torch_vit_tiny_torchscript_functions": (
         NoGradientError, "the rank of tensor 'gradients/_Loss_grad/onnx::Gather_260' is unknown"),
-    "torch_segmentation_head_torchscript_functions": (NoGradientError, RESIZE % "gradients/_Loss_grad/Resize"),
-    # torchvision's own classes (VisionTransformer, FCN, LRASPP) hit the same two walls.
+    # torchvision's own VisionTransformer hits the same wall.
     "torch_torchvision_vit_torchscript": (
         GradientArgumentError,
         "the rank of tensor '/net/encoder/layers/encoder_layer_1/self_attention/Squeeze_output_0' is unknown"),
     "torch_torchvision_vit_torchscript_functions": (
         NoGradientError, "the rank of tensor 'gradients/_Loss_grad/onnx::Gather_263_1' is unknown"),
-    "torch_torchvision_fcn_torchscript": (GradientArgumentError, RESIZE % "/net/Resize"),
-    "torch_torchvision_fcn_torchscript_functions": (NoGradientError, RESIZE % "gradients/_Loss_grad/Resize"),
-    "torch_torchvision_lraspp_torchscript": (GradientArgumentError, RESIZE % "/net/Resize"),
-    "torch_torchvision_lraspp_torchscript_functions": (NoGradientError, RESIZE % "gradients/_Loss_grad/Resize"),
     # The dynamo exporter's EmbeddingBag carries a sequence through its Loop; the Loop gradient
     # applies Shape to that sequence-typed carried value.
     "torch_embedding_bag_dynamo": (InvalidModelError, "has unsupported type: seq"),
