@@ -125,7 +125,8 @@ def main() -> None:
         last, before = rows[-1], rows[-2]
         growth = last["cpu"] / before["cpu"]
         size = last["nodes"] / before["nodes"]
-        print(f"growth {size:.0f}x nodes -> {growth:.1f}x cpu time ({'linear' if growth <= 1.2 * size else 'SUPERLINEAR'})")
+        verdict = "linear" if growth <= 1.2 * size else "SUPERLINEAR"
+        print(f"growth {size:.0f}x nodes -> {growth:.1f}x cpu time ({verdict})")
 
 
 if __name__ == "__main__":

@@ -164,7 +164,7 @@ def _decompose(model: ModelProto, table: Dict[str, Decomposition]) -> bool:
 class _Builder:
     """Appends nodes with fresh names in the forms the model's opset wants."""
 
-    def __init__(self, opset: int, taken: Set[str], types: Dict[str, int]):
+    def __init__(self, opset: int, taken: Set[str], types: Dict[str, int]) -> None:
         self.opset, self.taken, self.types = opset, taken, types
         self.nodes: List[NodeProto] = []
         self.hint = "decomposed"

@@ -21,7 +21,7 @@ derivatives work (tested).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
@@ -57,7 +57,7 @@ def spatial(g: Emitter, name: str) -> Optional[List[int]]:
     s = g.shape(name)
     if s is None or any(not isinstance(d, int) for d in s[2:]):
         return None
-    return [int(d) for d in s[2:]]
+    return [d for d in s[2:] if isinstance(d, int)]
 
 
 def kernel_of(g: Emitter, op: Op, w: Optional[str]) -> List[int]:
@@ -139,7 +139,7 @@ def input_grad_transposed(g: Emitter, dy: str, w: str, geo: Geometry, group: int
     return _crop_to(g, full, x, n)
 
 
-def _transposed_conv(g: Emitter, dy: str, w: str, group: int, x: str, extent: List[int], **attrs) -> str:
+def _transposed_conv(g: Emitter, dy: str, w: str, group: int, x: str, extent: List[int], **attrs: Any) -> str:
     """ConvTranspose(dy, w, group) in the form that runs fastest and that every runtime evaluates right.
 
     At unit strides it is a Conv with the kernel transposed per group and flipped
@@ -203,7 +203,8 @@ def _taps_static(g: Emitter, inp: str, geo: Geometry, in_sizes: List[int], out_s
         inp = g.slice(inp, [0] * n, [size + min(e, 0) for size, e in zip(in_sizes, ends)], _spatial_axes(n))
     if any(geo.begin) or any(e > 0 for e in ends):
         inp = g.pad(inp, [0, 0] + list(geo.begin) + [0, 0] + [max(e, 0) for e in ends])
-    viewed = g.reshape(inp, [int((g.shape(inp) or [0])[0]), 1, -1] + spans)  # [A, 1, N, P...]
+    first = (g.shape(inp) or [0])[0]
+    viewed = g.reshape(inp, [first if isinstance(first, int) else 0, 1, -1] + spans)  # [A, 1, N, P...]
     if all(st == 1 for st in geo.strides):
         taps = []
         for tap in np.ndindex(*geo.kernel):
@@ -331,7 +332,7 @@ def _bias_grad(g: Emitter, dy: str, n: int) -> str:
 
 @register_gradient("Conv", inputs=(0, 1, 2))
 def conv_grad(g: Emitter, op: Op, dy: str) -> list:
-    x, w, b, y = op.input(0), op.input(1), op.input(2), op.output(0)
+    x, w, b, y = op.inputs[0], op.inputs[1], op.input(2), op.outputs[0]
     group = op.attr("group", 1)
     geo = window_geometry(g, op, x, kernel_of(g, op, w))
     dx = input_grad_transposed(g, dy, w, geo, group, x, y)
@@ -372,7 +373,7 @@ def _convtranspose_geometry(g: Emitter, op: Op, x: str, w: str, y: str) -> tuple
 
 @register_gradient("ConvTranspose", inputs=(0, 1, 2))
 def convtranspose_grad(g: Emitter, op: Op, dy: str) -> list:
-    x, w, b, y = op.input(0), op.input(1), op.input(2), op.output(0)
+    x, w, b, y = op.inputs[0], op.inputs[1], op.input(2), op.outputs[0]
     group = op.attr("group", 1)
     geo, adj_end = _convtranspose_geometry(g, op, x, w, y)
     n = geo.n

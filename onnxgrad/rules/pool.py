@@ -31,7 +31,7 @@ from .conv import Geometry, input_grad_transposed, spatial, window_geometry
 
 def _pool_geometry(g: Emitter, op: Op) -> Tuple[Geometry, List[int], List[int]]:
     """(window geometry, static input spatial sizes, static output spatial sizes) of a pool node."""
-    x, y = op.input(0), op.output(0)
+    x, y = op.inputs[0], op.outputs[0]
     xs, ys = spatial(g, x), spatial(g, y)
     kernel = op.attr("kernel_shape")
     if xs is None or ys is None or not kernel:
@@ -42,10 +42,10 @@ def _pool_geometry(g: Emitter, op: Op) -> Tuple[Geometry, List[int], List[int]]:
 
 def _indices(g: Emitter, op: Op, geo: Geometry) -> str:
     """Flat position in x of each window's maximum (row-major, as ``storage_order=0`` reports it)."""
-    x = op.input(0)
+    x = op.inputs[0]
     unit = all(s == 1 for s in geo.strides) and all(d == 1 for d in geo.dilations)
     if op.output(1) and op.attr("storage_order", 0) == 0 and not unit:
-        return op.output(1)
+        return op.outputs[1]
     attrs = {k: op.attr(k) for k in ("kernel_shape", "strides", "dilations", "ceil_mode") if op.has_attr(k)}
     attrs["pads"] = list(geo.begin) + list(geo.end)
     if not unit:
@@ -58,13 +58,13 @@ def _indices(g: Emitter, op: Op, geo: Geometry) -> str:
                      pads=list(geo.begin) + [0] + list(geo.end) + [0])
         attrs.pop("dilations", None)
         indices = g.squeeze(g.op("MaxPool", g.unsqueeze(x, [rank]), outputs=2, **attrs)[1], [rank])
-    g.set_info(indices, TensorProto.INT64, g.shape(op.output(0)))
+    g.set_info(indices, TensorProto.INT64, g.shape(op.outputs[0]))
     return indices
 
 
 @register_gradient("MaxPool", inputs=(0,))
 def maxpool_grad(g: Emitter, op: Op, dy: str, *unused_indices_grad: str) -> list:
-    x = op.input(0)
+    x = op.inputs[0]
     geo, in_sizes, out_sizes = _pool_geometry(g, op)
     indices = _indices(g, op, geo)
     if g.opset >= 16:
@@ -155,7 +155,7 @@ def _spread(g: Emitter, t: str, x: str, y: str, geo: Geometry, in_sizes: List[in
 
 @register_gradient("AveragePool", inputs=(0,))
 def averagepool_grad(g: Emitter, op: Op, dy: str) -> list:
-    x, y = op.input(0), op.output(0)
+    x, y = op.inputs[0], op.outputs[0]
     geo, in_sizes, out_sizes = _pool_geometry(g, op)
     scale = g.const(1.0, like=dy)
     for i, c in enumerate(_counts(geo, in_sizes, out_sizes, bool(op.attr("count_include_pad", 0)))):
@@ -186,7 +186,7 @@ def _lp_outer(g: Emitter, dy: str, y: str, p: int) -> str:
 
 @register_gradient("LpPool", inputs=(0,))
 def lppool_grad(g: Emitter, op: Op, dy: str) -> list:
-    x, y = op.input(0), op.output(0)
+    x, y = op.inputs[0], op.outputs[0]
     p = int(op.attr("p", 2))
     geo, in_sizes, out_sizes = _pool_geometry(g, op)
     spread = _spread(g, _lp_outer(g, dy, y, p), x, y, geo, in_sizes, out_sizes)
@@ -199,20 +199,20 @@ def _broadcast_to(g: Emitter, t: str, x: str) -> str:
 
 @register_gradient("GlobalAveragePool", inputs=(0,))
 def globalaveragepool_grad(g: Emitter, op: Op, dy: str) -> list:
-    x = op.input(0)
+    x = op.inputs[0]
     xs = spatial(g, x)
     if xs is not None:
         scale = g.const(1.0 / int(np.prod(xs)), like=dy)
     else:
         # 1 / (H*W...) = Size(y) / Size(x), read at run time
-        scale = g.Div(g.cast_like(g.Size(op.output(0)), dy), g.cast_like(g.Size(x), dy))
+        scale = g.Div(g.cast_like(g.Size(op.outputs[0]), dy), g.cast_like(g.Size(x), dy))
     return [_broadcast_to(g, g.Mul(dy, scale), x)]
 
 
 @register_gradient("GlobalMaxPool", inputs=(0,))
 def globalmaxpool_grad(g: Emitter, op: Op, dy: str) -> list:
     # Ties share the gradient equally (TensorFlow's reduce_max convention).
-    x, y = op.input(0), op.output(0)
+    x, y = op.inputs[0], op.outputs[0]
     hit = g.cast_like(g.Not(g.Less(x, y)), x)
     share = g.Div(dy, g.reduce_sum(hit, list(range(2, g.rank(x))), keepdims=True))
     return [g.Mul(hit, share)]
@@ -220,7 +220,7 @@ def globalmaxpool_grad(g: Emitter, op: Op, dy: str) -> list:
 
 @register_gradient("GlobalLpPool", inputs=(0,))
 def globallppool_grad(g: Emitter, op: Op, dy: str) -> list:
-    x, y = op.input(0), op.output(0)
+    x, y = op.inputs[0], op.outputs[0]
     p = int(op.attr("p", 2))
     return [g.Mul(_lp_outer(g, dy, y, p), _lp_factor(g, x, p))]
 
@@ -252,7 +252,7 @@ def maxroipool_grad(g: Emitter, op: Op, dy: str) -> list:
     Roi corners are rounded as floor(v * spatial_scale + 0.5) (onnxruntime's std::round for
     non-negative coordinates). Overlapping rois and bins add up in the final sums.
     """
-    x, rois, y = op.input(0), op.input(1), op.output(0)
+    x, rois, y = op.inputs[0], op.inputs[1], op.outputs[0]
     xs = g.static_shape(x)
     if xs is None:
         raise GradientArgumentError(f"MaxRoiPool node {op.name!r}: the gradient needs the input's static shape")
@@ -269,8 +269,9 @@ def maxroipool_grad(g: Emitter, op: Op, dy: str) -> list:
     hit = g.And(_same(g, planes, g.unsqueeze(y, [4, 5])), g.unsqueeze(region, [1]))
     windows = g.reshape(g.cast_like(hit, x), [0, 0, 0, 0, h * w])
     # the first hit of each bin (ArgMax reports the first maximum), none where the bin is empty
-    first = g.cast_like(g.op("OneHot", g.ArgMax(windows, axis=-1, keepdims=0), g.const(h * w, dtype=TensorProto.INT64),
-                             g.const([0, 1], dtype=TensorProto.FLOAT), axis=-1), x)
+    first = g.cast_like(g.emit("OneHot", g.ArgMax(windows, axis=-1, keepdims=0),
+                               g.const(h * w, dtype=TensorProto.INT64), g.const([0, 1], dtype=TensorProto.FLOAT),
+                               axis=-1), x)
     first = g.Mul(first, g.reduce("ReduceMax", windows, [-1]))
     per_roi = g.reduce_sum(g.Mul(first, g.unsqueeze(dy, [4])), [2, 3], keepdims=False)  # [R, C, H*W]
     owner = g.cast_like(g.Equal(g.unsqueeze(batch, [1]), g.ints(range(n))), x)  # [R, N]

@@ -232,7 +232,11 @@ class _StepGrads:
     dP: Optional[str] = None
 
 
-def _rnn_cell(b: Emitter, a: str, h: str, c: Optional[str], p: _Params):
+#: a cell's new state h, new cell state c (LSTM), and its backward step: gradients of one step
+_Cell = Tuple[str, Optional[str], Callable[..., "_StepGrads"]]
+
+
+def _rnn_cell(b: Emitter, a: str, h: str, c: Optional[str], p: _Params) -> _Cell:
     """``H = f(a + h R^T + Rb)``; returns (H, None, backward(dH, dC))."""
     y, back = _gate(b, b.Add(a, _hr(b, h, p)), p.acts[0], p)
 
@@ -243,7 +247,7 @@ def _rnn_cell(b: Emitter, a: str, h: str, c: Optional[str], p: _Params):
     return y, None, backward
 
 
-def _gru_cell(b: Emitter, a: str, h: str, c: Optional[str], p: _Params):
+def _gru_cell(b: Emitter, a: str, h: str, c: Optional[str], p: _Params) -> _Cell:
     """GRU (gates z, r, h):  H = (1 - z) * g(...) + z * h; returns (H, None, backward)."""
     H = p.hidden
     f, g = p.acts
@@ -288,7 +292,7 @@ def _gru_cell(b: Emitter, a: str, h: str, c: Optional[str], p: _Params):
     return out, None, backward
 
 
-def _lstm_cell(b: Emitter, a: str, h: str, c: Optional[str], p: _Params):
+def _lstm_cell(b: Emitter, a: str, h: str, c: Optional[str], p: _Params) -> _Cell:
     """LSTM (gates i, o, f, c, peepholes P = [Pi, Po, Pf]); returns (H, C, backward(dH, dC))."""
     assert c is not None
     H = p.hidden
@@ -570,7 +574,7 @@ def _recurrent(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]:
     def batch_major(t: str) -> str:
         return g.transpose(t, [1, 0, 2]) if op.attr("layout", 0) else t
 
-    dX = per_dir[0]["dX"] if directions == 1 else g.Add(per_dir[0]["dX"], per_dir[1]["dX"])  # type: ignore[arg-type]
+    dX = per_dir[0]["dX"] if directions == 1 else g.Add(per_dir[0]["dX"], per_dir[1]["dX"])
     grads: List[Optional[str]] = [batch_major(dX), stacked("dW"), stacked("dR"), stacked("dB"), None,  # type: ignore[arg-type]
                                   batch_major(stacked("dh0"))]
     if kind == "LSTM":

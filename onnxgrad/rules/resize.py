@@ -18,7 +18,7 @@ constant scales/sizes/roi.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from onnx import TensorProto
@@ -26,6 +26,7 @@ from onnx import TensorProto
 from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
 from ..registry import register_gradient
+from ..tensorinfo import Dim
 
 # Attributes that shape the per-axis matrix (copied to the measuring node).
 _MATRIX_ATTRS = ("mode", "coordinate_transformation_mode", "cubic_coeff_a", "exclude_outside", "nearest_mode",
@@ -46,7 +47,7 @@ def _inputs(g: Emitter, op: Op) -> Dict[str, Optional[List[float]]]:
     """The forward node's scales and (tf_crop_and_resize only) roi as full-rank lists, None when absent.
 
     Sizes need no reading: the output's static shape is what they produced."""
-    rank = g.rank(op.input(0))
+    rank = g.rank(op.inputs[0])
     if op.op_type == "Upsample" or op.opset < 11:
         names = {"scales": op.input(1)}
     else:
@@ -135,7 +136,7 @@ def _measure(g: Emitter, op: Op, x: str, axis: int, in_size: int, out_size: int,
         sz[axis] = out_size
         sizes = g.ints(sz)
     if op.op_type == "Upsample" or g.opset < 11:
-        measured = g.op(op.op_type, eye, scales, **attrs)
+        measured = g.emit(op.op_type, eye, scales, **attrs)
     else:
         roi = None
         if params["roi"] is not None:
@@ -146,7 +147,7 @@ def _measure(g: Emitter, op: Op, x: str, axis: int, in_size: int, out_size: int,
             # roi and scales are required inputs before opset 13; empty means "not given"
             empty = g.const(np.zeros(0, np.float32), dtype=TensorProto.FLOAT)
             roi, scales = roi or empty, scales or empty
-        measured = g.op("Resize", eye, roi, scales, sizes, **attrs)
+        measured = g.emit("Resize", eye, roi, scales, sizes, **attrs)
     return g.reshape(measured, [in_size, out_size] if basis < axis else [out_size, in_size])
 
 
@@ -159,23 +160,25 @@ class _KeepAspect:
     axis outside ``axes``), with the forward's policy, and keeps one slice.
     """
 
-    def __init__(self, axes: List[int], sizes: List[int], in_sizes: List[int], scale: float, policy: str):
+    def __init__(self, axes: List[int], sizes: List[int], in_sizes: List[int], scale: float, policy: str) -> None:
         self.axes, self.sizes, self.in_sizes, self.scale, self.policy = axes, sizes, in_sizes, scale, policy
 
     @classmethod
-    def of(cls, g: Emitter, op: Op, xs) -> "_KeepAspect":
+    def of(cls, g: Emitter, op: Op, xs: Sequence[Dim]) -> "_KeepAspect":
         rank = len(xs)
         policy = op.attr("keep_aspect_ratio_policy")
         sizes = g.constant_value(op.input(3)) if len(op.inputs) > 3 else None
         axes = [int(a) % rank for a in op.attr("axes") or range(rank)]
+        in_sizes = [xs[a] for a in axes]
         if sizes is None or op.attr("coordinate_transformation_mode") == "tf_crop_and_resize" or any(
-                not isinstance(xs[a], int) for a in axes):
+                not isinstance(d, int) for d in in_sizes):
             raise GradientArgumentError(
                 f"Resize node {op.name!r}: keep_aspect_ratio_policy needs constant sizes and static input sizes "
                 "(and no tf_crop_and_resize)")
-        ratios = [float(s) / xs[a] for s, a in zip(sizes, axes)]
+        static = [d for d in in_sizes if isinstance(d, int)]  # all of them (checked above)
+        ratios = [float(s) / d for s, d in zip(sizes, static)]
         scale = min(ratios) if policy == "not_larger" else max(ratios)
-        return cls(axes, [int(s) for s in sizes], [int(xs[a]) for a in axes], scale, policy)
+        return cls(axes, [int(s) for s in sizes], static, scale, policy)
 
     def measure(self, g: Emitter, op: Op, x: str, axis: int, out_size: int) -> tuple:
         """(basis axis, A_axis^T [in, out] if basis < axis else A_axis [out, in])."""
@@ -195,7 +198,7 @@ class _KeepAspect:
         eye_shape[basis] = eye_shape[axis] = in_size
         eye = g.Expand(_identity(g, in_size, eye_shape, x), g.ints(shape))
         attrs = {k: op.attr(k) for k in _MATRIX_ATTRS if op.has_attr(k)}
-        measured = g.op("Resize", eye, None, None, g.ints(self.sizes), axes=self.axes,
+        measured = g.emit("Resize", eye, None, None, g.ints(self.sizes), axes=self.axes,
                         keep_aspect_ratio_policy=self.policy, **attrs)
         others = [a for a in self.axes if a != axis]
         if others:
@@ -204,7 +207,7 @@ class _KeepAspect:
 
 
 def _resize_grad(g: Emitter, op: Op, dy: str) -> str:
-    x, y = op.input(0), op.output(0)
+    x, y = op.inputs[0], op.outputs[0]
     xs, ys = g.shape(x), g.shape(y)
     if xs is None or ys is None:
         raise GradientArgumentError(
@@ -225,20 +228,21 @@ def _resize_grad(g: Emitter, op: Op, dy: str) -> str:
             unit = xs[a] == ys[a]
         if unit and not crop:
             continue  # the identity along this axis
-        if not isinstance(xs[a], int) or not isinstance(ys[a], int):
+        in_size, out_size = xs[a], ys[a]
+        if not isinstance(in_size, int) or not isinstance(out_size, int):
             raise GradientArgumentError(
                 f"{op.op_type} node {op.name!r}: the gradient needs static sizes along resized axis {a}")
         if aspect is not None:
-            basis, m = aspect.measure(g, op, x, a, ys[a])
+            basis, m = aspect.measure(g, op, x, a, out_size)
         else:
             basis = 0 if a else 1
-            m = _measure(g, op, x, a, xs[a], ys[a], basis, params)
+            m = _measure(g, op, x, a, in_size, out_size, basis, params)
         # m is A_a^T [in, out] when basis < a, else A_a [out, in]
         a_t = m if basis < a else g.Transpose(m, perm=[1, 0])
         # a run-time K leaves a dim that shape inference cannot know, which Hessians must undo at
         # run time (ReduceSum with axes as an input, opset 13)
-        k = None if g.opset >= 13 else _k_bound(op, a, xs[a], ys[a], params)
-        dx = _adjoint_along(g, dx, a, rank, a_t, xs[a], ys[a], k)
+        k = None if g.opset >= 13 else _k_bound(op, a, in_size, out_size, params)
+        dx = _adjoint_along(g, dx, a, rank, a_t, in_size, out_size, k)
     g.set_info(dx, g.dtype(x), xs)
     return dx
 
