@@ -29,7 +29,30 @@ CASES = [
          opset=26, constant=["axis"], symbolic_dims=["x"]),
 ]
 
-SECOND_ORDER = [c for c in CASES if c.id in ("CumProd/runtime-axis1-ex1-rev0",)]
+CASES += [
+    # CenterCropPad with a run-time shape: crop, pad, both, axes given (negative too), symbolic dims
+    Case("CenterCropPad/runtime-crop-pad", "CenterCropPad", [("x", rand(5, 3)), ("shape", i64(2, 6))], opset=18),
+    Case("CenterCropPad/runtime-axes", "CenterCropPad", [("x", rand(2, 6, 3)), ("shape", i64(5, 4))],
+         attrs={"axes": [-2, 2]}, opset=18),
+    Case("CenterCropPad/runtime-hwc", "CenterCropPad", [("x", rand(4, 5, 2)), ("shape", i64(3, 7))],
+         attrs={"axes": [0, 1]}, opset=21),
+    Case("CenterCropPad/symbolic-constant-shape", "CenterCropPad", [("x", rand(5, 3)), ("shape", i64(2, 6))],
+         opset=18, constant=["shape"], symbolic_dims=["x"]),
+    # Col2Im with run-time block_shape and image_shape (onnxruntime: float32 only)
+    Case("Col2Im/runtime-block", "Col2Im", [("x", rand(1, 2 * 4, 6)), ("img", i64(3, 4)), ("block", i64(2, 2))],
+         opset=18, dtypes=("float32",)),
+    Case("Col2Im/runtime-pads-strides-dilations", "Col2Im",
+         [("x", rand(2, 8, 8)), ("img", i64(5, 4)), ("block", i64(2, 2))],
+         attrs={"pads": [1, 0, 0, 1], "strides": [2, 1], "dilations": [2, 1]}, opset=18, dtypes=("float32",)),
+    Case("Col2Im/runtime-3d-block", "Col2Im", [("x", rand(1, 3 * 4, 8)), ("img", i64(3, 2, 3)), ("block", i64(2, 1, 2))],
+         opset=18, dtypes=("float32",)),
+    Case("Col2Im/symbolic-batch", "Col2Im", [("x", rand(2, 2 * 4, 6)), ("img", i64(3, 4)), ("block", i64(2, 2))],
+         opset=18, constant=["img", "block"], symbolic_dims=["x"], dtypes=("float32",)),
+]
+
+# Col2Im with a run-time block shape is first-order only: its gradient is a Conv whose kernel shape
+# exists only at run time, and the Conv rule needs that shape to build its own gradient.
+SECOND_ORDER = [c for c in CASES if c.id in ("CumProd/runtime-axis1-ex1-rev0", "CenterCropPad/runtime-crop-pad")]
 
 
 @pytest.mark.parametrize("case,dtype", params(CASES))

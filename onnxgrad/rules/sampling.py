@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 import numpy as np
+from onnx import TensorProto
 
-from ..emitter import Emitter, Op
+from ..emitter import END, Emitter, Op
 from ..errors import GradientArgumentError
 from ..registry import not_supported, register_gradient
 
@@ -87,15 +88,35 @@ def col2im(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     # Col2Im sums blocks into an image; its adjoint extracts the blocks again (im2col), which is a
     # grouped Conv whose kernels pick one block offset each.
     x = op.inputs[0]
-    block = [int(b) for b in op.constant_input(2, "block_shape")]
+    block_value, width = g.constant_value(op.inputs[2]), g.dims_of(x)[1]
+    if block_value is None or not isinstance(width, int):
+        return [_im2col_dynamic(g, op, dy), None, None]
+    block = [int(b) for b in block_value]
     k = int(np.prod(block))
-    c = g.static_dims(x, "Col2Im")[1] // k
+    c = width // k
     kernels = np.tile(np.eye(k).reshape(k, 1, *block), (c, 1) + (1,) * len(block))
     nd = len(block)
     cols = g.Conv(dy, g.const(kernels, like=x), group=c, kernel_shape=block,
                   dilations=op.attr("dilations", [1] * nd), pads=op.attr("pads", [0] * 2 * nd),
                   strides=op.attr("strides", [1] * nd))
     return [g.reshape(cols, [0, c * k, -1]), None, None]
+
+
+
+def _im2col_dynamic(g: Emitter, op: Op, dy: str) -> str:
+    """im2col when the block shape or the channel count is known only at run time.
+
+    Every channel of every image is one image of one channel (so no group count is needed), and
+    the k = prod(block_shape) kernels, the rows of a k x k identity reshaped to the block, are
+    built at run time; the blocks of each channel come out in the order Col2Im reads them.
+    """
+    x, block = op.inputs[0], g.cast(op.inputs[2], TensorProto.INT64)
+    k = g.ReduceProd(block, axes=[0], keepdims=1)
+    identity = g.EyeLike(g.constant_of_shape(g.Concat(k, k, axis=0), 0.0, like=x))
+    kernels = g.Reshape(identity, g.Concat(g.ints([-1, 1]), block, axis=0))  # (k, 1, *block)
+    images = g.Reshape(dy, g.Concat(g.ints([-1, 1]), g.Slice(g.Shape(dy), g.ints([2]), g.ints([END])), axis=0))
+    cols = g.Conv(images, kernels, dilations=op.attr("dilations"), pads=op.attr("pads"), strides=op.attr("strides"))
+    return g.reshape(cols, g.shape_of(x))  # (N * C, k, blocks...) -> (N, C * k, L)
 
 
 
