@@ -2,10 +2,17 @@
 as graph inputs (as in models with dynamic shapes), and tensors whose rank is unknown when the
 gradient is built. One table, one checker (float64 central differences, see rulecheck.py)."""
 
-import numpy as np
-import pytest
+from typing import Any, Dict, List, Sequence, Tuple
 
-from rulecheck import Case, check_case, check_second_order, params, rand, second_order_params
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxgrad
+from onnxgrad.checking import check_gradients, session
+from rulecheck import Case, check_case, check_second_order, compare_with_reference, feeds_for, params, rand, \
+    second_order_params
 
 i64 = lambda *v: np.array(v, dtype=np.int64)  # noqa: E731
 
@@ -50,9 +57,31 @@ CASES += [
          opset=18, constant=["img", "block"], symbolic_dims=["x"], dtypes=("float32",)),
 ]
 
+CASES += [
+    # Pad with run-time pads in every mode (the positions of x, padded the same way, say where dy goes)
+    *[Case(f"Pad/runtime-pads-{mode}", "Pad", [("x", rand(3, 4)), ("p", i64(1, 2, 2, 1))], {"mode": mode}, opset=18)
+      for mode in ("constant", "reflect", "edge")],
+    Case("Pad/runtime-pads-wrap", "Pad", [("x", rand(3, 4)), ("p", i64(1, 2, 2, 1))], {"mode": "wrap"}, opset=19),
+    # onnx.reference's Pad refuses negative pads (numpy.pad): onnxruntime alone evaluates these
+    Case("Pad/runtime-negative-reflect", "Pad", [("x", rand(4, 5)), ("p", i64(-1, 2, 1, -2))], {"mode": "reflect"},
+         opset=18, reference=False),
+    Case("Pad/runtime-axes", "Pad", [("x", rand(2, 3, 4)), ("p", i64(1, 2, 0, 1)), ("v", None), ("a", i64(-1, 1))],
+         {"mode": "edge"}, opset=18),
+    Case("Pad/runtime-axes-constant", "Pad", [("x", rand(2, 3, 4)), ("p", i64(1, -1, 2, 1)), ("v", None),
+                                              ("a", i64(0, 2))], opset=18, reference=False),
+    # constant pads over symbolic sizes in the copying modes
+    Case("Pad/symbolic-reflect", "Pad", [("x", rand(3, 4)), ("p", i64(1, 2, 2, 1))], {"mode": "reflect"},
+         opset=18, constant=["p"], symbolic_dims=["x"]),
+    # Tile and Slice with every parameter fed at run time
+    Case("Tile/runtime-repeats", "Tile", [("x", rand(2, 3)), ("r", i64(3, 2))], opset=13),
+    Case("Slice/runtime-all", "Slice", [("x", rand(4, 5)), ("s", i64(3, 1)), ("e", i64(0, 5)), ("a", i64(0, -1)),
+                                        ("st", i64(-2, 2))], opset=13),
+]
+
 # Col2Im with a run-time block shape is first-order only: its gradient is a Conv whose kernel shape
 # exists only at run time, and the Conv rule needs that shape to build its own gradient.
-SECOND_ORDER = [c for c in CASES if c.id in ("CumProd/runtime-axis1-ex1-rev0", "CenterCropPad/runtime-crop-pad")]
+SECOND_ORDER = [c for c in CASES if c.id in ("CumProd/runtime-axis1-ex1-rev0", "CenterCropPad/runtime-crop-pad",
+                                             "Pad/runtime-pads-reflect", "Pad/runtime-axes-constant")]
 
 
 @pytest.mark.parametrize("case,dtype", params(CASES))
@@ -63,3 +92,82 @@ def test_rule(case: Case, dtype: str) -> None:
 @pytest.mark.parametrize("case,dtype", second_order_params(SECOND_ORDER))
 def test_second_order(case: Case, dtype: str) -> None:
     check_second_order(case, dtype)
+
+
+# ---------------------------------------------------------------- ranks unknown when the gradient is built
+# x (float) -> Squeeze(x, axes fed at run time) -> the op under test: onnx's shape inference
+# leaves the squeezed tensor's rank unknown (as in TorchScript exports of attention layers).
+# (id, op type, attributes, further inputs (name, value), which of them are constants)
+RankCase = Tuple[str, str, Dict[str, Any], Sequence[Tuple[str, np.ndarray]], Sequence[str]]
+RANK_CASES: List[RankCase] = [
+    ("Gather/axis0-scalar", "Gather", {"axis": 0}, [("i", np.array(1, np.int64))], ()),
+    ("Gather/axis1-matrix", "Gather", {"axis": 1}, [("i", np.array([[0, 2], [2, -1]], np.int64))], ()),
+    ("Gather/axis-1", "Gather", {"axis": -1}, [("i", np.array([2, 2, 0], np.int64))], ()),
+    ("ReduceSum/neg-axis-constant", "ReduceSum", {"keepdims": 0}, [("a", np.array([-1], np.int64))], ("a",)),
+    ("ReduceSum/neg-axis-runtime", "ReduceSum", {"keepdims": 0}, [("a", np.array([-1], np.int64))], ()),
+    ("ReduceMean/all", "ReduceMean", {"keepdims": 0}, [], ()),
+    ("ReduceMax/axes-keepdims", "ReduceMax", {"keepdims": 1}, [("a", np.array([-2], np.int64))], ("a",)),
+    ("Transpose/no-perm", "Transpose", {}, [], ()),
+    ("Transpose/perm", "Transpose", {"perm": [1, 2, 0]}, [], ()),
+    ("Unsqueeze/neg-axis", "Unsqueeze", {}, [("a", np.array([-1], np.int64))], ()),
+    ("Flatten/axis2", "Flatten", {"axis": 2}, [], ()),
+    ("Reshape/runtime", "Reshape", {}, [("s", np.array([4, -1], np.int64))], ()),
+    ("Expand/runtime", "Expand", {}, [("s", np.array([2, 1, 3, 4], np.int64))], ()),
+    ("Tile/repeats", "Tile", {}, [("r", np.array([1, 2, 1], np.int64))], ()),
+    ("Pad/reflect", "Pad", {"mode": "reflect"}, [("p", np.array([0, 1, 1, 1, 0, 2], np.int64))], ()),
+    ("Pad/reflect-constant-pads", "Pad", {"mode": "reflect"}, [("p", np.array([0, 1, 1, 1, 0, 2], np.int64))],
+     ("p",)),
+    ("Slice/runtime", "Slice", {}, [("s", np.array([1], np.int64)), ("e", np.array([3], np.int64)),
+                                    ("a", np.array([-1], np.int64))], ()),
+    ("CumProd/runtime-axis", "CumProd", {}, [("a", np.array(-1, np.int64))], ()),
+    ("CumProd/constant-axis", "CumProd", {}, [("a", np.array(1, np.int64))], ("a",)),
+]
+
+
+def _rank_unknown_model(op_type: str, attrs: Dict[str, Any], extra: Sequence[Tuple[str, np.ndarray]],
+                        constants: Sequence[str]) -> tuple:
+    """(model, feeds): x of shape (2, 1, 3, 4) squeezed on axis 1 by a run-time axes input, then
+    ``op_type`` on it and the ``extra`` inputs (initializers when named in ``constants``)."""
+    x = rand(2, 1, 3, 4)
+    fed = [(n, v) for n, v in extra if n not in constants]
+    feeds: Dict[str, np.ndarray] = {"x": x, "sq": np.array([1], np.int64), **dict(fed)}
+    inputs = [helper.make_tensor_value_info("x", TensorProto.DOUBLE, x.shape),
+              helper.make_tensor_value_info("sq", TensorProto.INT64, [1])]
+    inputs += [helper.make_tensor_value_info(n, TensorProto.INT64, v.shape) for n, v in fed]
+    inits = [numpy_helper.from_array(v, n) for n, v in extra if n in constants]
+    nodes = [helper.make_node("Squeeze", ["x", "sq"], ["t"]),
+             helper.make_node(op_type, ["t", *(n for n, _ in extra)], ["y"], **attrs)]
+    y = helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)
+    model = helper.make_model(helper.make_graph(nodes, "rank_unknown", inputs, [y], inits),
+                              opset_imports=[helper.make_opsetid("", 26 if op_type == "CumProd" else 18)])
+    model.ir_version = 10
+    (value,) = session(model).run(["y"], feeds)  # the full checker wants y's shape stated
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.DOUBLE, value.shape))
+    return model, feeds
+
+
+@pytest.mark.parametrize("case", RANK_CASES, ids=[c[0] for c in RANK_CASES])
+def test_unknown_rank(case: RankCase) -> None:
+    """The op's gradient is built while the rank of its input is unknown (checked: the model's
+    own shape inference leaves it unknown), and agrees with float64 central differences."""
+    _, op_type, attrs, extra, constants = case
+    model, feeds = _rank_unknown_model(op_type, attrs, extra, constants)
+    inferred = onnx.shape_inference.infer_shapes(model)
+    t = next((vi for vi in inferred.graph.value_info if vi.name == "t"), None)
+    assert t is None or not t.type.tensor_type.HasField("shape"), "the test needs t's rank unknown"
+    report = check_gradients(model, ["x"], ["y"], feeds=feeds)
+    onnx.checker.check_model(report.gradient_model, full_check=True)
+    assert report.ok, [(c.name, c.analytic, c.numeric) for c in report.checks if not c.ok]
+    assert len(report.checks) == 1
+    compare_with_reference(report.gradient_model, feeds_for(report.gradient_model, feeds))
+
+
+def test_missing_rule_reported_before_consumer() -> None:
+    """A custom op without a rule (nor a schema) feeding ReduceSum: the missing rule is the error,
+    not the rank ReduceSum's gradient cannot learn from that op's output."""
+    nodes = [helper.make_node("Foo", ["x"], ["c"], domain="my"), helper.make_node("ReduceSum", ["c"], ["y"], keepdims=0)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("my", 1)])
+    with pytest.raises(onnxgrad.NoGradientError, match="my::Foo"):
+        onnxgrad.gradients(model, "y", "x")

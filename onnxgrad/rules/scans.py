@@ -23,11 +23,11 @@ def cumprod(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     # product contains x_i. One CumProd over n copies of x (copy i has x_i := 1) gives every
     # such partial product without dividing by x, so zeros in x are exact.
     x = op.inputs[0]
-    r = g.rank(x)
-    axis = g.constant_value(op.inputs[1])
-    n = g.dims_of(x)[int(axis.reshape(-1)[0]) % r] if axis is not None else None
+    shape, axis = g.shape(x), g.constant_value(op.inputs[1])
+    n = shape[int(axis.reshape(-1)[0]) % len(shape)] if axis is not None and shape is not None else None
     if not isinstance(n, int):
-        return [_cumprod_dynamic(g, op, dy, r), None]
+        return [_cumprod_dynamic(g, op, dy), None]
+    r = len(shape)  # type: ignore[arg-type]
     a = int(axis.reshape(-1)[0]) % r  # type: ignore[union-attr]
     exclusive, reverse = op.attr("exclusive", 0), op.attr("reverse", 0)
     trailing = (1,) * (r - a - 1)
@@ -40,7 +40,16 @@ def cumprod(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     return [g.reduce_sum(weighted, [a + 1], keepdims=False), None]
 
 
-def _cumprod_dynamic(g: Emitter, op: Op, dy: str, r: int) -> str:
+def _column(g: Emitter, x: str) -> str:
+    """The shape (-1, 1, ..., 1) with one 1 per axis of x (at run time when x's rank is unknown)."""
+    shape = g.shape(x)
+    if shape is not None:
+        return g.ints([-1] + [1] * len(shape))
+    minus_one = g.ints([-1])
+    return g.Concat(minus_one, g.constant_of_shape(g.Shape(g.shape_of(x)), 1, like=minus_one), axis=0)
+
+
+def _cumprod_dynamic(g: Emitter, op: Op, dy: str) -> str:
     """The same partial products when the axis or its length is known only at run time.
 
     The copies stack along a new leading axis 0 (copy i sets x_i := 1), so x's axis keeps its
@@ -55,7 +64,7 @@ def _cumprod_dynamic(g: Emitter, op: Op, dy: str, r: int) -> str:
     ones = g.ones_like(x)
     position = g.unsqueeze(g.CumSum(ones, axis, exclusive=1), [0])  # j at x[..., j, ...]
     n = g.Gather(g.shape_of(x), axis, axis=0)
-    copy = g.Reshape(g.cast_like(g.Range(g.scalar_int(0), n, g.scalar_int(1)), x), g.ints([-1] + [1] * r))  # i
+    copy = g.Reshape(g.cast_like(g.Range(g.scalar_int(0), n, g.scalar_int(1)), x), _column(g, x))  # i
     eye = g.Equal(position, copy)
     copies = g.Where(eye, g.unsqueeze(ones, [0]), g.unsqueeze(x, [0]))
     partial = g.op("CumProd", copies, shifted, exclusive=exclusive or None, reverse=reverse or None)
