@@ -78,6 +78,29 @@ CASES += [
                                         ("st", i64(-2, 2))], opset=13),
 ]
 
+CASES += [
+    # DFT (opset 20) with a run-time axis and dft_length: forward/inverse, real/complex, onesided, IRFFT
+    *[Case(f"DFT/runtime-{name}", "DFT",
+           [("x", rand(2, 5, 3, last)), ("len", None if length is None else np.array(length, np.int64)),
+            ("axis", np.array(axis, np.int64))],
+           attrs={k: v for k, v in (("inverse", inv), ("onesided", one)) if v}, opset=20, constant=constant)
+      for name, last, length, axis, inv, one, constant in [
+          ("complex-axis-2", 2, None, -2, 0, 0, []), ("real-onesided", 1, None, 1, 0, 1, []),
+          ("inverse-padded", 2, 6, -3, 1, 0, []), ("real-onesided-truncated", 1, 4, 1, 0, 1, []),
+          ("real-padded-runtime-length", 1, 8, 1, 0, 0, ["axis"])]],
+    # opset 17 (axis an attribute) with a run-time dft_length
+    Case("DFT/op17-runtime-length", "DFT", [("x", rand(2, 5, 1)), ("len", np.array(7, np.int64))],
+         attrs={"onesided": 1}, opset=17),
+    Case("DFT/op17-runtime-length-irfft", "DFT", [("x", rand(2, 4, 2)), ("len", np.array(6, np.int64))],
+         attrs={"inverse": 1, "onesided": 1, "axis": 1}, opset=17),
+    Case("DFT/runtime-irfft-odd", "DFT", [("x", rand(2, 3, 4, 2)), ("len", np.array(5, np.int64)),
+                                          ("axis", np.array(1, np.int64))],
+         attrs={"inverse": 1, "onesided": 1}, opset=20),
+    Case("DFT/runtime-irfft-even-default-length", "DFT", [("x", rand(2, 4, 3, 2)), ("len", None),
+                                                          ("axis", np.array(-3, np.int64))],
+         attrs={"inverse": 1, "onesided": 1}, opset=20),
+]
+
 # Col2Im with a run-time block shape is first-order only: its gradient is a Conv whose kernel shape
 # exists only at run time, and the Conv rule needs that shape to build its own gradient.
 SECOND_ORDER = [c for c in CASES if c.id in ("CumProd/runtime-axis1-ex1-rev0", "CenterCropPad/runtime-crop-pad",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 import numpy as np
+from onnx import TensorProto
 
 from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
@@ -31,8 +32,8 @@ def dft(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     x = op.inputs[0]
     shape = g.static_dims(x, "DFT")
     r = len(shape)
-    if op.is_dynamic("axis"):
-        raise GradientArgumentError("the gradient of DFT needs its axis input to be a constant")
+    if op.is_dynamic("axis") or (op.input(1) and g.constant_value(op.input(1)) is None):
+        return [_dft_dynamic(g, op, dy, shape), None, None]
     a = int(op.arg("axis").reshape(-1)[0]) % r  # type: ignore[union-attr]
     inverse, onesided = op.attr("inverse", 0), op.attr("onesided", 0)
     if inverse and onesided:
@@ -45,6 +46,48 @@ def dft(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     elif n < length:
         back = g.pad(back, [0] * r + [length - n if d == a else 0 for d in range(r)])
     return [back, None, None]
+
+
+def _dft_dynamic(g: Emitter, op: Op, dy: str, shape: Sequence[int]) -> str:
+    """:func:`_dft_adjoint` (and the IRFFT's) when the axis or dft_length is known only at run time
+    (from opset 20, where DFT takes its axis as an input too): pads and slices along that axis
+    and the 1/n scalings are computed at run time."""
+    r = len(shape)
+    inverse, onesided = op.attr("inverse", 0), op.attr("onesided", 0)
+    static = None if op.is_dynamic("axis") else int(op.arg("axis").reshape(-1)[0]) % r  # type: ignore[union-attr]
+    if static is None:
+        axis = g.Reshape(g.cast(op.arg_input("axis"), TensorProto.INT64), g.ints([]))  # type: ignore[arg-type]
+        axis = g.Where(g.Less(axis, g.scalar_int(0)), g.Add(axis, g.scalar_int(r)), axis)
+    else:
+        axis = g.scalar_int(static)
+
+    def dft(t: str, **attrs: int) -> str:  # the axis as the opset wants it: an attribute before 20
+        return g.DFT(t, axis=static, **attrs) if static is not None else g.DFT(t, None, axis, **attrs)
+    length = g.Gather(g.ints(shape), axis, axis=0)
+    on_axis = g.Cast(g.Equal(g.ints(range(r)), axis), to=TensorProto.INT64)  # 1 at the axis, 0 elsewhere
+
+    def pad_end(t: str, amount: str) -> str:  # zeros appended along the axis
+        return g.pad(t, g.Concat(g.ints([0] * r), g.Mul(on_axis, amount), axis=0))
+
+    given = op.input(1)
+    default = g.Mul(g.Sub(length, g.scalar_int(1)), g.scalar_int(2)) if inverse and onesided else length
+    n = g.Reshape(g.cast(given, TensorProto.INT64), g.ints([])) if given else default
+    n_float = g.cast_like(n, dy)
+    if inverse and onesided:  # see _irfft_adjoint: bins 1..n-m count twice
+        half = dft(dy, onesided=1)
+        bin_ = g.CumSum(g.ones_like(half), axis, exclusive=1)
+        upper = g.Sub(n_float, g.cast_like(length, dy))
+        doubled = g.And(g.GreaterOrEqual(bin_, g.const(1, like=dy)), g.LessOrEqual(bin_, upper))
+        return g.Mul(half, g.Div(g.Where(doubled, g.const(2, like=dy), g.const(1, like=dy)), n_float))
+    if onesided:
+        dy = pad_end(dy, g.Sub(n, g.Add(g.Div(n, g.scalar_int(2)), g.scalar_int(1))))
+    back = dft(dy, inverse=1 - inverse)
+    back = g.Div(back, n_float) if inverse else g.Mul(back, n_float)
+    if shape[-1] == 1:  # a real input keeps the real part
+        back = g.slice(back, [0], [1], [r - 1])
+    # undo dft_length's zero-padding or truncation of x
+    back = g.Slice(back, g.ints([0]), g.Reshape(length, g.ints([1])), g.Reshape(axis, g.ints([1])))
+    return pad_end(back, g.Max(g.Sub(length, n), g.scalar_int(0)))
 
 
 def _irfft_adjoint(g: Emitter, op: Op, dy: str, x: str, shape: Sequence[int], a: int) -> str:
