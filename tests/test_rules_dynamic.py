@@ -101,6 +101,17 @@ CASES += [
          attrs={"inverse": 1, "onesided": 1}, opset=20),
 ]
 
+CASES += [
+    # STFT with a run-time frame step (two-sided, see test_rules_misc.py for why)
+    Case("STFT/runtime-step-window", "STFT", [("s", rand(2, 10, 1)), ("step", np.array(2, np.int64)),
+                                              ("w", rand(4, seed=1, low=0.5))], attrs={"onesided": 0}, opset=17),
+    Case("STFT/runtime-step-complex", "STFT", [("s", rand(1, 9, 2)), ("step", np.array(3, np.int64)),
+                                               ("w", rand(5, seed=2))], attrs={"onesided": 0}, opset=17),
+    Case("STFT/runtime-step-frame-length", "STFT", [("s", rand(2, 7, 1)), ("step", np.array(1, np.int64)), ("w", None),
+                                                    ("len", np.array(3, np.int64))], attrs={"onesided": 0}, opset=17,
+         constant=["len"]),
+]
+
 # Col2Im with a run-time block shape is first-order only: its gradient is a Conv whose kernel shape
 # exists only at run time, and the Conv rule needs that shape to build its own gradient.
 SECOND_ORDER = [c for c in CASES if c.id in ("CumProd/runtime-axis1-ex1-rev0", "CenterCropPad/runtime-crop-pad",

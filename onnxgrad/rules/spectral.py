@@ -109,19 +109,27 @@ def stft(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     # transformed; the adjoint transforms back, and overlap-adds the frames into the signal.
     signal, window = op.inputs[0], op.input(2)
     batch, length, parts = g.static_dims(signal, "STFT")
-    step = int(np.asarray(op.constant_input(1, "frame_step")).reshape(-1)[0])
+    step = g.constant_value(op.inputs[1])
     if window is not None:
         n = g.static_dims(window, "STFT")[0]
     else:
         n = int(np.asarray(op.constant_input(3, "frame_length")).reshape(-1)[0])
-    count = (length - n) // step + 1
-    positions = np.add.outer(np.arange(count) * step, np.arange(n))  # (frames, n)
-    frames = g.Gather(signal, g.ints(positions), axis=1)  # (B, F, n, parts)
+    if step is not None:
+        count = (length - n) // int(step.reshape(-1)[0]) + 1
+        known = np.add.outer(np.arange(count) * int(step.reshape(-1)[0]), np.arange(n))  # (frames, n)
+        positions, targets = g.ints(known), g.ints(known[..., None])
+    else:  # a frame step known only at run time: the frames' start positions too
+        step_t = g.Reshape(g.cast(op.inputs[1], TensorProto.INT64), g.ints([]))
+        frames_t = g.Add(g.Div(g.scalar_int(length - n), step_t), g.scalar_int(1))
+        starts = g.Mul(g.Range(g.scalar_int(0), frames_t, g.scalar_int(1)), step_t)
+        positions = g.Add(g.unsqueeze(starts, [1]), g.ints(np.arange(n).reshape(1, n)))
+        targets = g.reshape(positions, [-1, n, 1])  # (frames, n, 1): one coordinate per index
+    frames = g.Gather(signal, positions, axis=1)  # (B, F, n, parts)
     d_windowed = _dft_adjoint(g, dy, 2, 4, n, 0, op.attr("onesided", 1), parts == 1, like=signal)
     d_window = None
     if window is not None:
         d_window = g.reduce_sum(g.Mul(d_windowed, frames), [0, 1, 3], keepdims=False)
         d_windowed = g.Mul(d_windowed, g.reshape(window, [1, 1, n, 1]))
     per_position = g.transpose(d_windowed, [1, 2, 0, 3])  # (F, n, B, parts)
-    summed = g.scatter_nd_add(g.ints([length, batch, parts]), g.ints(positions[..., None]), per_position)
+    summed = g.scatter_nd_add(g.ints([length, batch, parts]), targets, per_position)
     return [g.transpose(summed, [1, 0, 2]), None, d_window, None]
