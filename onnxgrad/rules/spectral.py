@@ -112,6 +112,8 @@ def stft(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     step = g.constant_value(op.inputs[1])
     if window is not None:
         n = g.static_dims(window, "STFT")[0]
+    elif g.constant_value(op.input(3)) is None:
+        return [_stft_runtime_length(g, op, dy), None, None, None]
     else:
         n = int(np.asarray(op.constant_input(3, "frame_length")).reshape(-1)[0])
     if step is not None:
@@ -133,3 +135,28 @@ def stft(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     per_position = g.transpose(d_windowed, [1, 2, 0, 3])  # (F, n, B, parts)
     summed = g.scatter_nd_add(g.ints([length, batch, parts]), targets, per_position)
     return [g.transpose(summed, [1, 0, 2]), None, d_window, None]
+
+
+def _stft_runtime_length(g: Emitter, op: Op, dy: str) -> str:
+    """The signal's gradient of an STFT without window whose frame_length (and maybe frame_step)
+    is known only at run time: the same inverse transform and overlap-add, with the frame
+    positions, the onesided padding and the scaling by n computed at run time."""
+    signal = op.inputs[0]
+    batch, length, parts = g.static_dims(signal, "STFT")
+
+    def scalar(t: str) -> str:
+        return g.Reshape(g.cast(t, TensorProto.INT64), g.ints([]))
+
+    n, step = scalar(op.inputs[3]), scalar(op.inputs[1])
+    count = g.Add(g.Div(g.Sub(g.scalar_int(length), n), step), g.scalar_int(1))
+    starts = g.Mul(g.Range(g.scalar_int(0), count, g.scalar_int(1)), step)
+    positions = g.Add(g.unsqueeze(starts, [1]), g.unsqueeze(g.Range(g.scalar_int(0), n, g.scalar_int(1)), [0]))
+    if op.attr("onesided", 1):  # the dropped bins n//2+1 .. n-1 of each frame get zeros
+        dropped = g.Sub(n, g.Add(g.Div(n, g.scalar_int(2)), g.scalar_int(1)))
+        dy = g.pad(dy, g.Concat(g.ints([0] * 6), g.Reshape(dropped, g.ints([1])), g.ints([0]), axis=0))
+    back = g.Mul(g.DFT(dy, axis=2, inverse=1), g.cast_like(n, dy))  # the adjoint of the DFT: n * IDFT
+    if parts == 1:  # a real signal keeps the real part
+        back = g.slice(back, [0], [1], [3])
+    per_position = g.reshape(g.transpose(back, [1, 2, 0, 3]), [-1, batch, parts])  # (F * n, B, parts)
+    summed = g.scatter_nd_add(g.ints([length, batch, parts]), g.reshape(positions, [-1, 1]), per_position)
+    return g.transpose(summed, [1, 0, 2])
