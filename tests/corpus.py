@@ -53,8 +53,8 @@ _SOFTMAX_NAN = ("the forward pass itself computes NaN (Softmax of a fully masked
                 "with Where; the chain rule multiplies that NaN by a zero gradient (TensorFlow and JAX give NaN too)")
 _INF_OUTPUT = "output qk_matmul_output holds -inf (masked scores), so sum(u * y) is not finite"
 _ON_PIXELS = ("offsets of 0 put DeformConv's sampling points on pixel rows or columns, where bilinear "
-              "interpolation has a kink: the offset's one-sided derivatives differ there (tests/test_rules_deformconv.py "
-              "checks every input off the kinks)")
+              "interpolation has a kink: the offset's one-sided derivatives differ there "
+              "(tests/test_rules_deformconv.py checks every input off the kinks)")
 EXCEPTIONS: Dict[str, str] = {
     "test_basic_deform_conv_with_padding": _ON_PIXELS,
     "test_basic_deform_conv_without_padding": _ON_PIXELS,

@@ -51,8 +51,8 @@ CASES += [
     Case("Col2Im/runtime-pads-strides-dilations", "Col2Im",
          [("x", rand(2, 8, 8)), ("img", i64(5, 4)), ("block", i64(2, 2))],
          attrs={"pads": [1, 0, 0, 1], "strides": [2, 1], "dilations": [2, 1]}, opset=18, dtypes=("float32",)),
-    Case("Col2Im/runtime-3d-block", "Col2Im", [("x", rand(1, 3 * 4, 8)), ("img", i64(3, 2, 3)), ("block", i64(2, 1, 2))],
-         opset=18, dtypes=("float32",)),
+    Case("Col2Im/runtime-3d-block", "Col2Im",
+         [("x", rand(1, 3 * 4, 8)), ("img", i64(3, 2, 3)), ("block", i64(2, 1, 2))], opset=18, dtypes=("float32",)),
     Case("Col2Im/symbolic-batch", "Col2Im", [("x", rand(2, 2 * 4, 6)), ("img", i64(3, 4)), ("block", i64(2, 2))],
          opset=18, constant=["img", "block"], symbolic_dims=["x"], dtypes=("float32",)),
 ]
@@ -204,7 +204,8 @@ def test_unknown_rank(case: RankCase) -> None:
 def test_missing_rule_reported_before_consumer() -> None:
     """A custom op without a rule (nor a schema) feeding ReduceSum: the missing rule is the error,
     not the rank ReduceSum's gradient cannot learn from that op's output."""
-    nodes = [helper.make_node("Foo", ["x"], ["c"], domain="my"), helper.make_node("ReduceSum", ["c"], ["y"], keepdims=0)]
+    nodes = [helper.make_node("Foo", ["x"], ["c"], domain="my"),
+             helper.make_node("ReduceSum", ["c"], ["y"], keepdims=0)]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("my", 1)])

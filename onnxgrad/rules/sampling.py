@@ -151,7 +151,7 @@ def _deform_conv_forward(b: Emitter, op: Op) -> str:
     one, zero = b.const(1, like=x), b.const(0, like=x)
     pixels = b.reshape(x, [0, og, c // og, height * width])
     every_channel = b.Concat(b.Shape(pixels, end=3), b.ints([k * p]), axis=0)
-    sampled = None
+    terms = []
     for a, e in ((0, 0), (0, 1), (1, 0), (1, 1)):
         row, col = b.Add(h0, b.const(a, like=x)), b.Add(v0, b.const(e, like=x))
         weight = b.Mul(frac_h if a else b.Sub(one, frac_h), frac_w if e else b.Sub(one, frac_w))
@@ -161,8 +161,8 @@ def _deform_conv_forward(b: Emitter, op: Op) -> str:
         flat = b.Add(b.Mul(b.Clip(row, zero, b.const(height - 1, like=x)), b.const(width, like=x)),
                      b.Clip(col, zero, b.const(width - 1, like=x)))
         index = b.Expand(b.reshape(b.Cast(flat, to=TensorProto.INT64), [0, og, 1, k * p]), every_channel)
-        term = b.Mul(b.GatherElements(pixels, index, axis=3), weight)
-        sampled = term if sampled is None else b.Add(sampled, term)
+        terms.append(b.Mul(b.GatherElements(pixels, index, axis=3), weight))
+    sampled = b.Sum(*terms)
     if mask is not None:
         sampled = b.Mul(sampled, b.reshape(mask, [0, og, 1, k * p]))
     columns = b.reshape(sampled, [0, group, (c // group) * k, p])  # channel-major, then tap, per group

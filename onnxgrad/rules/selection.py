@@ -31,15 +31,15 @@ def compress(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
 @register_gradient("CenterCropPad", inputs=[0])
 def center_crop_pad(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     x = op.inputs[0]
-    dims, target = g.static_shape(x), g.constant_value(op.inputs[1])
-    if dims is None or target is None:
+    dims, wanted = g.static_shape(x), g.constant_value(op.inputs[1])
+    if dims is None or wanted is None:
         # cropping and padding about the centre are each other's adjoints with the same offsets:
         # centre dy back to x's extents on the same axes
         axes = op.attr("axes")
         extents = g.shape_of(x) if axes is None else g.Gather(g.shape_of(x), g.ints(axes), axis=0)
         return [g.CenterCropPad(dy, extents, axes=axes), None]
     r = len(dims)
-    target = [int(t) for t in target]
+    target = [int(t) for t in wanted]
     axes = [a % r for a in op.attr("axes", list(range(r)))]
     crop = [0] * (2 * r)  # dy padded back to x where the op cropped
     starts, ends = [], []  # dy sliced back to x where the op padded

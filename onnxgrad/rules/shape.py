@@ -7,7 +7,7 @@ so a symbolic batch dimension never blocks a gradient. Integer inputs (shapes, a
 repeats) get no gradient.
 """
 
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 from onnx import TensorProto
@@ -86,8 +86,8 @@ def slice_(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     x = op.inputs[0]
     params = op.slice_params()
     shape = g.shape(x)
-    rank = len(shape) if shape is not None else None
-    if params is not None and rank is not None:
+    if params is not None and shape is not None:
+        rank = len(shape)
         starts, ends, axes, steps = params
         maybe = [_static_dim(g, x, a % rank) for a in axes]
         dims = [d for d in maybe if d is not None]
@@ -155,12 +155,13 @@ def _pad_params(g: Emitter, op: Op) -> Tuple[str, Optional[List[int]], Optional[
     axes_name = op.input(3)
     if op.is_dynamic("pads") or (axes_name and g.constant_value(axes_name) is None):
         return mode, None, value
-    rank = g.rank(x) if axes_name else _rank(g, x, op.arg_input("pads"), 2) if op.arg_input("pads") else g.rank(x)
-    axes = g.constant_value(axes_name) if axes_name else np.arange(rank)
+    rank = _rank(g, x, None if axes_name else op.arg_input("pads"), 2)  # pads over every axis tell the rank
+    given = g.constant_value(axes_name)
+    axes = [int(a) for a in given] if given is not None else list(range(rank))
     pads = op.ints("pads") or []  # a required argument
     full = [0] * (2 * rank)
     k = len(axes)
-    for i, a in enumerate(int(a) % rank for a in axes):
+    for i, a in enumerate(a % rank for a in axes):
         full[a], full[rank + a] = int(pads[i]), int(pads[k + i])
     return mode, full, value
 
@@ -262,14 +263,14 @@ def pad(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     else:
         rank = len(pads) // 2
         padded = [a for a in range(rank) if pads[a] or pads[rank + a]]
-        sizes = {a: _static_dim(g, x, a) for a in padded}
-        if any(p < 0 for p in pads) or any(n is None for n in sizes.values()):  # crops or run-time sizes
+        sizes = [_static_dim(g, x, a) for a in padded]
+        if any(p < 0 for p in pads) or None in sizes:  # crops, or sizes known only at run time
             return [_unpad_by_positions(g, op, dy, pads), None, None, None]
         dx = dy
-        for a in padded:
-            b, e, n = pads[a], pads[rank + a], sizes[a]
+        for a, n in zip(padded, cast(List[int], sizes)):
+            b, e = pads[a], pads[rank + a]
             middle = g.slice(dx, [b], [b + n], [a])
-            dx = g.Sum(middle, *_border_grads(g, dx, a, rank, b, e, n, mode))  # type: ignore[arg-type]
+            dx = g.Sum(middle, *_border_grads(g, dx, a, rank, b, e, n, mode))
     dvalue = None
     if value is not None and g.is_float(value):
         # the padded cells hold the value: their gradients, i.e. all of dy minus what reached x
