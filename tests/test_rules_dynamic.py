@@ -211,3 +211,16 @@ def test_missing_rule_reported_before_consumer() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("my", 1)])
     with pytest.raises(onnxgrad.NoGradientError, match="my::Foo"):
         onnxgrad.gradients(model, "y", "x")
+
+
+def test_rule_less_op_feeding_an_input_without_gradient_is_fine() -> None:
+    """The same custom op feeding only an input the consumer's rule does not differentiate (the
+    grid of GridSample) stops nothing: no gradient reaches it, so no rule is asked for."""
+    nodes = [helper.make_node("Foo", ["x"], ["grid"], domain="my"),
+             helper.make_node("GridSample", ["x", "grid"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 2, 2])],
+                              value_info=[helper.make_tensor_value_info("grid", TensorProto.FLOAT, [1, 2, 2, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("my", 1)])
+    result = onnxgrad.gradients(model, "y", "x")
+    assert result.names[0] is not None
