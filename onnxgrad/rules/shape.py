@@ -42,8 +42,11 @@ for _op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze"):
 @register_gradient("Transpose")
 def transpose(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     perm = op.attr("perm")
-    if not perm:  # reversing the axes is its own inverse, whatever the rank
-        return [g.Transpose(dy)]
+    if not perm:
+        shape = g.shape(op.inputs[0])
+        if shape is None:  # reversing the axes is its own inverse, whatever the rank
+            return [g.Transpose(dy)]
+        perm = list(reversed(range(len(shape))))
     return [g.transpose(dy, list(np.argsort(perm)))]
 
 

@@ -119,13 +119,12 @@ def stft(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     if step is not None:
         count = (length - n) // int(step.reshape(-1)[0]) + 1
         known = np.add.outer(np.arange(count) * int(step.reshape(-1)[0]), np.arange(n))  # (frames, n)
-        positions, targets = g.ints(known), g.ints(known[..., None])
+        positions = g.ints(known)
     else:  # a frame step known only at run time: the frames' start positions too
         step_t = g.Reshape(g.cast(op.inputs[1], TensorProto.INT64), g.ints([]))
         frames_t = g.Add(g.Div(g.scalar_int(length - n), step_t), g.scalar_int(1))
         starts = g.Mul(g.Range(g.scalar_int(0), frames_t, g.scalar_int(1)), step_t)
         positions = g.Add(g.unsqueeze(starts, [1]), g.ints(np.arange(n).reshape(1, n)))
-        targets = g.reshape(positions, [-1, n, 1])  # (frames, n, 1): one coordinate per index
     frames = g.Gather(signal, positions, axis=1)  # (B, F, n, parts)
     d_windowed = _dft_adjoint(g, dy, 2, 4, n, 0, op.attr("onesided", 1), parts == 1, like=signal)
     d_window = None
@@ -133,7 +132,10 @@ def stft(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
         d_window = g.reduce_sum(g.Mul(d_windowed, frames), [0, 1, 3], keepdims=False)
         d_windowed = g.Mul(d_windowed, g.reshape(window, [1, 1, n, 1]))
     per_position = g.transpose(d_windowed, [1, 2, 0, 3])  # (F, n, B, parts)
-    summed = g.scatter_nd_add(g.ints([length, batch, parts]), targets, per_position)
+    size = g.ints([length, batch, parts])
+    # (frames, n, 1): one coordinate per index
+    targets = g.ints(known[..., None]) if step is not None else g.reshape(positions, [-1, n, 1])
+    summed = g.scatter_nd_add(size, targets, per_position)
     return [g.transpose(summed, [1, 0, 2]), None, d_window, None]
 
 
