@@ -177,8 +177,9 @@ class Emitter:
         s = self.shape(name)
         if s is None:
             raise GradientArgumentError(
-                f"the rank of tensor {name!r} is unknown; its gradient needs it "
-                "(give the model's inputs shapes, or run onnx.shape_inference first)"
+                f"the gradient written under {self.scope!r} needs the rank of tensor {name!r}, which the model "
+                "leaves to run time (shape inference cannot tell it); declare that tensor's shape in the model "
+                "(a value_info) to differentiate through it"
             )
         return len(s)
 

@@ -160,6 +160,8 @@ RANK_CASES: List[RankCase] = [
                                     ("a", np.array([-1], np.int64))], ()),
     ("CumProd/runtime-axis", "CumProd", {}, [("a", np.array(-1, np.int64))], ()),
     ("CumProd/constant-axis", "CumProd", {}, [("a", np.array(1, np.int64))], ("a",)),
+    ("Compress/axis-1", "Compress", {"axis": -1}, [("c", np.array([1, 0, 1, 1], bool))], ()),
+    ("Compress/axis0", "Compress", {"axis": 0}, [("c", np.array([0, 1], bool))], ()),
 ]
 
 
@@ -172,7 +174,7 @@ def _rank_unknown_model(op_type: str, attrs: Dict[str, Any], extra: Sequence[Tup
     feeds: Dict[str, np.ndarray] = {"x": x, "sq": np.array([1], np.int64), **dict(fed)}
     inputs = [helper.make_tensor_value_info("x", TensorProto.DOUBLE, x.shape),
               helper.make_tensor_value_info("sq", TensorProto.INT64, [1])]
-    inputs += [helper.make_tensor_value_info(n, TensorProto.INT64, v.shape) for n, v in fed]
+    inputs += [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for n, v in fed]
     inits = [numpy_helper.from_array(v, n) for n, v in extra if n in constants]
     nodes = [helper.make_node("Squeeze", ["x", "sq"], ["t"]),
              helper.make_node(op_type, ["t", *(n for n, _ in extra)], ["y"], **attrs)]

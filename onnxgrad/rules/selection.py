@@ -20,6 +20,12 @@ def compress(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
         flat_shape = g.Reshape(g.Size(x), g.ints([1]))
         flat = g.ScatterND(g.constant_of_shape(flat_shape, 0.0, like=x), picked, dy)
         return [g.reshape(flat, g.shape_of(x)), None]
+    if g.shape(x) is None:  # Compress the positions of x the same way: where each kept element came from
+        positions = g.Reshape(g.Range(g.scalar_int(0), g.Size(x), g.scalar_int(1)), g.shape_of(x))
+        kept = g.reshape(g.Compress(positions, condition, axis=axis), [-1])
+        flat = g.scatter_elements_add(g.Reshape(g.Size(x), g.ints([1])), kept, g.reshape(dy, [-1]), axis=0,
+                                      unique=True)
+        return [g.reshape(flat, g.shape_of(x)), None]
     r = g.rank(x)
     a = axis % r
     perm = [a] + [d for d in range(r) if d != a]
