@@ -102,6 +102,23 @@ class Emitter:
         #: follow run-time-axes reductions by a no-op Slice stating x's dims (targets.py: tract)
         self.restate_dims = False
 
+    def nested(self) -> "Emitter":
+        """An emitter writing the nodes of a new subgraph (a Loop body a rule builds), for the
+        caller to wrap in a GraphProto (``helper.make_graph(b.nodes, ...)``).
+
+        It has its own node list. The names it picks stay unique across this emitter and every
+        other nested one, and the types it records are shared (a subgraph's outputs are typed
+        from them). The enclosing graph's constants stay readable, as a subgraph reads its
+        enclosing scope; the constants it makes stay inside it."""
+        b = Emitter.__new__(Emitter)
+        b.index, b._sink, b.opset, b.prefix, b.scope = self.index, None, self.opset, self.prefix, self.scope
+        b.nodes, b.node_io = [], []
+        b._types, b._shapes, b._counts, b._taken = self._types, self._shapes, self._counts, self._taken
+        b._const_cache, b._shape_of_cache = dict(self._const_cache), dict(self._shape_of_cache)
+        b._const_values, b._defined = self._const_values, self._defined
+        b.zeros, b.combiners, b.extra_inputs = self.zeros, self.combiners, self.extra_inputs
+        return b
+
     # ---------------------------------------------------------------- names
     def fresh(self, hint: str) -> str:
         """A name under the current scope that no tensor or node uses yet."""
@@ -162,8 +179,9 @@ class Emitter:
         s = self.shape(name)
         if s is None:
             raise GradientArgumentError(
-                f"the rank of tensor {name!r} is unknown; its gradient needs it "
-                "(give the model's inputs shapes, or run onnx.shape_inference first)"
+                f"the gradient written under {self.scope!r} needs the rank of tensor {name!r}, which the model "
+                "leaves to run time (shape inference cannot tell it); declare that tensor's shape in the model "
+                "(a value_info) to differentiate through it"
             )
         return len(s)
 

@@ -158,6 +158,13 @@ def backprop(
         in_names = ops.inputs(op)
         in_grads: Sequence[Optional[str]] = ()
         if op < ops.n_nodes and op not in stop_ops and any(dg is not None for dg in out_grads):
+            # an input's producer without a rule is the real blocker: report it before this rule
+            # fails on what that producer leaves unknown (its output's rank, say)
+            entry = _rule_entry(index, op)
+            if entry.status != registry.NON_DIFFERENTIABLE:
+                for k, t in enumerate(in_names):
+                    if t and may_be_float(t) and (entry.inputs is None or k in entry.inputs):
+                        wanted(t)
             in_grads = _call_rule(g, index, op, out_grads, wanted)
         for t, dg in zip(in_names, in_grads):
             if t and dg is not None and may_be_float(t):

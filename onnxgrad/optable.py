@@ -277,7 +277,7 @@ _BOOL = OpSpec(dtype=_fixed(TensorProto.BOOL))
 #: typed input (arithmetic, data movement, the forward ops rules re-emit) share one entry.
 OPS: Dict[str, OpSpec] = {
     **{op: _SAME for op in """
-        Abs Acos Acosh Add AffineGrid Asin Asinh Atan Atanh AveragePool BatchNormalization Ceil Celu Clip
+        Abs Acos Acosh Add AffineGrid Asin Asinh Atan Atanh AveragePool BatchNormalization Ceil Celu CenterCropPad Clip
         Col2Im Conv ConvTranspose Cos Cosh CumProd CumSum Det Div Dropout Einsum Elu Erf
         Exp Expand EyeLike Floor Gather GatherElements GatherND Gelu GridSample GroupNormalization HardSigmoid
         HardSwish Identity InstanceNormalization LayerNormalization LeakyRelu Log LogSoftmax LpNormalization

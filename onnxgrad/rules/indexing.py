@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from onnx import TensorProto
 
-from ..emitter import Emitter, Op
+from ..emitter import END, Emitter, Op
 from ..errors import GradientArgumentError
 from ..registry import register_gradient
 
@@ -27,6 +27,8 @@ from ..registry import register_gradient
 @register_gradient("Gather")
 def gather(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     data, idx = op.inputs
+    if g.shape(data) is None or g.shape(idx) is None:
+        return [_gather_unknown_rank(g, data, idx, op.attr("axis", 0), dy), None]
     rank = g.rank(data)
     axis = op.attr("axis", 0) % rank
     if g.rank(idx) == 0:  # a scalar index dropped the axis: restore it as a 1-element index
@@ -37,6 +39,24 @@ def gather(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     dy_rows = g.transpose(dy, list(range(axis, axis + q)) + list(range(axis)) + list(range(axis + q, rank - 1 + q)))
     rows = g.scatter_nd_add(g.dims(data, front), g.unsqueeze(idx, [q]), dy_rows)
     return [g.transpose(rows, list(np.argsort(front))), None]
+
+
+def _gather_unknown_rank(g: Emitter, data: str, idx: str, axis: int, dy: str) -> str:
+    """Gather's gradient when the rank of data or of the indices is unknown: data viewed as
+    (before, n, after) around the axis and dy as (before, indices, after), all from run-time
+    shapes, so only rank-3 tensors are transposed."""
+    shape = g.shape_of(data)
+    one = g.ints([1])
+
+    def product(dims: str) -> str:  # a leading 1 keeps the product of no dims defined
+        return g.ReduceProd(g.Concat(one, dims, axis=0), axes=[0], keepdims=1)
+
+    before = product(g.Slice(shape, g.ints([0]), g.ints([axis]))) if axis != 0 else one
+    after = product(g.Slice(shape, g.ints([axis + 1]), g.ints([END]))) if axis != -1 else one
+    n = g.Gather(shape, g.ints([axis]), axis=0)
+    dy_rows = g.Transpose(g.Reshape(dy, g.Concat(before, g.ints([-1]), after, axis=0)), perm=[1, 0, 2])
+    rows = g.scatter_nd_add(g.Concat(n, before, after, axis=0), g.Reshape(idx, g.ints([-1, 1])), dy_rows)
+    return g.Reshape(g.Transpose(rows, perm=[1, 0, 2]), shape)
 
 
 @register_gradient("GatherElements")

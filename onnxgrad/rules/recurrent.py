@@ -34,20 +34,8 @@ from ..errors import GradientArgumentError
 from ..registry import register_gradient
 
 # ---------------------------------------------------------------- nested graphs
-# The functions of this section are the only place that builds a subgraph (sequence.py uses them
-# too); onnxgrad/subgraph.py can replace them.
-
-
-def _body_emitter(g: Emitter) -> Emitter:
-    """An emitter writing a Loop body: fresh node list, names unique across ``g`` and every body,
-    ``g``'s constants readable from the enclosing scope, new constants kept inside the body."""
-    b = Emitter.__new__(Emitter)
-    b.__dict__.update({k: v for k, v in g.__dict__.items() if not callable(v)})  # no emit closures bound to g
-    b._sink = None
-    b.nodes, b.node_io = [], []
-    b._const_cache = dict(g._const_cache)
-    b._shape_of_cache = dict(g._shape_of_cache)
-    return b
+# The helpers of this section build Loop bodies with the emitter's nested emitter (Emitter.nested);
+# sequence.py uses them too.
 
 
 def _body_input(b: Emitter, hint: str, elem_type: int, shape: Optional[list] = None) -> str:
@@ -392,7 +380,7 @@ def _counter(b: Emitter) -> List[Tuple[str, int, Optional[list]]]:
 def _forward(g: Emitter, d: _Direction) -> Tuple[List[str], str]:
     """Recompute the recurrence: the stacked states entering each processing step ([h] or [h, c],
     each [T, B, H]) and the time indices T-1 .. 0 (to turn a stack over the steps around)."""
-    b = _body_emitter(g)
+    b = g.nested()
     et = g.dtype(d.A)
     counter = _counter(b)
     i, cond = counter[0][0], counter[1][0]
@@ -428,7 +416,7 @@ class _Backprop:
 def _backward(g: Emitter, d: _Direction, stored: List[str], dY: Optional[str], d_final: List[str]) -> _Backprop:
     """The reverse pass over the steps, from the gradients of the final states ``d_final`` and
     of ``Y`` (``dY``, [T, B, H] or None), reading the states ``stored`` by the forward loop."""
-    b = _body_emitter(g)
+    b = g.nested()
     et = g.dtype(d.A)
     p = d.params
     counter = _counter(b)

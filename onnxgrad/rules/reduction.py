@@ -35,12 +35,19 @@ class _Reduced:
         # the axes input when its value is only known at run time
         self.dynamic: Optional[str] = op.arg_input("axes") if op.is_dynamic("axes") else None
         self.axes: Optional[List[int]] = None
+        # the axes as written (None: every axis) when x's rank is unknown: ONNX reads negative
+        # axes itself, and y's shape restores the reduced axes at run time
+        self.given: Optional[List[int]] = None
         if self.dynamic is None:
             axes = op.axes()
             if not axes:  # absent or empty: every axis, or none with noop_with_empty_axes
                 axes = [] if self.noop else None
-            rank = g.rank(self.x)
-            self.axes = sorted(a % rank for a in (range(rank) if axes is None else axes))
+            shape = g.shape(self.x)
+            if shape is None:
+                self.given = axes
+            else:
+                rank = len(shape)
+                self.axes = sorted(a % rank for a in (range(rank) if axes is None else axes))
 
     def keep(self, t: str) -> str:
         """A y-shaped tensor with the reduced axes restored as size 1 (keepdims form)."""
@@ -54,6 +61,8 @@ class _Reduced:
         """``op_type`` over the same axes, keepdims=1."""
         if self.axes is not None:
             return self.g.reduce(op_type, t, self.axes, keepdims=True)
+        if self.dynamic is None:
+            return self.g.reduce(op_type, t, self.given, keepdims=True)
         return self.g.emit(op_type, t, self.dynamic, keepdims=1, noop_with_empty_axes=self.noop)
 
     def sum(self, t: str) -> str:
@@ -73,7 +82,7 @@ class _Reduced:
 
     def expand(self, t: str) -> str:
         """A keepdims-shaped tensor broadcast to x's shape."""
-        if self.axes == []:  # nothing was reduced
+        if self.axes == [] or (self.axes is None and self.dynamic is None and self.given == []):  # nothing reduced
             return t
         return self.g.Expand(t, self.g.shape_of(self.x))
 

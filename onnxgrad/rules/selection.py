@@ -20,6 +20,12 @@ def compress(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
         flat_shape = g.Reshape(g.Size(x), g.ints([1]))
         flat = g.ScatterND(g.constant_of_shape(flat_shape, 0.0, like=x), picked, dy)
         return [g.reshape(flat, g.shape_of(x)), None]
+    if g.shape(x) is None:  # Compress the positions of x the same way: where each kept element came from
+        positions = g.Reshape(g.Range(g.scalar_int(0), g.Size(x), g.scalar_int(1)), g.shape_of(x))
+        kept = g.reshape(g.Compress(positions, condition, axis=axis), [-1])
+        flat = g.scatter_elements_add(g.Reshape(g.Size(x), g.ints([1])), kept, g.reshape(dy, [-1]), axis=0,
+                                      unique=True)
+        return [g.reshape(flat, g.shape_of(x)), None]
     r = g.rank(x)
     a = axis % r
     perm = [a] + [d for d in range(r) if d != a]
@@ -31,9 +37,15 @@ def compress(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
 @register_gradient("CenterCropPad", inputs=[0])
 def center_crop_pad(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     x = op.inputs[0]
-    dims = g.static_dims(x, "CenterCropPad")
+    dims, wanted = g.static_shape(x), g.constant_value(op.inputs[1])
+    if dims is None or wanted is None:
+        # cropping and padding about the centre are each other's adjoints with the same offsets:
+        # centre dy back to x's extents on the same axes
+        axes = op.attr("axes")
+        extents = g.shape_of(x) if axes is None else g.Gather(g.shape_of(x), g.ints(axes), axis=0)
+        return [g.CenterCropPad(dy, extents, axes=axes), None]
     r = len(dims)
-    target = [int(t) for t in op.constant_input(1, "shape")]
+    target = [int(t) for t in wanted]
     axes = [a % r for a in op.attr("axes", list(range(r)))]
     crop = [0] * (2 * r)  # dy padded back to x where the op cropped
     starts, ends = [], []  # dy sliced back to x where the op padded

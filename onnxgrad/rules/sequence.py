@@ -23,7 +23,7 @@ from onnx import TensorProto
 from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
 from ..registry import register_gradient
-from .recurrent import _body_emitter, _body_input, _graph
+from .recurrent import _body_input, _graph
 
 
 @register_gradient("Optional", since=15)
@@ -95,7 +95,7 @@ def add_sequences(g: Emitter, parts: List[str], seq: str) -> str:
         return _sequence_grad(g, g.SequenceConstruct(*[
             g.Sum(*[g.SequenceAt(p, g.scalar_int(j)) for p in parts]) for j in range(len(src.inputs))]), seq)
     _need_sequence_loops(g, f"adding the gradients of sequence {seq!r}, used more than once,")
-    b = _body_emitter(g)
+    b = g.nested()
     i = _body_input(b, "position", TensorProto.INT64, [])
     cond = _body_input(b, "cond", TensorProto.BOOL, [])
     acc = _body_input(b, "sum", g.dtype(parts[0]))
@@ -122,7 +122,7 @@ def _zeros_like_sequence(g: Emitter, seq: str) -> str:
     if src is not None:
         return g.SequenceConstruct(*[g.zeros_like(t) for t in src.inputs])
     _need_sequence_loops(g, f"the gradient of an element of sequence {seq!r} (zeros for the others)")
-    b = _body_emitter(g)
+    b = g.nested()
     i = _body_input(b, "position", TensorProto.INT64, [])
     cond = _body_input(b, "cond", TensorProto.BOOL, [])
     acc = _body_input(b, "zeros", g.dtype(seq))
@@ -192,7 +192,7 @@ def concat_from_sequence(g: Emitter, op: Op, dy: Optional[str]) -> List[Optional
 
 def _sizes_along(g: Emitter, seq: str, axis: int) -> str:
     """The size of each element of ``seq`` along ``axis`` (1-D int64): a Loop over the elements."""
-    b = _body_emitter(g)
+    b = g.nested()
     i = _body_input(b, "position", TensorProto.INT64, [])
     cond = _body_input(b, "cond", TensorProto.BOOL, [])
     elem = b.SequenceAt(seq, i)

@@ -7,9 +7,10 @@ so a symbolic batch dimension never blocks a gradient. Integer inputs (shapes, a
 repeats) get no gradient.
 """
 
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
+from onnx import TensorProto
 
 from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
@@ -40,7 +41,12 @@ for _op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze"):
 
 @register_gradient("Transpose")
 def transpose(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
-    perm = op.attr("perm") or list(reversed(range(g.rank(op.inputs[0]))))
+    perm = op.attr("perm")
+    if not perm:
+        shape = g.shape(op.inputs[0])
+        if shape is None:  # reversing the axes is its own inverse, whatever the rank
+            return [g.Transpose(dy)]
+        perm = list(reversed(range(len(shape))))
     return [g.transpose(dy, list(np.argsort(perm)))]
 
 
@@ -81,9 +87,10 @@ def split(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]:
 @register_gradient("Slice")
 def slice_(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     x = op.inputs[0]
-    rank = g.rank(x)
     params = op.slice_params()
-    if params is not None:
+    shape = g.shape(x)
+    if params is not None and shape is not None:
+        rank = len(shape)
         starts, ends, axes, steps = params
         maybe = [_static_dim(g, x, a % rank) for a in axes]
         dims = [d for d in maybe if d is not None]
@@ -102,7 +109,7 @@ def slice_(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
         picked = g.Slice(positions, *op.inputs[1:])
     elif params is not None and static is not None:
         starts, ends, axes, steps = params
-        index = [slice(None)] * rank
+        index = [slice(None)] * len(static)
         for a, s, e, st in zip(axes, starts, ends, steps):
             index[a % rank] = slice(s, e, st)
         picked = g.ints(np.arange(int(np.prod(static))).reshape(static)[tuple(index)].reshape(-1))
@@ -116,7 +123,7 @@ def slice_(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
 @register_gradient("Tile")
 def tile(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     x, repeats = op.inputs[0], op.inputs[1]
-    rank = g.rank(x)
+    rank = _rank(g, x, repeats, 1)
     reps = g.constant_value(repeats)
     if reps is not None and all(int(r) == 1 for r in reps):
         return [dy, None]
@@ -131,20 +138,33 @@ def tile(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
 
 
 # ---------------------------------------------------------------- Pad
+def _rank(g: Emitter, x: str, parameter: Optional[str], per_axis: int) -> int:
+    """The rank of ``x``, or when unknown, the length of its ``per_axis`` values per axis
+    ``parameter`` (Tile's repeats, Pad's pads) divided by ``per_axis``."""
+    shape = g.shape(x)
+    if shape is not None:
+        return len(shape)
+    length = (g.shape(parameter) or (None,))[0] if parameter else None
+    if not isinstance(length, int):
+        g.rank(x)  # the error names x
+    return int(length) // per_axis  # type: ignore[arg-type]
+
+
 def _pad_params(g: Emitter, op: Op) -> Tuple[str, Optional[List[int]], Optional[str]]:
     """(mode, pads as [begin..., end...] over every axis or None when dynamic, constant value input)."""
     x = op.inputs[0]
-    rank = g.rank(x)
     mode = op.attr("mode", "constant")
     value = op.arg_input("value")  # a tensor (from opset 11) has a gradient, an attribute not
     axes_name = op.input(3)
-    axes = g.constant_value(axes_name) if axes_name else np.arange(rank)
-    if op.is_dynamic("pads") or axes is None:
+    if op.is_dynamic("pads") or (axes_name and g.constant_value(axes_name) is None):
         return mode, None, value
+    rank = _rank(g, x, None if axes_name else op.arg_input("pads"), 2)  # pads over every axis tell the rank
+    given = g.constant_value(axes_name)
+    axes = [int(a) for a in given] if given is not None else list(range(rank))
     pads = op.ints("pads") or []  # a required argument
     full = [0] * (2 * rank)
     k = len(axes)
-    for i, a in enumerate(int(a) % rank for a in axes):
+    for i, a in enumerate(a % rank for a in axes):
         full[a], full[rank + a] = int(pads[i]), int(pads[k + i])
     return mode, full, value
 
@@ -162,10 +182,10 @@ def _unpad_constant(g: Emitter, dy: str, pads: List[int], rank: int) -> str:
 def _unpad_dynamic(g: Emitter, op: Op, dy: str) -> str:
     """Constant mode with pads known only at run time (opset 11+)."""
     x, pads, axes = op.inputs[0], op.input(1), op.input(3)
-    rank = g.rank(x)
     axes_value = g.constant_value(axes)
     if axes is not None and axes_value is None:
-        raise GradientArgumentError("the gradient of Pad needs its axes input to be a constant")
+        return _unpad_by_positions(g, op, dy)
+    rank = g.rank(x) if axes is not None else _rank(g, x, pads, 2)
     axes_list = [int(a) % rank for a in axes_value] if axes_value is not None else list(range(rank))
     k = len(axes_list)
     zero = g.const(0, like=pads)
@@ -214,28 +234,44 @@ def _border_grads(g: Emitter, dy: str, axis: int, rank: int, b: int, e: int, n: 
     return out
 
 
+def _unpad_by_positions(g: Emitter, op: Op, dy: str, pads: Optional[List[int]] = None) -> str:
+    """Pad's gradient for any mode, pads, axes and shapes known only at run time: the same Pad
+    applied to the flat positions of x says which element of x each cell of y copies (-1 for a
+    constant cell), and dy is summed into those positions. ``pads``: over every axis, when static."""
+    x = op.inputs[0]
+    positions = g.Reshape(g.Range(g.scalar_int(0), g.Size(x), g.scalar_int(1)), g.shape_of(x))
+    mode = op.attr("mode", "constant")
+    if pads is not None:
+        source = g.Pad(positions, pads=pads, value=-1.0, mode=mode)
+    else:
+        filler = g.const(np.array(-1, np.int64), dtype=TensorProto.INT64) if mode == "constant" else None
+        source = g.Pad(positions, op.inputs[1], filler, op.input(3), mode=mode)
+    if mode == "constant":  # constant cells copy nothing: they add zero to position 0
+        padded = g.Less(source, g.scalar_int(0))
+        source = g.Where(padded, g.scalar_int(0), source)
+        dy = g.Where(padded, g.zeros_like(dy), dy)
+    source, flat_dy = g.reshape(source, [-1]), g.reshape(dy, [-1])
+    size = g.Reshape(g.Size(x), g.ints([1]))
+    return g.reshape(g.scatter_elements_add(size, source, flat_dy, axis=0), g.shape_of(x))
+
+
 @register_gradient("Pad")
 def pad(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     x = op.inputs[0]
-    rank = g.rank(x)
     mode, pads, value = _pad_params(g, op)
     if pads is None:
-        if mode != "constant":
-            raise GradientArgumentError(f"the gradient of Pad in {mode!r} mode needs constant pads")
-        dx = _unpad_dynamic(g, op, dy)
+        dx = _unpad_dynamic(g, op, dy) if mode == "constant" else _unpad_by_positions(g, op, dy)
     elif mode == "constant":
-        dx = _unpad_constant(g, dy, pads, rank)
+        dx = _unpad_constant(g, dy, pads, len(pads) // 2)
     else:
-        if any(p < 0 for p in pads):
-            raise GradientArgumentError(f"the gradient of Pad in {mode!r} mode needs non-negative pads")
+        rank = len(pads) // 2
+        padded = [a for a in range(rank) if pads[a] or pads[rank + a]]
+        sizes = [_static_dim(g, x, a) for a in padded]
+        if any(p < 0 for p in pads) or None in sizes:  # crops, or sizes known only at run time
+            return [_unpad_by_positions(g, op, dy, pads), None, None, None]
         dx = dy
-        for a in range(rank):
+        for a, n in zip(padded, cast(List[int], sizes)):
             b, e = pads[a], pads[rank + a]
-            if not b and not e:
-                continue
-            n = _static_dim(g, x, a)
-            if n is None:
-                raise GradientArgumentError(f"the gradient of Pad in {mode!r} mode needs a static size on axis {a}")
             middle = g.slice(dx, [b], [b + n], [a])
             dx = g.Sum(middle, *_border_grads(g, dx, a, rank, b, e, n, mode))
     dvalue = None
