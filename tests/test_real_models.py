@@ -33,7 +33,7 @@ import pytest
 
 from onnxgrad import gradients
 from onnxgrad.checking import session
-from onnxgrad.errors import GradientArgumentError, InvalidModelError, NoGradientError, OnnxGradError
+from onnxgrad.errors import InvalidModelError, OnnxGradError
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "real")
 BOUND = 1e-4
@@ -43,25 +43,6 @@ with open(os.path.join(DATA, "manifest.json")) as _f:
 
 # Model id -> (error class, text the message must contain): what onnxgrad refuses today.
 REFUSED: Dict[str, Tuple[Type[OnnxGradError], str]] = {
-    "torch_multihead_attention_torchscript": (
-        GradientArgumentError, "the rank of tensor '/net/att/Squeeze_output_0' is unknown"),
-    "torch_transformer_encoder_layer_torchscript": (
-        GradientArgumentError, "the rank of tensor '/net/self_attn/Squeeze_output_0' is unknown"),
-    "torch_vit_tiny_torchscript": (
-        GradientArgumentError, "the rank of tensor '/net/enc/layers.1/self_attn/Squeeze_output_0' is unknown"),
-    # With export_modules_as_functions the same blockers surface inside the function body.
-    "torch_multihead_attention_torchscript_functions": (
-        NoGradientError, "the rank of tensor 'gradients/_Loss_grad/onnx::Gather_46' is unknown"),
-    "torch_transformer_encoder_layer_torchscript_functions": (
-        NoGradientError, "the rank of tensor 'gradients/_Loss_grad/onnx::Gather_54' is unknown"),
-    "torch_vit_tiny_torchscript_functions": (
-        NoGradientError, "the rank of tensor 'gradients/_Loss_grad/onnx::Gather_260' is unknown"),
-    # torchvision's own VisionTransformer hits the same wall.
-    "torch_torchvision_vit_torchscript": (
-        GradientArgumentError,
-        "the rank of tensor '/net/encoder/layers/encoder_layer_1/self_attention/Squeeze_output_0' is unknown"),
-    "torch_torchvision_vit_torchscript_functions": (
-        NoGradientError, "the rank of tensor 'gradients/_Loss_grad/onnx::Gather_263_1' is unknown"),
     # The dynamo exporter's EmbeddingBag carries a sequence through its Loop; the Loop gradient
     # applies Shape to that sequence-typed carried value.
     "torch_embedding_bag_dynamo": (InvalidModelError, "has unsupported type: seq"),
