@@ -168,6 +168,7 @@ def _differentiate(
     # nodes are built in place in the graph
     g = Emitter(index, unique_prefix(index, name), sink=proto.graph.node)
     g.restate_dims = targets.restates_dims(target)
+    g.scatter9 = targets.scatters_before_11(target)
     seeds = [_seed(g, index, y, gy) for y, gy in zip(ys_l, gys)]
     raw = engine.backprop(g, ys_l, xs_l, seeds, set(stops), aggregate)
 

@@ -101,6 +101,8 @@ class Emitter:
         self.extra_inputs: List[onnx.ValueInfoProto] = []
         #: follow run-time-axes reductions by a no-op Slice stating x's dims (targets.py: tract)
         self.restate_dims = False
+        #: write scatters before opset 11 as Scatter-9 instead of MaxUnpool (targets.py: openvino, tract)
+        self.scatter9 = False
 
     def nested(self) -> "Emitter":
         """An emitter writing the nodes of a new subgraph (a Loop body a rule builds), for the
@@ -448,6 +450,15 @@ class Emitter:
             steps = None
         return self.Slice(x, starts=list(starts), ends=ends, axes=list(axes),
                           steps=None if steps is None else list(steps))
+
+    def scatter_flat(self, data: str, positions: str, updates: str) -> str:
+        """1-D ``data`` with ``updates`` written at ``positions`` ([K, 1] int64, no repeats):
+        ScatterND from opset 11, before it Scatter-9 along the second axis of a [1, N] view."""
+        if self.opset >= 11:
+            return self.ScatterND(data, positions, updates)
+        row = self.ints([1, -1])
+        return self.Reshape(self.Scatter(self.Reshape(data, row), self.Reshape(positions, row),
+                                         self.Reshape(updates, row), axis=1), self.ints([-1]))
 
     def pad(self, x: str, pads: Union[str, Sequence[int]], value: float = 0.0) -> str:
         """Constant-pad ``x``; ``pads`` is ONNX's [begin..., end...] as ints or an int64 tensor.

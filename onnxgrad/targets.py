@@ -34,8 +34,10 @@ from .errors import GradientArgumentError
 
 #: profile name -> one line on what it does (``onnxgrad differentiate --help`` shows these)
 TARGETS: Dict[str, str] = {
-    "openvino": "a separate copy of each constant weight that backward ops read (OpenVINO's shared packed weights)",
-    "tract": "forward ops tract lacks (SoftmaxCrossEntropyLoss) decomposed; dims restated for its shape analysis",
+    "openvino": "a separate copy of each constant weight that backward ops read (OpenVINO's shared packed weights); "
+                "Scatter-9 instead of MaxUnpool before opset 11",
+    "tract": "forward ops tract lacks (SoftmaxCrossEntropyLoss) decomposed; dims restated for its shape analysis; "
+             "Scatter-9 instead of MaxUnpool before opset 11",
     "portable": "the openvino and tract workarounds together (one model for every runtime measured)",
 }
 
@@ -61,6 +63,12 @@ def restates_dims(target: Optional[str]) -> bool:
     """Whether the emitter states x's dims after undoing a broadcast over a symbolic dim (a no-op
     Slice tract's shape analysis needs: it cannot tell which axes a run-time ReduceSum kept)."""
     return target in ("tract", "portable")
+
+
+def scatters_before_11(target: Optional[str]) -> bool:
+    """Whether scatters before opset 11 are Scatter-9 (which OpenVINO and tract run) rather than
+    MaxUnpool (which they lack; onnx.reference lacks Scatter-9 instead)."""
+    return target in ("openvino", "tract", "portable")
 
 
 def finish(model: ModelProto, n_forward: int, target: Optional[str]) -> None:

@@ -12,6 +12,7 @@ from rulecheck import Case, check_case, compare_with_reference, feeds_for, rand
 
 import onnxgrad
 from onnxgrad import registry
+from onnxgrad.errors import NoGradientError
 from onnxgrad.checking import check_gradients
 
 D = TensorProto.DOUBLE
@@ -150,8 +151,18 @@ SCHEMA_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case,dtype", [pytest.param(c, d, id=f"{c.id}-{d}") for c in SCHEMA_CASES
-                                        for d in c.dtypes])
+# The float64 judge gives a float32 LayerNormalization stash_type=double when it casts the model (a
+# float32 stash would put float32 rounding into the differences); onnx builds no function body for
+# that (test_schema_without_body_for_these_attributes), so the float32 case cannot be judged through
+# the body. The float64 case is.
+_NO_BODY_WHEN_CAST = {("LayerNormalization", "float32")}
+
+
+@pytest.mark.parametrize("case,dtype", [
+    pytest.param(c, d, id=f"{c.id}-{d}", marks=[pytest.mark.xfail(strict=True, raises=NoGradientError,
+                                                               reason="no function body for stash_type double")]
+                 if (c.id, d) in _NO_BODY_WHEN_CAST else [])
+    for c in SCHEMA_CASES for d in c.dtypes])
 def test_schema_function_body(case: Case, dtype: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(registry._REGISTRY, ("", case.op_type), [])
     check_case(case, dtype)

@@ -82,7 +82,8 @@ def maxpool_grad(g: Emitter, op: Op, dy: str, *unused_indices_grad: str) -> list
                     picked = g.ints(range(r, o, m))
                     d, i = g.Gather(d, picked, axis=2 + axis), g.Gather(i, picked, axis=2 + axis)
             sizes = [len(range(r, o, m)) for r, o, m in zip(residue, out_sizes, every)]
-            parts.append(_scatter_flat(g, d, i, x, add=False) if g.opset >= 11 else
+            # MaxUnpool before opset 11, unless the target's runtimes lack it (g.scatter9)
+            parts.append(_scatter_flat(g, d, i, x, add=False) if g.opset >= 11 or g.scatter9 else
                          _unpool(g, d, i, x, in_sizes, sizes))
         dx = g.Sum(*parts) if len(parts) > 1 else parts[0]
     g.set_info(dx, g.dtype(x), g.shape(x))
@@ -100,7 +101,7 @@ def _scatter_flat(g: Emitter, d: str, indices: str, x: str, add: bool) -> str:
     if add:
         flat = g.scatter_nd_add(size, positions, g.reshape(d, [-1]))
     else:
-        flat = g.ScatterND(g.constant_of_shape(size, 0.0, like=d), positions, g.reshape(d, [-1]))
+        flat = g.scatter_flat(g.constant_of_shape(size, 0.0, like=d), positions, g.reshape(d, [-1]))
     return g.reshape(flat, g.shape_of(x))
 
 
