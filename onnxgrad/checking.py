@@ -231,7 +231,8 @@ def reference_kernels(opset: int) -> List[type]:
     """Kernels replacing onnx.reference's, for a model at ``opset``, where it computes another
     function (BatchNormalization-9 mixes in batch statistics when momentum is set; Softmax and
     LogSoftmax before opset 13 skip the 2-D coercion; LRN sums over the batch axis; MaxUnpool
-    ignores output_shape; Resize misreads opset 10's inputs and negative axes), loses float64
+    ignores output_shape; Resize misreads opset 10's inputs and negative axes; LSTM, GRU and RNN
+    ignore activations, activation_alpha/beta, clip, input_forget and sequence_lens), loses float64
     precision (Erf, and Gelu's function body whose inner evaluator ignores replacements,
     DynamicQuantizeLinear and CausalConvWithState compute in float32; MeanVarianceNormalization's
     function body has float32 constants), fails (ConvTranspose with output_shape) or lacks a
@@ -431,6 +432,120 @@ def reference_kernels(opset: int) -> List[type]:
             y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps) * scale.reshape(shape)
             return ((y + bias.reshape(shape)).astype(x.dtype),)
 
+    # --- LSTM, GRU, RNN: onnx.reference ignores activations, alpha/beta, clip, input_forget and
+    # sequence_lens; these follow onnxgrad/rules/recurrent.py's conventions (onnxruntime's)
+    from .rules.recurrent import _DEFAULT_ACTIVATIONS, _PARAMS
+
+    def activation(name: str, alpha: float, beta: float) -> Callable[[np.ndarray], np.ndarray]:
+        table: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
+            "relu": lambda x: np.maximum(x, 0), "tanh": np.tanh, "sigmoid": lambda x: 0.5 * (1 + np.tanh(0.5 * x)),
+            "affine": lambda x: alpha * x + beta, "leakyrelu": lambda x: np.where(x < 0, alpha * x, x),
+            "thresholdedrelu": lambda x: np.where(x > alpha, x, 0), "scaledtanh": lambda x: alpha * np.tanh(beta * x),
+            "hardsigmoid": lambda x: np.clip(alpha * x + beta, 0, 1),
+            "elu": lambda x: np.where(x < 0, alpha * (np.exp(x) - 1), x), "softsign": lambda x: x / (1 + np.abs(x)),
+            "softplus": lambda x: np.logaddexp(0, x),
+        }
+        return table[name]
+
+    class _Recurrent(OpRun):
+        """One recurrent op over time, per direction: ``step(x_t, h, c, d)`` returns the new (h, c)."""
+        op_domain = ""
+        gates = 1
+
+        def _run(self, X: np.ndarray, W: np.ndarray, R: np.ndarray, B: Optional[np.ndarray] = None,  # noqa: N803
+                 sequence_lens: Optional[np.ndarray] = None, initial_h: Optional[np.ndarray] = None,
+                 initial_c: Optional[np.ndarray] = None, P: Optional[np.ndarray] = None,  # noqa: N803
+                 **attrs: Any) -> Tuple[np.ndarray, ...]:
+            layout = attrs.get("layout") or 0
+            if layout:  # to time-major
+                X = np.swapaxes(X, 0, 1)  # noqa: N806
+                initial_h = None if initial_h is None else np.swapaxes(initial_h, 0, 1)
+                initial_c = None if initial_c is None else np.swapaxes(initial_c, 0, 1)
+            steps, batch, dirs, H = X.shape[0], X.shape[1], W.shape[0], R.shape[-1]  # noqa: N806
+            g = self.gates
+            self.clip = attrs.get("clip")
+            self.input_forget = bool(attrs.get("input_forget"))
+            self.linear_before_reset = bool(attrs.get("linear_before_reset"))
+            # activations per direction, alpha and beta consumed in order by those that take them
+            names = [n.lower() for n in (attrs.get("activations") or _DEFAULT_ACTIVATIONS[type(self).__name__] * dirs)]
+            per_dir = len(_DEFAULT_ACTIVATIONS[type(self).__name__])
+            if len(names) == per_dir and dirs == 2:
+                names = names * 2
+            alphas, betas = list(attrs.get("activation_alpha") or []), list(attrs.get("activation_beta") or [])
+            acts = []
+            for n in names:
+                takes_a, takes_b, alpha, beta = _PARAMS[n]
+                alpha = float(alphas.pop(0)) if takes_a and alphas else alpha
+                beta = float(betas.pop(0)) if takes_b and betas else beta
+                acts.append(activation(n, alpha, beta))
+            lens = np.full(batch, steps) if sequence_lens is None else np.asarray(sequence_lens).astype(np.int64)
+            Y = np.zeros((steps, dirs, batch, H), X.dtype)  # noqa: N806
+            Y_h = np.zeros((dirs, batch, H), X.dtype)  # noqa: N806
+            Y_c = np.zeros((dirs, batch, H), X.dtype)  # noqa: N806
+            reverse = [attrs.get("direction") == "reverse"] if dirs == 1 else [False, True]
+            for d in range(dirs):
+                self.acts = acts[d * per_dir:(d + 1) * per_dir]
+                self.W, self.R = W[d], R[d]
+                bias = np.zeros(2 * g * H, X.dtype) if B is None else B[d]
+                self.Wb, self.Rb = bias[:g * H], bias[g * H:]
+                self.P = np.zeros(3 * H, X.dtype) if P is None else P[d]
+                h = np.zeros((batch, H), X.dtype) if initial_h is None else initial_h[d]
+                c = np.zeros((batch, H), X.dtype) if initial_c is None else initial_c[d]
+                for t in (range(steps - 1, -1, -1) if reverse[d] else range(steps)):
+                    live = (t < lens)[:, None]  # past its length an entry keeps its state and outputs zero
+                    h_new, c_new = self.step(X[t], h, c)
+                    h, c = np.where(live, h_new, h), np.where(live, c_new, c)
+                    Y[t, d] = np.where(live, h, 0)
+                empty = (lens == 0)[:, None]  # a sequence of length 0 has zero final states
+                Y_h[d], Y_c[d] = np.where(empty, 0, h), np.where(empty, 0, c)
+            if layout:
+                Y, Y_h, Y_c = np.transpose(Y, (2, 0, 1, 3)), np.swapaxes(Y_h, 0, 1), np.swapaxes(Y_c, 0, 1)  # noqa: N806
+            return (Y, Y_h, Y_c)[:len(self.onnx_node.output)]
+
+        def gate(self, k: int, z: np.ndarray) -> np.ndarray:
+            """Activation ``k`` of the direction applied to the clipped pre-activation ``z``."""
+            if self.clip is not None:
+                z = np.clip(z, -self.clip, self.clip)
+            return self.acts[k](z)
+
+        def step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+            raise NotImplementedError
+
+    class RNN(_Recurrent):
+        gates = 1
+
+        def step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+            return self.gate(0, x @ self.W.T + h @ self.R.T + self.Wb + self.Rb), c
+
+    class GRU(_Recurrent):
+        gates = 3
+
+        def step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+            H = h.shape[1]  # noqa: N806
+            xw = x @ self.W.T + self.Wb
+            Rz, Rr, Rh = self.R[:H], self.R[H:2 * H], self.R[2 * H:]  # noqa: N806
+            Rbz, Rbr, Rbh = self.Rb[:H], self.Rb[H:2 * H], self.Rb[2 * H:]  # noqa: N806
+            z = self.gate(0, xw[:, :H] + h @ Rz.T + Rbz)
+            r = self.gate(0, xw[:, H:2 * H] + h @ Rr.T + Rbr)
+            if self.linear_before_reset:
+                cand = self.gate(1, xw[:, 2 * H:] + r * (h @ Rh.T + Rbh))
+            else:
+                cand = self.gate(1, xw[:, 2 * H:] + (r * h) @ Rh.T + Rbh)
+            return (1 - z) * cand + z * h, c
+
+    class LSTM(_Recurrent):
+        gates = 4
+
+        def step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+            H = h.shape[1]  # noqa: N806
+            pre = x @ self.W.T + h @ self.R.T + self.Wb + self.Rb  # gates i, o, f, c
+            Pi, Po, Pf = self.P[:H], self.P[H:2 * H], self.P[2 * H:]  # noqa: N806
+            i = self.gate(0, pre[:, :H] + Pi * c)
+            f = 1 - i if self.input_forget else self.gate(0, pre[:, 2 * H:3 * H] + Pf * c)
+            C = f * c + i * self.gate(1, pre[:, 3 * H:])  # noqa: N806
+            o = self.gate(0, pre[:, H:2 * H] + Po * C)
+            return o * self.acts[2](C), C
+
     kernels: List[type] = [BatchNormalization]
     if opset < 13:
         # before opset 13, Softmax and LogSoftmax coerce x to 2-D at ``axis`` (default 1); onnx.reference
@@ -454,7 +569,7 @@ def reference_kernels(opset: int) -> List[type]:
         kernels += [Softmax, LogSoftmax]
     return kernels + [ConvTranspose, Erf, Gelu, GridSample, DequantizeLinear, DynamicQuantizeLinear,
                       CausalConvWithState, MaxUnpool, LRN,
-                      MeanVarianceNormalization, GlobalLpPool, MaxRoiPool, Resize, Upsample]
+                      MeanVarianceNormalization, GlobalLpPool, MaxRoiPool, Resize, Upsample, LSTM, GRU, RNN]
 
 
 # ------------------------------------------------------------------------------------ float64 cast
