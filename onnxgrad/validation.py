@@ -101,7 +101,13 @@ def _check_text(index: GraphIndex) -> None:
 
 
 def check_structure(index: GraphIndex, sources: Set[str]) -> None:
-    """Unknown domains, dangling inputs, cycles (Kahn's algorithm), node order, outputs."""
+    """Sparse initializers, unknown domains, dangling inputs, cycles (Kahn's algorithm), node order, outputs."""
+    sparse = [s.values.name for s in index.model.graph.sparse_initializer]
+    if sparse:
+        raise InvalidModelError(
+            f"the model stores initializer(s) {', '.join(repr(n) for n in sparse[:5])} as sparse tensors, which "
+            "onnxgrad does not support; store them as dense initializers (onnx.numpy_helper.from_array)"
+        )
     imported = {"" if o.domain == "ai.onnx" else o.domain for o in index.model.opset_import}
     for idx, node in enumerate(index.nodes):
         domain = "" if node.domain == "ai.onnx" else node.domain

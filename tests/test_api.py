@@ -607,3 +607,17 @@ def test_complex_y_without_grad_ys_is_a_type_error():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     with pytest.raises(TypeError, match="complex"):
         onnxgrad.gradients(model, "y", "c")
+
+
+def test_sparse_initializer_is_named_not_called_dangling():
+    """A sparse initializer is a valid model onnxgrad cannot take: said as such, not as a dangling input."""
+    values = onnx.helper.make_tensor("w", onnx.TensorProto.FLOAT, [1], [2.0])
+    indices = onnx.helper.make_tensor("w_idx", onnx.TensorProto.INT64, [1], [0])
+    sparse = onnx.helper.make_sparse_tensor(values, indices, [3])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Mul", ["x", "w"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [3])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [3])], sparse_initializer=[sparse])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    with pytest.raises(onnxgrad.errors.InvalidModelError, match="'w' as sparse tensors"):
+        onnxgrad.gradients(model, "y", "x")
