@@ -43,7 +43,8 @@ def _pool_geometry(g: Emitter, op: Op) -> Tuple[Geometry, List[int], List[int]]:
 def _indices(g: Emitter, op: Op, geo: Geometry) -> str:
     """Flat position in x of each window's maximum (row-major, as ``storage_order=0`` reports it)."""
     x = op.inputs[0]
-    unit = all(s == 1 for s in geo.strides) and all(d == 1 for d in geo.dilations)
+    # onnxruntime pools at most 3 spatial axes: the extra axis below is for 1-D and 2-D pools only
+    unit = all(s == 1 for s in geo.strides) and all(d == 1 for d in geo.dilations) and geo.n < 3
     if op.output(1) and op.attr("storage_order", 0) == 0 and not unit:
         return op.outputs[1]
     attrs = {k: op.attr(k) for k in ("kernel_shape", "strides", "dilations", "ceil_mode") if op.has_attr(k)}
