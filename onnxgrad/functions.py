@@ -182,12 +182,4 @@ def through_body(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]
             f"No gradient defined for operation '{node.name or node.output[0]}' (op type: {node.op_type}, opset "
             f"{g.opset}), and differentiating its function body failed: {e}; register a rule with "
             f"@onnxgrad.register_gradient({node.op_type!r})") from None
-    b.inline()
-    result: List[Optional[str]] = []
-    for x in op.inputs:  # an input passed twice already has its whole gradient at its first position
-        dx = grads.pop(x, None)
-        if dx is not None:
-            info = b.g.info(dx)
-            g.set_info(dx, info.elem_type, info.shape)
-        result.append(dx)
-    return result
+    return b.inline_gradients(grads, op.inputs)

@@ -18,7 +18,7 @@ with the number of iterations (the recorded values).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -165,6 +165,21 @@ class Body:
         for node in list(self.forward.node) + self.g.nodes:
             self.outer.add_proto(node)
         self.outer.reserve(self.g.names_in_use())
+
+    def inline_gradients(self, grads: Dict[str, Optional[str]], inputs: Sequence[str]) -> List[Optional[str]]:
+        """:meth:`inline`, then one gradient per entry of ``inputs`` (a rule's result) from
+        ``grads`` (x -> its gradient, as :meth:`backprop` gave them), known in the enclosing emitter
+        with the type and shape they have here; an input passed twice has its whole gradient at its
+        first position, None after."""
+        self.inline()
+        result: List[Optional[str]] = []
+        for x in inputs:
+            dx = grads.pop(x, None)
+            if dx is not None:
+                info = self.g.info(dx)
+                self.outer.set_info(dx, info.elem_type, info.shape)
+            result.append(dx)
+        return result
 
 
 def _needed(nodes: Sequence[NodeProto], outputs: Iterable[str]) -> List[NodeProto]:

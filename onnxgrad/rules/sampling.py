@@ -193,12 +193,4 @@ def deform_conv(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     xs = [x for x in dict.fromkeys(op.inputs) if x and g.is_float(x)]
     body = Body(g, forward, [], [], list(op.inputs) + [dy], "DeformConv_replay")
     grads = dict(zip(xs, body.backprop([y], [dy], xs)))
-    body.inline()
-    result: List[Optional[str]] = []
-    for x in op.inputs:  # an input passed twice has its whole gradient at its first position
-        dx = grads.pop(x, None)
-        if dx is not None:
-            info = body.g.info(dx)
-            g.set_info(dx, info.elem_type, info.shape)
-        result.append(dx)
-    return result
+    return body.inline_gradients(grads, op.inputs)
