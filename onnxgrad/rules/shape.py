@@ -260,7 +260,8 @@ def pad(g, op, dy):
 # ---------------------------------------------------------------- block rearrangements
 @register_gradient("SpaceToDepth")
 def space_to_depth(g, op, dy):
-    return [g.DepthToSpace(dy, blocksize=op.attr("blocksize"), mode="DCR" if g.opset >= 11 else None)]
+    # DepthToSpace with the same mode is the inverse permutation (SpaceToDepth has mode since opset 28)
+    return [g.DepthToSpace(dy, blocksize=op.attr("blocksize"), mode=op.attr("mode", "DCR") if g.opset >= 11 else None)]
 
 
 @register_gradient("DepthToSpace")
