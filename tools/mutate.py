@@ -308,11 +308,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"{len(r.killed)}/{len(r.killed) + len(r.survivors)} killed" + \
             (f", survivors: {', '.join(r.survivors)}" if r.survivors else "")
         print(f"{r.label}: {status} ({r.seconds:.1f} s)", flush=True)
-    text = report(results, time.perf_counter() - start)
-    print(text.splitlines()[0])
-    if args.report:
-        with open(args.report, "w", encoding="utf-8") as f:
-            f.write(text)
+        if args.report:  # rewritten after every rule: an interrupted run keeps what it measured
+            with open(args.report, "w", encoding="utf-8") as f:
+                f.write(report(results, time.perf_counter() - start))
+    print(report(results, time.perf_counter() - start).splitlines()[0])
     failed = any(r.survivors or (r.baseline and r.baseline != "no rule case") for r in results)
     return 1 if failed else 0
 
