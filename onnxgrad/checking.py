@@ -577,7 +577,12 @@ def _quotients(f: Callable[[np.ndarray], List[np.ndarray]], x0: np.ndarray, dire
     """Central, left and right difference quotients of every y element along ``direction`` and
     the central one's round-off, stacked (4, y size)."""
     plus, minus = _flat(f(x0 + h * direction)), _flat(f(x0 - h * direction))
-    return np.stack([(plus - minus) / (2 * h), (base - minus) / h, (plus - base) / h, _noise(plus, minus, h)])
+
+    def diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        # an output the step leaves unchanged differs by 0, also when it is infinite (a -inf mask)
+        return np.where(a == b, 0.0, a - b)
+
+    return np.stack([diff(plus, minus) / (2 * h), diff(base, minus) / h, diff(plus, base) / h, _noise(plus, minus, h)])
 
 
 def _noise(plus: np.ndarray, minus: np.ndarray, h: float) -> np.ndarray:
