@@ -62,11 +62,11 @@ RTOL = 1e-5
 #: Round-off allowed per output element, in units of float64 epsilon (a few ops' rounding each).
 NOISE_ULPS = 64
 _EPS64 = float(np.finfo(np.float64).eps)
-_EPS = {TensorProto.DOUBLE: _EPS64, TensorProto.FLOAT: 1.19e-7, TensorProto.FLOAT16: 9.77e-4,
+_EPS: Dict[int, float] = {TensorProto.DOUBLE: _EPS64, TensorProto.FLOAT: 1.19e-7, TensorProto.FLOAT16: 9.77e-4,
         TensorProto.BFLOAT16: 7.81e-3}
 #: Agreement required between a model's own-dtype gradient and its float64 gradient, relative to
 #: the largest float64 gradient entry: a few roundings of that dtype through a backward pass.
-NATIVE_RTOL = {TensorProto.FLOAT: 1e-3, TensorProto.FLOAT16: 3e-2, TensorProto.BFLOAT16: 1.5e-1}
+NATIVE_RTOL: Dict[int, float] = {TensorProto.FLOAT: 1e-3, TensorProto.FLOAT16: 3e-2, TensorProto.BFLOAT16: 1.5e-1}
 #: Rows and columns sampled from a Jacobian larger than ``jacobian_limit``.
 SAMPLES = 8
 
@@ -184,7 +184,7 @@ class Evaluator:
         self.what = what
         self.reference = reference
         self.runtime = ""
-        self._run: Optional[Callable[[List[str], Dict[str, np.ndarray]], List[Any]]] = None
+        self._run: Optional[Callable[..., Any]] = None
 
     def run(self, names: Sequence[str], feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:
         """The named outputs (as arrays) for ``feeds``."""
@@ -375,7 +375,8 @@ def _reference_fixes() -> List[type]:
                 return _nearest_coeffs(r, mode="floor")
 
             fct = _linear_coeffs if mode in ("linear", "bilinear") else nearest
-            y = _interpolate_nd(x, fct, scale_factors=scales, coordinate_transformation_mode="asymmetric")
+            y = _interpolate_nd(x, fct, scale_factors=[float(s) for s in scales],
+                                coordinate_transformation_mode="asymmetric")
             return (y.astype(x.dtype),)
 
     return [Erf, Gelu, GridSample, DequantizeLinear, DynamicQuantizeLinear, CausalConvWithState, MaxUnpool, LRN,

@@ -355,7 +355,8 @@ def check(model_path: str, xs_opt: Tuple[str, ...], ys_opt: Tuple[str, ...], gra
     except Exception as err:  # noqa: BLE001  (a crash of the check is a bug: exit 7, never 1 = FAIL)
         if click.get_current_context().meta.get(_DEBUG_KEY):
             traceback.print_exc()
-        click.echo(f"onnxgrad: internal error: {type(err).__name__}: {_one_line(err)} (rerun with --debug)", err=True)
+        click.echo(f"onnxgrad: internal error: {type(err).__name__}: {_one_line(str(err))} (rerun with --debug)",
+                   err=True)
         raise click.exceptions.Exit(7) from None
 
 
@@ -409,7 +410,8 @@ def _read_feeds(path: Optional[str]) -> Optional[Dict[str, np.ndarray]]:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except (OSError, ValueError) as e:
-        raise GradientArgumentError(f"--feeds: cannot read {path}: {_one_line(e)} (expected an .npz file)") from None
+        raise GradientArgumentError(
+            f"--feeds: cannot read {path}: {_one_line(str(e))} (expected an .npz file)") from None
 
 
 def _load_weights(model: ModelProto, model_path: str) -> None:
@@ -421,7 +423,7 @@ def _load_weights(model: ModelProto, model_path: str) -> None:
     try:
         load_external_data_for_model(model, os.path.dirname(os.path.abspath(model_path)))
     except Exception as e:  # OSError, or onnx's ValidationError for a missing or irregular file
-        raise ModelReadError(f"cannot read the external weights of {model_path}: {_one_line(e)}") from None
+        raise ModelReadError(f"cannot read the external weights of {model_path}: {_one_line(str(e))}") from None
 
 
 @cli.command(context_settings=_CONTEXT)

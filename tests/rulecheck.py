@@ -99,8 +99,8 @@ def _complete_output_shapes(model: onnx.ModelProto, feeds: Dict[str, np.ndarray]
     shape onnxruntime computes: the full checker wants a shape on every graph output."""
     def known(vi):
         tt = vi.type.tensor_type
-        return tt.elem_type and tt.HasField("shape") and all(d.HasField("dim_value") or (symbolic and d.dim_param == "N")
-                                            for d in tt.shape.dim)
+        return tt.elem_type and tt.HasField("shape") and all(
+            d.HasField("dim_value") or (symbolic and d.dim_param == "N") for d in tt.shape.dim)
 
     missing = [vi for vi in model.graph.output if not known(vi)]
     if not missing:
@@ -176,7 +176,8 @@ def feeds_for(model: onnx.ModelProto, feeds: Dict[str, np.ndarray], seed: int = 
     return out
 
 
-def compare_with_reference(model: onnx.ModelProto, feeds: Dict[str, np.ndarray], rtol: float = 1e-4, atol: float = 1e-5) -> None:
+def compare_with_reference(model: onnx.ModelProto, feeds: Dict[str, np.ndarray], rtol: float = 1e-4,
+                           atol: float = 1e-5) -> None:
     """onnx.reference and onnxruntime agree on every output of ``model``."""
     names = [o.name for o in model.graph.output]
     ort_out = session(model).run(names, feeds)

@@ -174,8 +174,9 @@ def _on_grad(i: int, change: Callable[[Any, str], str]) -> Callable[[RuleFn], Ru
     def wrap(fn: RuleFn) -> RuleFn:
         def rule(g: Any, op: Op, *dys: Optional[str]) -> List[Optional[str]]:
             grads = list(fn(g, op, *dys))
-            if i < len(grads) and grads[i] is not None:
-                grads[i] = change(g, grads[i])
+            grad = grads[i] if i < len(grads) else None
+            if grad is not None:
+                grads[i] = change(g, grad)
             return grads
 
         return rule
@@ -241,7 +242,9 @@ def _swapped_in(entry: registry.GradientRule, fn: RuleFn) -> Iterator[None]:
 
 
 def mutate_entry(entry: registry.GradientRule, cases: Sequence[Any]) -> RuleResult:
-    """Run every mutant of ``entry`` against its cases."""
+    """Run every mutant of ``entry`` (a rule: its ``fn`` is set) against its cases."""
+    assert entry.fn is not None
+    fn: RuleFn = entry.fn
     start = time.perf_counter()
     own = _entry_cases(entry, cases)
     result = RuleResult(_label(entry), len(own))
@@ -249,13 +252,13 @@ def mutate_entry(entry: registry.GradientRule, cases: Sequence[Any]) -> RuleResu
         result.baseline = "no rule case"
         return result
     rec = _Recorder()
-    with _swapped_in(entry, _recording(entry.fn, rec)):
+    with _swapped_in(entry, _recording(fn, rec)):
         failure = _run(own)
     if failure:
         result.baseline = failure
         return result
     for m in mutants(rec):
-        with _swapped_in(entry, m.wrap(entry.fn)):
+        with _swapped_in(entry, m.wrap(fn)):
             killed_by = _run(own)
         (result.killed if killed_by else result.survivors).append(m.name)
     result.seconds = time.perf_counter() - start
