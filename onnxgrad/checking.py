@@ -215,7 +215,7 @@ class Evaluator:
         from onnx.reference import ReferenceEvaluator
 
         try:
-            ref = ReferenceEvaluator(self.model, new_ops=_reference_fixes())
+            ref = ReferenceEvaluator(self.model, new_ops=reference_kernels())
             out = ref.run(names, feeds)
         except Exception as e:
             raise CheckError(f"cannot evaluate the {self.what}: onnxruntime: {ort_error}; onnx.reference: "
@@ -224,14 +224,15 @@ class Evaluator:
         return [np.asarray(a) for a in out]
 
 
-def _reference_fixes() -> List[type]:
+def reference_kernels() -> List[type]:
     """Kernels replacing onnx.reference's where it loses float64 precision (Erf, and Gelu's
     function body whose inner evaluator ignores replacements, DynamicQuantizeLinear and
     CausalConvWithState compute in float32; MeanVarianceNormalization's function body has float32
     constants), is wrong (LRN sums over the batch axis; MaxUnpool ignores output_shape; Resize
-    misreads opset 10's inputs and negative axes), or lacks a kernel (GlobalLpPool, MaxRoiPool,
+    misreads opset 10's inputs and negative axes; ConvTranspose fails on output_shape), or lacks a kernel (GlobalLpPool, MaxRoiPool,
     linear Upsample, GridSample's opset-16 mode names, DequantizeLinear before opset 19)."""
     from onnx.reference.op_run import OpRun
+    from onnx.reference.ops.op_conv_transpose import ConvTranspose as ConvTransposeBase
     from onnx.reference.ops.op_dequantize_linear import DequantizeLinear_23 as DequantizeBase
     from onnx.reference.ops.op_grid_sample import GridSample as GridSampleBase
     from onnx.reference.ops.op_resize import Resize as ResizeBase
@@ -324,7 +325,7 @@ def _reference_fixes() -> List[type]:
             ax = tuple(axes if axes is not None else [0, 2, 3])
             mean = x.mean(axis=ax, keepdims=True)
             var = (x * x).mean(axis=ax, keepdims=True) - mean * mean
-            return (((x - mean) / np.sqrt(var + 1e-9)).astype(x.dtype),)
+            return (((x - mean) / (np.sqrt(var) + 1e-9)).astype(x.dtype),)
 
     class GlobalLpPool(OpRun):  # no onnx.reference kernel
         op_domain = ""
@@ -386,7 +387,27 @@ def _reference_fixes() -> List[type]:
                                 coordinate_transformation_mode="asymmetric")
             return (y.astype(x.dtype),)
 
-    return [Erf, Gelu, GridSample, DequantizeLinear, DynamicQuantizeLinear, CausalConvWithState, MaxUnpool, LRN,
+    class ConvTranspose(ConvTransposeBase):  # onnx.reference fails on output_shape: made explicit pads
+        op_domain = ""
+
+        def _run(self, X: np.ndarray, W: np.ndarray, B: Optional[np.ndarray] = None,  # noqa: N803 (the base's names)
+                 auto_pad: Optional[str] = None, dilations: Optional[List[int]] = None, group: Optional[int] = None,
+                 kernel_shape: Optional[List[int]] = None, output_padding: Optional[List[int]] = None,
+                 output_shape: Optional[List[int]] = None, pads: Optional[List[int]] = None,
+                 strides: Optional[List[int]] = None) -> Tuple[np.ndarray]:
+            if output_shape is not None:
+                n = X.ndim - 2
+                k, d = list(kernel_shape or W.shape[2:]), list(dilations or [1] * n)
+                st, extra = list(strides or [1] * n), list(output_padding or [0] * n)
+                total = [st[i] * (X.shape[2 + i] - 1) + extra[i] + (k[i] - 1) * d[i] + 1 - output_shape[-n + i]
+                         for i in range(n)]
+                begin = [t - t // 2 if auto_pad != "SAME_UPPER" else t // 2 for t in total]
+                pads, auto_pad, output_shape = begin + [t - b for t, b in zip(total, begin)], "NOTSET", None
+            return super()._run(X, W, B=B, auto_pad=auto_pad, dilations=dilations, group=group,
+                                kernel_shape=kernel_shape, output_padding=output_padding, output_shape=output_shape,
+                                pads=pads, strides=strides)
+
+    return [ConvTranspose, Erf, Gelu, GridSample, DequantizeLinear, DynamicQuantizeLinear, CausalConvWithState, MaxUnpool, LRN,
             MeanVarianceNormalization, GlobalLpPool, MaxRoiPool, Resize, Upsample]
 
 
