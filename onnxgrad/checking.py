@@ -215,7 +215,8 @@ class Evaluator:
         from onnx.reference import ReferenceEvaluator
 
         try:
-            ref = ReferenceEvaluator(self.model, new_ops=reference_kernels())
+            opset = next((o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx")), 1)
+            ref = ReferenceEvaluator(self.model, new_ops=reference_kernels(opset))
             out = ref.run(names, feeds)
         except Exception as e:
             raise CheckError(f"cannot evaluate the {self.what}: onnxruntime: {ort_error}; onnx.reference: "
@@ -224,14 +225,18 @@ class Evaluator:
         return [np.asarray(a) for a in out]
 
 
-def reference_kernels() -> List[type]:
-    """Kernels replacing onnx.reference's where it loses float64 precision (Erf, and Gelu's
-    function body whose inner evaluator ignores replacements, DynamicQuantizeLinear and
-    CausalConvWithState compute in float32; MeanVarianceNormalization's function body has float32
-    constants), is wrong (LRN sums over the batch axis; MaxUnpool ignores output_shape; Resize
-    misreads opset 10's inputs and negative axes; ConvTranspose fails on output_shape), or lacks a kernel (GlobalLpPool, MaxRoiPool,
-    linear Upsample, GridSample's opset-16 mode names, DequantizeLinear before opset 19)."""
+def reference_kernels(opset: int) -> List[type]:
+    """Kernels replacing onnx.reference's, for a model at ``opset``, where it computes another
+    function (BatchNormalization-9 mixes in batch statistics when momentum is set; Softmax and
+    LogSoftmax before opset 13 skip the 2-D coercion; LRN sums over the batch axis; MaxUnpool
+    ignores output_shape; Resize misreads opset 10's inputs and negative axes), loses float64
+    precision (Erf, and Gelu's function body whose inner evaluator ignores replacements,
+    DynamicQuantizeLinear and CausalConvWithState compute in float32; MeanVarianceNormalization's
+    function body has float32 constants), fails (ConvTranspose with output_shape) or lacks a
+    kernel (GlobalLpPool, MaxRoiPool, linear Upsample, GridSample's opset-16 mode names,
+    DequantizeLinear before opset 19)."""
     from onnx.reference.op_run import OpRun
+    from onnx.reference.ops.op_batch_normalization import BatchNormalization_14 as BatchNormBase
     from onnx.reference.ops.op_conv_transpose import ConvTranspose as ConvTransposeBase
     from onnx.reference.ops.op_dequantize_linear import DequantizeLinear_23 as DequantizeBase
     from onnx.reference.ops.op_grid_sample import GridSample as GridSampleBase
@@ -407,8 +412,43 @@ def reference_kernels() -> List[type]:
                                 kernel_shape=kernel_shape, output_padding=output_padding, output_shape=output_shape,
                                 pads=pads, strides=strides)
 
-    return [ConvTranspose, Erf, Gelu, GridSample, DequantizeLinear, DynamicQuantizeLinear, CausalConvWithState, MaxUnpool, LRN,
-            MeanVarianceNormalization, GlobalLpPool, MaxRoiPool, Resize, Upsample]
+    class BatchNormalization(BatchNormBase):  # onnx.reference mixes in batch statistics at opset 9
+        op_domain = ""                         # whenever momentum is set, even for inference
+
+        def _run(self, x: np.ndarray, scale: np.ndarray, bias: np.ndarray, mean: np.ndarray, var: np.ndarray,
+                 epsilon: Optional[float] = None, momentum: Optional[float] = None,
+                 training_mode: Optional[int] = None) -> Tuple[np.ndarray, ...]:
+            if training_mode or len(self.onnx_node.output) > 1:
+                return super()._run(x, scale, bias, mean, var, epsilon, momentum, training_mode)
+            shape = (1, -1) + (1,) * (x.ndim - 2)
+            eps = 1e-5 if epsilon is None else epsilon
+            y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps) * scale.reshape(shape)
+            return ((y + bias.reshape(shape)).astype(x.dtype),)
+
+    kernels: List[type] = [BatchNormalization]
+    if opset < 13:
+        # before opset 13, Softmax and LogSoftmax coerce x to 2-D at ``axis`` (default 1); onnx.reference
+        # normalizes over that one axis only
+        class Softmax(OpRun):
+            op_domain = ""
+
+            def _run(self, x: np.ndarray, axis: int = 1) -> Tuple[np.ndarray]:
+                flat = x.reshape(int(np.prod(x.shape[:axis % x.ndim])), -1)
+                e = np.exp(flat - flat.max(axis=1, keepdims=True))
+                return ((e / e.sum(axis=1, keepdims=True)).reshape(x.shape),)
+
+        class LogSoftmax(OpRun):
+            op_domain = ""
+
+            def _run(self, x: np.ndarray, axis: int = 1) -> Tuple[np.ndarray]:
+                flat = x.reshape(int(np.prod(x.shape[:axis % x.ndim])), -1)
+                shifted = flat - flat.max(axis=1, keepdims=True)
+                return ((shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))).reshape(x.shape),)
+
+        kernels += [Softmax, LogSoftmax]
+    return kernels + [ConvTranspose, Erf, Gelu, GridSample, DequantizeLinear, DynamicQuantizeLinear,
+                      CausalConvWithState, MaxUnpool, LRN,
+                      MeanVarianceNormalization, GlobalLpPool, MaxRoiPool, Resize, Upsample]
 
 
 # ------------------------------------------------------------------------------------ float64 cast

@@ -182,11 +182,15 @@ def compare_with_reference(model: onnx.ModelProto, feeds: Dict[str, np.ndarray],
     of ``model``."""
     names = [o.name for o in model.graph.output]
     ort_out = session(model).run(names, feeds)
-    ref_out = ReferenceEvaluator(model, new_ops=reference_kernels()).run(names, feeds)
+    ref_out = ReferenceEvaluator(model, new_ops=reference_kernels(_opset(model))).run(names, feeds)
     for n, a, b in zip(names, ort_out, ref_out):
         np.testing.assert_allclose(np.asarray(b, dtype=np.float64) if np.asarray(b).dtype.kind == "f" else b,
                                    np.asarray(a, dtype=np.float64) if np.asarray(a).dtype.kind == "f" else a,
                                    rtol=rtol, atol=atol, err_msg=f"onnx.reference vs onnxruntime on {n}")
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def rand(*shape: int, seed: int = 0, low: float = -1.0, high: float = 1.0) -> np.ndarray:
