@@ -40,7 +40,7 @@ from .errors import GradientArgumentError, ModelReadError, OutputWriteError
 from .graph import FLOAT_TYPES, GraphIndex, subgraph_outer_names
 from .loading import ModelLike, load_model
 from .params import select_parameters, without
-from .tensorinfo import Dim
+from .tensorinfo import Dim, TensorInfo
 from .validation import check_gradient_model
 
 #: Loss builders for models that end in predictions or logits (``torch.nn.functional`` names).
@@ -169,6 +169,16 @@ def select_params(index: GraphIndex, selectors: Optional[Sequence[str]] = None,
     return names, exact & chosen
 
 
+def _float_tensor(index: GraphIndex, name: str, what: str) -> TensorInfo:
+    """What is known of ``name``, a float tensor of the main graph (else a clear error naming ``what``)."""
+    if not index.exists(name):
+        raise GradientArgumentError(f"{what} {name!r} is not a tensor of the model's main graph")
+    info = index.tensor_info(name)
+    if not info.is_float:
+        raise GradientArgumentError(f"{what} {name!r} is not a float tensor")
+    return info
+
+
 # ------------------------------------------------------------------------------------ losses
 def _float_outputs(index: GraphIndex) -> List[str]:
     return [o for o in index.graph_outputs if index.tensor_info(o).is_float]
@@ -187,11 +197,7 @@ def _add_loss(proto: ModelProto, loss_fn: str, prediction: Optional[str], target
                 f"the model has {len(candidates)} float outputs ({', '.join(candidates) or 'none'}); name the "
                 "one the loss compares with its target (prediction=..., --prediction)")
         prediction = candidates[0]
-    elif not index.exists(prediction):
-        raise GradientArgumentError(f"prediction {prediction!r} is not a tensor of the model's main graph")
-    info = index.tensor_info(prediction)
-    if not info.is_float:
-        raise GradientArgumentError(f"prediction {prediction!r} is not a float tensor")
+    info = _float_tensor(index, prediction, "prediction")
     g = Emitter(index, _unique(index, "loss"), sink=proto.graph.node)
     shape = info.shape
     if loss_fn == "cross_entropy":
@@ -568,11 +574,7 @@ def _resolve_loss(index: GraphIndex, loss: Optional[str]) -> str:
                                                    if candidates else "no scalar float output")
                 + "; or build one with loss_fn (--loss-fn) and a target")
         loss = candidates[0]
-    if not index.exists(loss):
-        raise GradientArgumentError(f"loss {loss!r} is not a tensor of the model's main graph")
-    info = index.tensor_info(loss)
-    if not info.is_float:
-        raise GradientArgumentError(f"loss {loss!r} is not a float tensor")
+    info = _float_tensor(index, loss, "loss")
     if info.shape is not None and len(info.shape) != 0:
         raise GradientArgumentError(
             f"loss {loss!r} has shape {list(info.shape)}, not a scalar; reduce it in the model or use loss_fn")
