@@ -126,7 +126,10 @@ def backprop(
             return None
         if len(contributions) > 1:
             with g.scoped(f"{_safe(t)}_grad"):
-                grads[t] = [g.combiners.get(contributions[0], aggregate)(g, contributions)]
+                # a gradient that is not a tensor (a sequence's) is added as its kind says; the
+                # first contribution may be a seed, which says nothing
+                combine = next((g.combiners[c] for c in contributions if c in g.combiners), aggregate)
+                grads[t] = [combine(g, contributions)]
         # rules downstream (MatMul, Gemm...) need the rank: a gradient has its tensor's shape
         return g.as_gradient_of(grads[t][0], t)
 
@@ -221,7 +224,8 @@ def _apply(g: Emitter, index: GraphIndex, op: Op, entry: registry.GradientRule, 
     """Call ``entry``'s rule on ``op``: zero-fill float outputs without a gradient, check the
     count of gradients returned, undo broadcasting when the rule asks for it."""
     node = op.node
-    dys = [dg if dg is not None or not (o and g.is_float(o)) else g.zeros_like(o)
+    # (a sequence's zeros take a Loop over its elements: left to the rule, which knows whether it needs them)
+    dys = [dg if dg is not None or not (o and g.is_float(o)) or g.info(o).sequence else g.zeros_like(o)
            for o, dg in zip(op.outputs, out_grads)]
     result = list(entry.fn(g, op, *dys))  # type: ignore[misc]
     # a node with subgraphs also gives a gradient to each enclosing-scope value they read (after its inputs)

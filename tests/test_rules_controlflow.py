@@ -4,7 +4,7 @@ Subgraphs are typed, so every case is built once per dtype. Values the subgraphs
 enclosing scope are graph inputs of the test model (``Case.scope``) and get gradients too.
 """
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -299,23 +299,80 @@ def test_tf_cond(sign: float) -> None:
     _check_model(model, ["x", "w", "b"], ["y"], {"x": x, "w": rand(3, seed=1), "b": rand(3, seed=2)})
 
 
-def test_loop_carried_sequence_is_refused_clearly() -> None:
-    """A sequence carried by a Loop cannot be recorded per iteration: a ValueError naming it."""
-    def seq(name: str) -> onnx.ValueInfoProto:
-        return helper.make_value_info(name, helper.make_sequence_type_proto(helper.make_tensor_type_proto(D, [2])))
+def _seq(name: str, shape: Optional[list] = None) -> onnx.ValueInfoProto:
+    return helper.make_value_info(name, helper.make_sequence_type_proto(helper.make_tensor_type_proto(D, shape)))
 
-    seq_t = seq("s")
+
+def _t(name: str, elem: int, shape: Optional[list]) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def test_loop_appends_to_a_sequence() -> None:
+    """The dynamo exporter's pattern (EmbeddingBag): a Loop carrying a sequence it appends a row
+    to at every iteration, joined after the loop by ConcatFromSequence; the carried tensor reads
+    the sequence too (its first element), so gradients flow between both carried values."""
     body = helper.make_graph(
-        [node("Mul", ["v", "v"], ["vo"]), node("SequenceInsert", ["s", "vo"], ["so"]), node("Identity", ["c"], ["co"])],
-        "seq_body", [helper.make_tensor_value_info("i", I64, []), helper.make_tensor_value_info("c", BOOL, []),
-                     helper.make_tensor_value_info("v", D, [2]), seq_t],
-        [helper.make_tensor_value_info("co", BOOL, []), helper.make_tensor_value_info("vo", D, [2]),
-         seq("so")])
+        [node("Mul", ["v", "w"], ["a"]), node("Sin", ["a"], ["vo"]), node("SequenceInsert", ["s", "vo"], ["so"]),
+         node("SequenceAt", ["so", "zero"], ["first"]), node("Add", ["vo", "first"], ["vs"]),
+         node("Identity", ["c"], ["co"])],
+        "append_body", [_t("i", I64, []), _t("c", BOOL, []), _t("v", D, [1, 3]), _seq("s", [1, 3])],
+        [_t("co", BOOL, []), _t("vs", D, [1, 3]), _seq("so", [1, 3])])
     model = _model([node("SequenceEmpty", [], ["s0"], dtype=D),
+                    node("Loop", ["n", "true", "x", "s0"], ["v_final", "s_final"], body=body),
+                    node("ConcatFromSequence", ["s_final"], ["rows"], axis=0), node("Tanh", ["rows"], ["y"]),
+                    node("Mul", ["v_final", "v_final"], ["z"])],
+                   [("x", D, [1, 3]), ("w", D, [1, 3]), ("n", I64, [])], [("y", D, [4, 3]), ("z", D, [1, 3])],
+                   [("zero", np.int64(0)), ("true", np.array(True))], opset=13)
+    _check_model(model, ["x", "w"], ["y", "z"], {"x": rand(1, 3), "w": rand(1, 3, seed=1), "n": np.array(4, np.int64)})
+
+
+def test_loop_carried_sequence_read_inside_only() -> None:
+    """A carried sequence whose final value nobody uses: the body reads it (its last element)
+    for the carried tensor, so its gradient inside the loop is not zero although the final
+    one is (zeros for every element)."""
+    body = helper.make_graph(
+        [node("SequenceInsert", ["s", "v"], ["so"]), node("SequenceAt", ["so", "minus_one"], ["last"]),
+         node("Mul", ["last", "w"], ["a"]), node("Tanh", ["a"], ["b"]), node("Add", ["b", "v"], ["vo"]),
+         node("Identity", ["c"], ["co"])],
+        "read_body", [_t("i", I64, []), _t("c", BOOL, []), _t("v", D, [2]), _seq("s", [2])],
+        [_t("co", BOOL, []), _t("vo", D, [2]), _seq("so", [2])])
+    model = _model([node("SequenceConstruct", ["x0"], ["s0"]),
                     node("Loop", ["three", "true", "x", "s0"], ["y", "seq"], body=body)],
-                   [("x", D, [2])], [("y", D, [2])], [("three", np.int64(3)), ("true", np.array(True))], opset=13)
-    with pytest.raises(ValueError, match="'s' is not a tensor"):
-        onnxgrad.gradients(model, "y", "x")
+                   [("x", D, [2]), ("x0", D, [2]), ("w", D, [2])], [("y", D, [2])],
+                   [("three", np.int64(3)), ("true", np.array(True)), ("minus_one", np.int64(-1))], opset=13)
+    _check_model(model, ["x", "x0", "w"], ["y"], {"x": rand(2), "x0": rand(2, seed=1), "w": rand(2, seed=2)})
+
+
+def test_loop_reads_elements_of_an_outer_sequence() -> None:
+    """``for i: v <- v * S[i] + tanh(S[i])`` with S split from x outside the loop: the gradient of
+    the sequence S, read at every step, is summed over the steps (element-wise) and reaches x."""
+    body = helper.make_graph(
+        [node("SequenceAt", ["parts", "i"], ["e"]), node("Mul", ["v", "e"], ["a"]), node("Tanh", ["e"], ["t"]),
+         node("Add", ["a", "t"], ["vo"]), node("Identity", ["c"], ["co"])],
+        "outer_seq_body", [_t("i", I64, []), _t("c", BOOL, []), _t("v", D, [1, 2])],
+        [_t("co", BOOL, []), _t("vo", D, [1, 2])])
+    model = _model([node("SplitToSequence", ["x"], ["parts"], axis=0),
+                    node("SequenceLength", ["parts"], ["n"]),
+                    node("Loop", ["n", "true", "v0"], ["y"], body=body)],
+                   [("x", D, [3, 2]), ("v0", D, [1, 2])], [("y", D, [1, 2])], [("true", np.array(True))], opset=13)
+    _check_model(model, ["x", "v0"], ["y"], {"x": rand(3, 2), "v0": rand(1, 2, seed=1)})
+
+
+def test_loop_carrying_a_sequence_runs_once() -> None:
+    """The gradient model runs the user's Loop once: the recording copy takes its place and
+    computes its outputs."""
+    body = helper.make_graph(
+        [node("Sin", ["v"], ["vo"]), node("SequenceInsert", ["s", "vo"], ["so"]), node("Identity", ["c"], ["co"])],
+        "once_body", [_t("i", I64, []), _t("c", BOOL, []), _t("v", D, [2]), _seq("s", [2])],
+        [_t("co", BOOL, []), _t("vo", D, [2]), _seq("so", [2])])
+    model = _model([node("SequenceEmpty", [], ["s0"], dtype=D),
+                    node("Loop", ["three", "true", "x", "s0"], ["v_final", "s_final"], body=body),
+                    node("ConcatFromSequence", ["s_final"], ["y"], axis=0)],
+                   [("x", D, [2])], [("y", D, [6])], [("three", np.int64(3)), ("true", np.array(True))], opset=13)
+    result = onnxgrad.gradients(model, "y", "x")
+    runs = [n for n in result.model.graph.node if n.op_type == "Loop" and n.attribute[0].g.name == "once_body"]
+    assert len(runs) == 1 and "v_final" in runs[0].output  # the recording copy, in the user's Loop's place
+    _check_model(model, ["x"], ["y"], {"x": rand(2)})
 
 
 def test_body_writes_a_new_subgraph() -> None:

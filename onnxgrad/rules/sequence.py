@@ -11,7 +11,7 @@ sequence (typically ``SequenceAt`` at several positions) send gradients. ``Seque
 at every other position. Sequences split from a tensor (``SplitToSequence``: the dynamo
 exporter's ``split``/``chunk``) have their gradients added as one tensor and get their zeros
 from one; sequences built by ``SequenceConstruct`` element by element; any other sequence needs
-a Loop carrying a sequence (opset 13 or newer).
+a Loop carrying a sequence (opset 13 or newer: the op table refuses one before).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import List, Optional
 from onnx import TensorProto
 
 from ..emitter import Emitter, Op
-from ..errors import GradientArgumentError
 from ..registry import register_gradient
 from .recurrent import _body_input, _graph
 
@@ -46,9 +45,7 @@ def _sequence_grad(g: Emitter, name: str, seq: str) -> str:
 
 
 def _length(g: Emitter, seq: str) -> str:
-    n = g.SequenceLength(seq)
-    g.set_info(n, TensorProto.INT64, ())
-    return n
+    return g.SequenceLength(seq)
 
 
 def _position(g: Emitter, position: Optional[str], length: str, default_end: bool) -> str:
@@ -80,11 +77,6 @@ def _split_like(g: Emitter, split: Op, x: str) -> str:
                 keepdims=split.attr("keepdims"))
 
 
-def _need_sequence_loops(g: Emitter, what: str) -> None:
-    if g.opset < 13:
-        raise GradientArgumentError(f"{what} needs a Loop carrying a sequence, which needs opset 13 or newer")
-
-
 def add_sequences(g: Emitter, parts: List[str], seq: str) -> str:
     """Element-wise sum of gradients of sequence ``seq``: as one tensor when ``seq`` was split from
     one, element by element when SequenceConstruct built it, else in a Loop over the positions."""
@@ -94,7 +86,6 @@ def add_sequences(g: Emitter, parts: List[str], seq: str) -> str:
     if src is not None:
         return _sequence_grad(g, g.SequenceConstruct(*[
             g.Sum(*[g.SequenceAt(p, g.scalar_int(j)) for p in parts]) for j in range(len(src.inputs))]), seq)
-    _need_sequence_loops(g, f"adding the gradients of sequence {seq!r}, used more than once,")
     b = g.nested()
     i = _body_input(b, "position", TensorProto.INT64, [])
     cond = _body_input(b, "cond", TensorProto.BOOL, [])
@@ -103,25 +94,21 @@ def add_sequences(g: Emitter, parts: List[str], seq: str) -> str:
     body = _graph(b, "add_sequences", [(i, TensorProto.INT64, []), (cond, TensorProto.BOOL, []),
                                        (acc, g.dtype(parts[0]), None)], [b.Identity(cond), grown],
                   sequences={acc, grown})
-    out = g.op("Loop", _length(g, parts[0]), g.const(True, dtype=TensorProto.BOOL), _empty(g, parts[0]), body=body)
-    g.set_info(out, g.dtype(parts[0]))  # type: ignore[arg-type]
-    return _sequence_grad(g, out, seq)  # type: ignore[arg-type]
+    out = g.Loop(_length(g, parts[0]), g.const(True, dtype=TensorProto.BOOL), _empty(g, parts[0]), body=body)
+    return _sequence_grad(g, out, seq)
 
 
 def _empty(g: Emitter, like: str) -> str:
-    e = g.op("SequenceEmpty", dtype=g.dtype(like))
-    g.set_info(e, g.dtype(like))  # type: ignore[arg-type]
-    return e  # type: ignore[return-value]
+    return g.SequenceEmpty(dtype=g.dtype(like))
 
 
-def _zeros_like_sequence(g: Emitter, seq: str) -> str:
+def zeros_like_sequence(g: Emitter, seq: str) -> str:
     """A sequence of zeros shaped like ``seq``'s elements."""
     src = _built_by(g, seq)
     if src is not None and src.op_type == "SplitToSequence":
         return _split_like(g, src, g.zeros_like(src.inputs[0]))
     if src is not None:
         return g.SequenceConstruct(*[g.zeros_like(t) for t in src.inputs])
-    _need_sequence_loops(g, f"the gradient of an element of sequence {seq!r} (zeros for the others)")
     b = g.nested()
     i = _body_input(b, "position", TensorProto.INT64, [])
     cond = _body_input(b, "cond", TensorProto.BOOL, [])
@@ -130,9 +117,7 @@ def _zeros_like_sequence(g: Emitter, seq: str) -> str:
     body = _graph(b, "zeros_like_sequence", [(i, TensorProto.INT64, []), (cond, TensorProto.BOOL, []),
                                              (acc, g.dtype(seq), None)], [b.Identity(cond), grown],
                   sequences={acc, grown})
-    out = g.op("Loop", _length(g, seq), g.const(True, dtype=TensorProto.BOOL), _empty(g, seq), body=body)
-    g.set_info(out, g.dtype(seq))  # type: ignore[arg-type]
-    return out  # type: ignore[return-value]
+    return g.Loop(_length(g, seq), g.const(True, dtype=TensorProto.BOOL), _empty(g, seq), body=body)
 
 
 # ---------------------------------------------------------------- the rules
@@ -143,7 +128,7 @@ def sequence_at(g: Emitter, op: Op, dy: Optional[str]) -> List[Optional[str]]:
     p = _position(g, op.input(1), _length(g, seq), default_end=False)
     # dy goes in before the zero it replaces: inserting at the end (a position equal to the
     # length) is what onnx.reference gets wrong (it inserts at the front)
-    with_dy = g.SequenceInsert(_zeros_like_sequence(g, seq), dy, p)
+    with_dy = g.SequenceInsert(zeros_like_sequence(g, seq), dy, p)
     return [_sequence_grad(g, g.SequenceErase(with_dy, g.Add(p, g.scalar_int(1))), seq), None]
 
 
@@ -201,6 +186,4 @@ def _sizes_along(g: Emitter, seq: str, axis: int) -> str:
     where = b.ints([axis]) if axis >= 0 else b.Add(b.ints([axis]), b.Reshape(rank, b.ints([1])))
     body = _graph(b, "sizes", [(i, TensorProto.INT64, []), (cond, TensorProto.BOOL, [])],
                   [b.Identity(cond), b.Gather(shape, where, axis=0)])
-    stacked = g.op("Loop", _length(g, seq), g.const(True, dtype=TensorProto.BOOL), body=body)
-    g.set_info(stacked, TensorProto.INT64)  # type: ignore[arg-type]
-    return g.reshape(stacked, [-1])  # type: ignore[arg-type]
+    return g.reshape(g.Loop(_length(g, seq), g.const(True, dtype=TensorProto.BOOL), body=body), [-1])
