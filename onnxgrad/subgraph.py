@@ -130,11 +130,16 @@ class Body:
 
     def backprop(self, ys: Sequence[str], seeds: Sequence[str], xs: Sequence[str]) -> List[Optional[str]]:
         """Gradients of the replayed ``ys`` seeded with ``seeds``, for each of ``xs``."""
+        return engine.run(self.steps(ys, seeds, xs))
+
+    def steps(self, ys: Sequence[str], seeds: Sequence[str], xs: Sequence[str]) -> "engine.Steps[List[Optional[str]]]":
+        """:meth:`backprop` as the steps a rule yields (``grads = yield body.steps(...)``): the
+        engine runs them from its own stack, however deeply subgraphs nest."""
         self._split = len(self.g.nodes)
         for y, seed in zip(ys, seeds):  # a y nothing typed (a custom op's output) has its gradient's type
             if not self.g.info(y).elem_type:
                 self.g.set_info(y, self.g.dtype(seed))
-        return engine.backprop(self.g, list(ys), list(xs), list(seeds), set(), _sum)
+        return engine.backprop_steps(self.g, list(ys), list(xs), list(seeds), set(), _sum)
 
     def graph(self, outputs: Sequence[str], inputs: Optional[Sequence[Tuple[str, TensorInfo]]] = None) -> GraphProto:
         """The new graph, with ``inputs`` (default: those given at construction) and one output
@@ -257,8 +262,9 @@ def reverse_loop(g: Emitter, body: GraphProto, steps: str, *, stepped: Sequence[
                  histories: Sequence[History] = (), step_index: Optional[str] = None,
                  true_inputs: Sequence[str] = (), carried: Sequence[Carried] = (), seeded: Sequence[Stepped] = (),
                  wrt_stepped: Sequence[Stepped] = (), reads: Sequence[str] = (),
-                 wrt_reads: Sequence[str] = ()) -> LoopGradients:
-    """Reverse mode through ``steps`` (a scalar int64 tensor, N) iterations of ``body``.
+                 wrt_reads: Sequence[str] = ()) -> "engine.Steps[LoopGradients]":
+    """Reverse mode through ``steps`` (a scalar int64 tensor, N) iterations of ``body`` (as steps:
+    ``yield from reverse_loop(...)`` in a rule).
 
     Emits one ``Loop`` whose iteration j replays step ``i = N - 1 - j`` of ``body`` and
     backpropagates through it:
@@ -321,7 +327,7 @@ def reverse_loop(g: Emitter, body: GraphProto, steps: str, *, stepped: Sequence[
     seeds = [inner.Gather(s.outer, j if s.reverse else i, axis=s.axis) for s in seeded]
     ys = [c.output for c in carried] + [s.name for s in seeded]
     xs = [c.input for c in carried] + [s.name for s in wrt_stepped] + list(wrt_reads)
-    grads = b.backprop(ys, dvs + seeds, xs)
+    grads = yield b.steps(ys, dvs + seeds, xs)
     n_c, n_s = len(carried), len(wrt_stepped)
     carried_out = [d if d is not None else zeros_like_value(inner, c.input) for c, d in zip(carried, grads[:n_c])]
     stepped_grads = grads[n_c:n_c + n_s]

@@ -4,6 +4,8 @@ Subgraphs are typed, so every case is built once per dtype. Values the subgraphs
 enclosing scope are graph inputs of the test model (``Case.scope``) and get gradients too.
 """
 
+import inspect
+import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -413,3 +415,30 @@ def test_op_without_rule_inside_a_branch_is_named() -> None:
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("my.ops", 1)])
     with pytest.raises(LookupError, match="cube_in_branch.*my.ops::Cube"):
         onnxgrad.gradients(model, "y", "x")
+
+
+def _nested_ifs(depth: int) -> onnx.ModelProto:
+    """``y = sin(x) * w`` under ``depth`` nested Ifs on ``c`` (every else branch: ``-x``)."""
+    inner = graph("level0", [node("Sin", ["x"], ["s"]), node("Mul", ["s", "w"], ["t0"])], [], [("t0", D, [3])])
+    for k in range(1, depth + 1):
+        other = graph(f"else{k}", [node("Neg", ["x"], [f"e{k}"])], [], [(f"e{k}", D, [3])])
+        inner = graph(f"level{k}", [node("If", ["c"], [f"t{k}"], then_branch=inner, else_branch=other)], [],
+                      [(f"t{k}", D, [3])])
+    return _model(list(inner.node), [("x", D, [3]), ("w", D, [3]), ("c", BOOL, [])], [(f"t{depth}", D, [3])],
+                  opset=17)
+
+
+@pytest.mark.parametrize("taken", [True, False])
+def test_deep_nesting_keeps_the_python_stack_flat(taken: bool) -> None:
+    """30 nested Ifs (protobuf parses at most 100 nested messages: 3 per level) differentiate with
+    100 Python frames to spare: nested backward passes run from the engine's own stack
+    (engine.run), not by recursion (which needed about 6 frames per level)."""
+    depth = 30
+    model = _nested_ifs(depth)
+    saved = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack()) + 100)
+    try:
+        onnxgrad.gradients(model, f"t{depth}", ["x", "w"])
+    finally:
+        sys.setrecursionlimit(saved)
+    _check_model(model, ["x", "w"], [f"t{depth}"], {"x": rand(3), "w": rand(3, seed=1), "c": np.array(taken)})

@@ -23,6 +23,7 @@ import numpy as np
 from onnx import GraphProto, NodeProto, TensorProto, helper, numpy_helper
 
 from ..emitter import Emitter, Op
+from ..engine import Steps
 from ..errors import GradientArgumentError
 from ..functions import through_body
 from ..graph import subgraph_outer_names
@@ -47,7 +48,7 @@ def _with_read_grads(op: Op, reads: Sequence[str], grads: List[Optional[str]], g
 
 
 @register_gradient("If")
-def if_grad(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]:
+def if_grad(g: Emitter, op: Op, *dys: Optional[str]) -> Steps[List[Optional[str]]]:
     reads = subgraph_outer_names(op.node)
     xs = [x for x in reads if g.is_float(x)]
     if not xs:
@@ -58,7 +59,7 @@ def if_grad(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]:
         pairs = [(o.name, dy) for o, dy in zip(branch.output, dys) if dy is not None]
         seeds = [dy for _, dy in pairs]
         b = Body(g, branch, [], [], list(reads) + xs + seeds, attr)
-        grads = b.backprop([y for y, _ in pairs], seeds, xs)
+        grads = yield b.steps([y for y, _ in pairs], seeds, xs)
         branches[attr] = b.graph([dx if dx is not None else b.g.zeros_like(x) for x, dx in zip(xs, grads)])
     outs = [g.fresh(f"{x.replace('/', '_')}_grad") for x in xs]
     g.typed_node("If", [op.inputs[0]], outs, g.fresh("If"), branches)
@@ -156,7 +157,7 @@ def _tensor_inputs(body: GraphProto, names: Sequence[str], kind: str) -> None:
 
 
 @register_gradient("Loop")
-def loop_grad(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]:
+def loop_grad(g: Emitter, op: Op, *dys: Optional[str]) -> Steps[List[Optional[str]]]:
     body = GraphProto()
     body.CopyFrom(op.attr("body"))  # the node's own is replaced by the recording copy
     n_carried = len(op.inputs) - 2
@@ -205,7 +206,7 @@ def loop_grad(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]:
         # the history holds the initial value, then each step's result
         every = g.Concat(g.reshape(g.SequenceLength(op.inputs[2 + k]), [1]), g.reshape(lengths, [-1]), axis=0)
         records.append(History(name, history, g.CumSum(every, g.scalar_int(0), exclusive=1), every))
-    res = reverse_loop(
+    res = yield from reverse_loop(
         g, body, steps,
         stepped=[Stepped(v_in[k], stack, shape=shape, info=info)
                  for k, stack, shape, info in zip(tensors, stacks[1:], shapes, infos)],
@@ -220,7 +221,7 @@ def loop_grad(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]:
 
 
 @register_gradient("Scan", since=9)
-def scan_grad(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]:
+def scan_grad(g: Emitter, op: Op, *dys: Optional[str]) -> Steps[List[Optional[str]]]:
     body = GraphProto()
     body.CopyFrom(op.attr("body"))  # the node's own is replaced by the recording copy
     m = int(op.attr("num_scan_inputs"))
@@ -247,7 +248,7 @@ def scan_grad(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]:
     wrt = [x for x in reads if g.is_float(x)]
     floats = [k for k in range(n) if g.is_float(op.outputs[k])]
     scanned = [Stepped(name, x, a, d == 1) for name, x, a, d in zip(x_in, scans, in_axes, in_dirs)]
-    res = reverse_loop(
+    res = yield from reverse_loop(
         g, body, steps,
         stepped=[Stepped(name, stack) for name, stack in zip(s_in, stacks)] + scanned,
         carried=[Carried(s_in[k], s_out[k], dys[k]) for k in floats],  # type: ignore[arg-type]
