@@ -345,6 +345,41 @@ def test_loop_carried_sequence_read_inside_only() -> None:
     _check_model(model, ["x", "x0", "w"], ["y"], {"x": rand(2), "x0": rand(2, seed=1), "w": rand(2, seed=2)})
 
 
+def test_loop_carried_sequence_also_used_outside() -> None:
+    """The initial sequence of a Loop is read outside it too: its gradient from the Loop and the
+    one from SequenceAt add up element by element."""
+    body = helper.make_graph(
+        [node("Mul", ["v", "v"], ["vo"]), node("SequenceInsert", ["s", "vo"], ["so"]), node("Identity", ["c"], ["co"])],
+        "twice_body", [_t("i", I64, []), _t("c", BOOL, []), _t("v", D, [2]), _seq("s", [2])],
+        [_t("co", BOOL, []), _t("vo", D, [2]), _seq("so", [2])])
+    model = _model([node("SequenceConstruct", ["x0", "x1"], ["s0"]),
+                    node("Loop", ["two", "true", "x", "s0"], ["v_final", "s_final"], body=body),
+                    node("ConcatFromSequence", ["s_final"], ["joined"], axis=0), node("Sin", ["joined"], ["y"]),
+                    node("SequenceAt", ["s0", "one"], ["e"]), node("Mul", ["e", "v_final"], ["z"])],
+                   [("x", D, [2]), ("x0", D, [2]), ("x1", D, [2])], [("y", D, [8]), ("z", D, [2])],
+                   [("two", np.int64(2)), ("one", np.int64(1)), ("true", np.array(True))], opset=13)
+    _check_model(model, ["x", "x0", "x1"], ["y", "z"], {"x": rand(2), "x0": rand(2, seed=1), "x1": rand(2, seed=2)})
+
+
+@pytest.mark.parametrize("taken", [True, False])
+def test_if_with_sequences(taken: bool) -> None:
+    """An If whose branches extend an enclosing sequence differently (the then branch also reads
+    an element of it): sequence gradients into and out of both branches."""
+    then = helper.make_graph([node("Mul", ["x", "w"], ["xw"]), node("SequenceInsert", ["s", "xw"], ["t"]),
+                              node("SequenceAt", ["s", "zero"], ["first"]), node("Mul", ["first", "x"], ["tx"]),
+                              node("SequenceInsert", ["t", "tx"], ["t2"])],
+                             "then_seq", [], [_seq("t2", [2])])
+    other = helper.make_graph([node("Sin", ["x"], ["sx"]), node("SequenceInsert", ["s", "sx"], ["e"])],
+                              "else_seq", [], [_seq("e", [2])])
+    model = _model([node("SequenceConstruct", ["a"], ["s"]),
+                    node("If", ["c"], ["r"], then_branch=then, else_branch=other),
+                    node("ConcatFromSequence", ["r"], ["y"], axis=0, new_axis=1)],
+                   [("x", D, [2]), ("w", D, [2]), ("a", D, [2]), ("c", BOOL, [])],
+                   [("y", D, [3 if taken else 2, 2])], [("zero", np.int64(0))], opset=13)
+    _check_model(model, ["x", "w", "a"], ["y"], {"x": rand(2), "w": rand(2, seed=1), "a": rand(2, seed=2),
+                                                 "c": np.array(taken)})
+
+
 def test_loop_reads_elements_of_an_outer_sequence() -> None:
     """``for i: v <- v * S[i] + tanh(S[i])`` with S split from x outside the loop: the gradient of
     the sequence S, read at every step, is summed over the steps (element-wise) and reaches x."""

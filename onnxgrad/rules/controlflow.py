@@ -29,6 +29,7 @@ from ..functions import through_body
 from ..graph import subgraph_outer_names
 from ..tensorinfo import TensorInfo
 from ..registry import register_gradient
+from .sequence import sequence_gradient
 from ..subgraph import (Body, Carried, History, Stepped, declared, outer_reads, reverse_loop, step_count, value_info,
                         zeros_like_value)
 
@@ -43,8 +44,20 @@ def _with_read_grads(op: Op, reads: Sequence[str], grads: List[Optional[str]], g
         if dx is None:
             continue
         k = op.inputs.index(name) if name in op.inputs else len(op.inputs) + extra.index(name)
-        slots[k] = dx if slots[k] is None else g.Add(slots[k], dx)
+        slots[k] = dx if slots[k] is None else _added(g, slots[k], dx)
     return slots
+
+
+def _added(g: Emitter, a: str, b: str) -> str:
+    """``a + b`` for gradients of any kind (those of a sequence add element by element)."""
+    combine = g.combiners.get(a) or g.combiners.get(b)
+    return combine(g, [a, b]) if combine is not None else g.Add(a, b)
+
+
+def _of(g: Emitter, grads: Sequence[Optional[str]], xs: Sequence[str]) -> List[Optional[str]]:
+    """``grads``, those of sequences among ``xs`` marked as such (the engine then adds them up
+    element by element where several meet)."""
+    return [sequence_gradient(g, d, x) if d is not None and g.info(x).sequence else d for d, x in zip(grads, xs)]
 
 
 @register_gradient("If")
@@ -60,10 +73,10 @@ def if_grad(g: Emitter, op: Op, *dys: Optional[str]) -> Steps[List[Optional[str]
         seeds = [dy for _, dy in pairs]
         b = Body(g, branch, [], [], list(reads) + xs + seeds, attr)
         grads = yield b.steps([y for y, _ in pairs], seeds, xs)
-        branches[attr] = b.graph([dx if dx is not None else b.g.zeros_like(x) for x, dx in zip(xs, grads)])
+        branches[attr] = b.graph([dx if dx is not None else zeros_like_value(b.g, x) for x, dx in zip(xs, grads)])
     outs = [g.fresh(f"{x.replace('/', '_')}_grad") for x in xs]
     g.typed_node("If", [op.inputs[0]], outs, g.fresh("If"), branches)
-    return _with_read_grads(op, xs, [None], list(outs), g)
+    return _with_read_grads(op, xs, [None], _of(g, outs, xs), g)
 
 
 def _record(g: Emitter, op: Op, body: GraphProto, names: Sequence[Tuple[str, TensorInfo]],
@@ -215,9 +228,9 @@ def loop_grad(g: Emitter, op: Op, *dys: Optional[str]) -> Steps[List[Optional[st
         seeded=[Stepped(y, dy) for y, dy in zip(scan_out, dys[n_carried:]) if dy is not None],
         reads=reads, wrt_reads=wrt)
     grads: List[Optional[str]] = [None] * len(op.inputs)
-    for k, dv in zip(floats, res.carried):
+    for k, dv in zip(floats, _of(g, res.carried, [op.inputs[2 + k] for k in floats])):
         grads[2 + k] = dv
-    return _with_read_grads(op, wrt, grads, res.reads, g)
+    return _with_read_grads(op, wrt, grads, _of(g, res.reads, wrt), g)
 
 
 @register_gradient("Scan", since=9)

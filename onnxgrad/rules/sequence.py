@@ -38,7 +38,7 @@ def optional_get_element(g: Emitter, op: Op, dy: Optional[str]) -> List[Optional
 
 
 # ---------------------------------------------------------------- sequence gradients
-def _sequence_grad(g: Emitter, name: str, seq: str) -> str:
+def sequence_gradient(g: Emitter, name: str, seq: str) -> str:
     """Mark ``name`` as a gradient of sequence ``seq``: the engine adds such gradients with add_sequences."""
     g.combiners[name] = lambda g, parts: add_sequences(g, parts, seq)
     return name
@@ -82,9 +82,9 @@ def add_sequences(g: Emitter, parts: List[str], seq: str) -> str:
     one, element by element when SequenceConstruct built it, else in a Loop over the positions."""
     src = _built_by(g, seq)
     if src is not None and src.op_type == "SplitToSequence":
-        return _sequence_grad(g, _split_like(g, src, g.Sum(*[_joined(g, src, p) for p in parts])), seq)
+        return sequence_gradient(g, _split_like(g, src, g.Sum(*[_joined(g, src, p) for p in parts])), seq)
     if src is not None:
-        return _sequence_grad(g, g.SequenceConstruct(*[
+        return sequence_gradient(g, g.SequenceConstruct(*[
             g.Sum(*[g.SequenceAt(p, g.scalar_int(j)) for p in parts]) for j in range(len(src.inputs))]), seq)
     b = g.nested()
     i = _body_input(b, "position", TensorProto.INT64, [])
@@ -95,7 +95,7 @@ def add_sequences(g: Emitter, parts: List[str], seq: str) -> str:
                                        (acc, g.dtype(parts[0]), None)], [b.Identity(cond), grown],
                   sequences={acc, grown})
     out = g.Loop(_length(g, parts[0]), g.const(True, dtype=TensorProto.BOOL), _empty(g, parts[0]), body=body)
-    return _sequence_grad(g, out, seq)
+    return sequence_gradient(g, out, seq)
 
 
 def _empty(g: Emitter, like: str) -> str:
@@ -129,7 +129,7 @@ def sequence_at(g: Emitter, op: Op, dy: Optional[str]) -> List[Optional[str]]:
     # dy goes in before the zero it replaces: inserting at the end (a position equal to the
     # length) is what onnx.reference gets wrong (it inserts at the front)
     with_dy = g.SequenceInsert(zeros_like_sequence(g, seq), dy, p)
-    return [_sequence_grad(g, g.SequenceErase(with_dy, g.Add(p, g.scalar_int(1))), seq), None]
+    return [sequence_gradient(g, g.SequenceErase(with_dy, g.Add(p, g.scalar_int(1))), seq), None]
 
 
 @register_gradient("SequenceConstruct", since=11)
@@ -143,7 +143,7 @@ def sequence_insert(g: Emitter, op: Op, dS: Optional[str]) -> List[Optional[str]
     """S' = S with t inserted at p (default: the end): dt = dS'[p], dS = dS' without position p."""
     seq = op.inputs[0]
     p = _position(g, op.input(2), _length(g, seq), default_end=True)
-    return [_sequence_grad(g, g.SequenceErase(dS, p), seq), g.SequenceAt(dS, p), None]
+    return [sequence_gradient(g, g.SequenceErase(dS, p), seq), g.SequenceAt(dS, p), None]
 
 
 @register_gradient("SequenceErase", since=11, inputs=[0])
@@ -154,7 +154,7 @@ def sequence_erase(g: Emitter, op: Op, dS: Optional[str]) -> List[Optional[str]]
     zeros = g.zeros_like(g.SequenceAt(seq, p))
     # a zero appended first keeps the insertion off the end (see sequence_at), then goes again
     padded = g.SequenceInsert(g.SequenceInsert(dS, zeros), zeros, p)
-    return [_sequence_grad(g, g.SequenceErase(padded, g.scalar_int(-1)), seq), None]
+    return [sequence_gradient(g, g.SequenceErase(padded, g.scalar_int(-1)), seq), None]
 
 
 @register_gradient("SplitToSequence", since=11, inputs=[0])
@@ -171,8 +171,8 @@ def concat_from_sequence(g: Emitter, op: Op, dy: Optional[str]) -> List[Optional
     seq = op.inputs[0]
     axis = op.attr("axis")
     if op.attr("new_axis", 0):
-        return [_sequence_grad(g, g.SplitToSequence(dy, axis=axis, keepdims=0), seq)]
-    return [_sequence_grad(g, g.SplitToSequence(dy, _sizes_along(g, seq, axis), axis=axis), seq)]
+        return [sequence_gradient(g, g.SplitToSequence(dy, axis=axis, keepdims=0), seq)]
+    return [sequence_gradient(g, g.SplitToSequence(dy, _sizes_along(g, seq, axis), axis=axis), seq)]
 
 
 def _sizes_along(g: Emitter, seq: str, axis: int) -> str:
