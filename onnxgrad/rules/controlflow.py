@@ -44,7 +44,8 @@ def _with_read_grads(op: Op, reads: Sequence[str], grads: List[Optional[str]], g
         if dx is None:
             continue
         k = op.inputs.index(name) if name in op.inputs else len(op.inputs) + extra.index(name)
-        slots[k] = dx if slots[k] is None else _added(g, slots[k], dx)
+        have = slots[k]
+        slots[k] = dx if have is None else _added(g, have, dx)
     return slots
 
 
