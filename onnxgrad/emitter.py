@@ -123,6 +123,26 @@ class Emitter:
         b.zeros, b.combiners, b.extra_inputs = self.zeros, self.combiners, self.extra_inputs
         return b
 
+    def graph_input(self, hint: str, info: TensorInfo) -> str:
+        """A fresh, typed input of the nested graph this emitter writes (see :meth:`nested`)."""
+        name = self.fresh(hint)
+        self.set_info(name, info.elem_type, info.shape)
+        if info.sequence:
+            self._sequences.add(name)
+        return name
+
+    def subgraph(self, name: str, inputs: Sequence[str], outputs: Sequence[str]) -> onnx.GraphProto:
+        """The nodes this nested emitter wrote as a graph (a Loop body): ``inputs`` from
+        :meth:`graph_input`, ``outputs`` typed by their element type (and kind)."""
+        def typed(n: str, shape: bool) -> onnx.ValueInfoProto:
+            info = self.info(n)
+            if info.sequence:
+                return helper.make_tensor_sequence_value_info(n, info.elem_type, None)
+            dims = list(info.shape) if shape and info.shape is not None else None
+            return helper.make_tensor_value_info(n, info.elem_type, dims)
+
+        return helper.make_graph(self.nodes, name, [typed(n, True) for n in inputs], [typed(o, False) for o in outputs])
+
     # ---------------------------------------------------------------- names
     def fresh(self, hint: str) -> str:
         """A name under the current scope that no tensor or node uses yet."""
@@ -226,6 +246,15 @@ class Emitter:
         self._types[name] = elem_type
         if shape is not None:
             self._shapes[name] = tuple(shape)
+
+    def adopt(self, other: "Emitter", names: Iterable[str]) -> None:
+        """Know ``names``, values ``other`` wrote whose nodes are now in this emitter's graph (a
+        function body inlined), as ``other`` knows them."""
+        for name in names:
+            info = other.info(name)
+            self.set_info(name, info.elem_type, info.shape)
+            if info.sequence:
+                self._sequences.add(name)
 
     def as_gradient_of(self, grad: str, x: str) -> str:
         """``grad``, known from now on to have the shape of ``x`` (a gradient is shaped like its

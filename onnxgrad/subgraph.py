@@ -185,13 +185,8 @@ class Body:
         with the type and shape they have here; an input passed twice has its whole gradient at its
         first position, None after."""
         self.inline()
-        result: List[Optional[str]] = []
-        for x in inputs:
-            dx = grads.pop(x, None)
-            if dx is not None:
-                info = self.g.info(dx)
-                self.outer.set_info(dx, info.elem_type, info.shape)
-            result.append(dx)
+        result = [grads.pop(x, None) for x in inputs]
+        self.outer.adopt(self.g, [dx for dx in result if dx is not None])
         return result
 
 

@@ -22,7 +22,9 @@ from onnx import TensorProto
 
 from ..emitter import Emitter, Op
 from ..registry import register_gradient
-from .recurrent import _body_input, _graph
+from ..tensorinfo import TensorInfo
+
+_POSITION, _COND = TensorInfo(TensorProto.INT64, ()), TensorInfo(TensorProto.BOOL, ())
 
 
 @register_gradient("Optional", since=15)
@@ -87,13 +89,10 @@ def add_sequences(g: Emitter, parts: List[str], seq: str) -> str:
         return sequence_gradient(g, g.SequenceConstruct(*[
             g.Sum(*[g.SequenceAt(p, g.scalar_int(j)) for p in parts]) for j in range(len(src.inputs))]), seq)
     b = g.nested()
-    i = _body_input(b, "position", TensorProto.INT64, [])
-    cond = _body_input(b, "cond", TensorProto.BOOL, [])
-    acc = _body_input(b, "sum", g.dtype(parts[0]))
+    i, cond = b.graph_input("position", _POSITION), b.graph_input("cond", _COND)
+    acc = b.graph_input("sum", TensorInfo(g.dtype(parts[0]), None, sequence=True))
     grown = b.SequenceInsert(acc, b.Sum(*[b.SequenceAt(p, i) for p in parts]))
-    body = _graph(b, "add_sequences", [(i, TensorProto.INT64, []), (cond, TensorProto.BOOL, []),
-                                       (acc, g.dtype(parts[0]), None)], [b.Identity(cond), grown],
-                  sequences={acc, grown})
+    body = b.subgraph("add_sequences", [i, cond, acc], [b.Identity(cond), grown])
     out = g.Loop(_length(g, parts[0]), g.const(True, dtype=TensorProto.BOOL), _empty(g, parts[0]), body=body)
     return sequence_gradient(g, out, seq)
 
@@ -110,13 +109,10 @@ def zeros_like_sequence(g: Emitter, seq: str) -> str:
     if src is not None:
         return g.SequenceConstruct(*[g.zeros_like(t) for t in src.inputs])
     b = g.nested()
-    i = _body_input(b, "position", TensorProto.INT64, [])
-    cond = _body_input(b, "cond", TensorProto.BOOL, [])
-    acc = _body_input(b, "zeros", g.dtype(seq))
+    i, cond = b.graph_input("position", _POSITION), b.graph_input("cond", _COND)
+    acc = b.graph_input("zeros", TensorInfo(g.dtype(seq), None, sequence=True))
     grown = b.SequenceInsert(acc, b.zeros_like(b.SequenceAt(seq, i)))
-    body = _graph(b, "zeros_like_sequence", [(i, TensorProto.INT64, []), (cond, TensorProto.BOOL, []),
-                                             (acc, g.dtype(seq), None)], [b.Identity(cond), grown],
-                  sequences={acc, grown})
+    body = b.subgraph("zeros_like_sequence", [i, cond, acc], [b.Identity(cond), grown])
     return g.Loop(_length(g, seq), g.const(True, dtype=TensorProto.BOOL), _empty(g, seq), body=body)
 
 
@@ -178,12 +174,10 @@ def concat_from_sequence(g: Emitter, op: Op, dy: Optional[str]) -> List[Optional
 def _sizes_along(g: Emitter, seq: str, axis: int) -> str:
     """The size of each element of ``seq`` along ``axis`` (1-D int64): a Loop over the elements."""
     b = g.nested()
-    i = _body_input(b, "position", TensorProto.INT64, [])
-    cond = _body_input(b, "cond", TensorProto.BOOL, [])
+    i, cond = b.graph_input("position", _POSITION), b.graph_input("cond", _COND)
     elem = b.SequenceAt(seq, i)
     shape = b.Shape(elem)
     rank = b.Size(shape)
     where = b.ints([axis]) if axis >= 0 else b.Add(b.ints([axis]), b.Reshape(rank, b.ints([1])))
-    body = _graph(b, "sizes", [(i, TensorProto.INT64, []), (cond, TensorProto.BOOL, [])],
-                  [b.Identity(cond), b.Gather(shape, where, axis=0)])
+    body = b.subgraph("sizes", [i, cond], [b.Identity(cond), b.Gather(shape, where, axis=0)])
     return g.reshape(g.Loop(_length(g, seq), g.const(True, dtype=TensorProto.BOOL), body=body), [-1])
