@@ -484,12 +484,14 @@ def test_deeply_nested_loops_keep_the_python_stack_flat() -> None:
     """30 nested Loops (the outer one runs twice, each inner one once; innermost ``v <- sin(v * w)``)
     differentiate with 100 Python frames to spare, and the gradients are right."""
     depth = 30
-    body = graph("b0", [node("Mul", ["v0", "w"], ["m0"]), node("Sin", ["m0"], ["o0"]), node("Identity", ["c0"], ["co0"])],
+    body = graph("b0", [node("Mul", ["v0", "w"], ["m0"]), node("Sin", ["m0"], ["o0"]),
+                        node("Identity", ["c0"], ["co0"])],
                  [("i0", I64, []), ("c0", BOOL, []), ("v0", D, [2])], [("co0", BOOL, []), ("o0", D, [2])])
     for k in range(1, depth):
         body = graph(f"b{k}", [node("Loop", ["one", "true", f"v{k}"], [f"o{k}"], body=body),
                                node("Identity", [f"c{k}"], [f"co{k}"])],
-                     [(f"i{k}", I64, []), (f"c{k}", BOOL, []), (f"v{k}", D, [2])], [(f"co{k}", BOOL, []), (f"o{k}", D, [2])])
+                     [(f"i{k}", I64, []), (f"c{k}", BOOL, []), (f"v{k}", D, [2])],
+                     [(f"co{k}", BOOL, []), (f"o{k}", D, [2])])
     model = _model([node("Loop", ["two", "true", "x"], ["y"], body=body)], [("x", D, [2]), ("w", D, [2])],
                    [("y", D, [2])], [("one", np.int64(1)), ("two", np.int64(2)), ("true", np.array(True))], opset=17)
     saved = sys.getrecursionlimit()
