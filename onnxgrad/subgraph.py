@@ -11,8 +11,10 @@ forward nodes (their values exist only inside the forward subgraph) and appends 
 pass; :meth:`Body.graph` returns the result as a GraphProto for an If/Loop/Scan attribute.
 
 :func:`reverse_loop` builds on it: reverse mode through the iterations of a loop whose every
-step's inputs were recorded, as a ``Loop`` that runs the steps backwards. Memory grows linearly
-with the number of iterations (the recorded values).
+step's inputs were recorded (tensors stacked, sequences listed in one history sequence), as a
+``Loop`` that runs the steps backwards. Memory grows linearly with the number of iterations (the
+recorded values). A nested backward pass is run by the engine (:meth:`Body.steps`, yielded by
+the rule), not called: nesting depth costs no Python stack.
 """
 
 from __future__ import annotations

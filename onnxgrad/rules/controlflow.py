@@ -7,12 +7,16 @@ order.
 * ``If``: an ``If`` on the same condition whose branches replay the forward branch and return
   the gradients of every float value either branch reads (zeros for those the taken branch does
   not read).
-* ``Loop`` and ``Scan``: a copy of the forward node whose body also outputs, per iteration, its
-  iteration number and loop-carried inputs (memory linear in the number of iterations), then a
-  backward ``Loop`` (:func:`~onnxgrad.subgraph.reverse_loop`) that replays iteration
-  ``N - 1 - j`` at its step j and carries the gradients back to the first iteration. The copy
-  counts the iterations actually run, so dynamic trip counts and conditions that end a loop
-  early are followed.
+* ``Loop`` and ``Scan``: the forward node is replaced by a copy whose body also outputs, per
+  iteration, its iteration number and loop-carried inputs (memory linear in the number of
+  iterations; a carried sequence is kept as one history sequence of every iteration's elements),
+  so the forward loop runs once; then a backward ``Loop``
+  (:func:`~onnxgrad.subgraph.reverse_loop`) replays iteration ``N - 1 - j`` at its step j and
+  carries the gradients back to the first iteration. The copy counts the iterations actually
+  run, so dynamic trip counts and conditions that end a loop early are followed.
+
+The rules are generators: each yields the nested backward pass of its subgraph for the engine to
+run from its own stack (:func:`onnxgrad.engine.run`), so nesting depth costs no Python stack.
 """
 
 from __future__ import annotations
