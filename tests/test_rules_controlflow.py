@@ -329,20 +329,22 @@ def test_loop_appends_to_a_sequence() -> None:
 
 
 def test_loop_carried_sequence_read_inside_only() -> None:
-    """A carried sequence whose final value nobody uses: the body reads it (its last element)
-    for the carried tensor, so its gradient inside the loop is not zero although the final
-    one is (zeros for every element)."""
+    """A carried sequence whose final value nobody uses: the body reads it (its first and last
+    elements) for the carried tensor and a scan output, so its gradient inside the loop is not
+    zero although the final one is (zeros for every element)."""
     body = helper.make_graph(
         [node("SequenceInsert", ["s", "v"], ["so"]), node("SequenceAt", ["so", "minus_one"], ["last"]),
          node("Mul", ["last", "w"], ["a"]), node("Tanh", ["a"], ["b"]), node("Add", ["b", "v"], ["vo"]),
+         node("SequenceAt", ["s", "zero"], ["first"]), node("Mul", ["first", "b"], ["scanned"]),
          node("Identity", ["c"], ["co"])],
         "read_body", [_t("i", I64, []), _t("c", BOOL, []), _t("v", D, [2]), _seq("s", [2])],
-        [_t("co", BOOL, []), _t("vo", D, [2]), _seq("so", [2])])
+        [_t("co", BOOL, []), _t("vo", D, [2]), _seq("so", [2]), _t("scanned", D, [2])])
     model = _model([node("SequenceConstruct", ["x0"], ["s0"]),
-                    node("Loop", ["three", "true", "x", "s0"], ["y", "seq"], body=body)],
-                   [("x", D, [2]), ("x0", D, [2]), ("w", D, [2])], [("y", D, [2])],
-                   [("three", np.int64(3)), ("true", np.array(True)), ("minus_one", np.int64(-1))], opset=13)
-    _check_model(model, ["x", "x0", "w"], ["y"], {"x": rand(2), "x0": rand(2, seed=1), "w": rand(2, seed=2)})
+                    node("Loop", ["three", "true", "x", "s0"], ["y", "seq", "ys"], body=body)],
+                   [("x", D, [2]), ("x0", D, [2]), ("w", D, [2])], [("y", D, [2]), ("ys", D, [3, 2])],
+                   [("three", np.int64(3)), ("true", np.array(True)), ("minus_one", np.int64(-1)),
+                    ("zero", np.int64(0))], opset=13)
+    _check_model(model, ["x", "x0", "w"], ["y", "ys"], {"x": rand(2), "x0": rand(2, seed=1), "w": rand(2, seed=2)})
 
 
 def test_loop_carried_sequence_also_used_outside() -> None:
