@@ -89,6 +89,7 @@ class Emitter:
         self.scope = prefix
         self._types: Dict[str, int] = {}
         self._shapes: Dict[str, Optional[Tuple[Dim, ...]]] = {}
+        self._sequences: Set[str] = set()  # emitted values that are sequences of tensors
         self._counts: Dict[str, int] = {}
         self._taken: Set[str] = set(index.all_names()) | {n.name for n in index.nodes if n.name}
         self._const_cache: Dict[Tuple[int, bytes, Tuple[int, ...]], str] = {}
@@ -116,10 +117,31 @@ class Emitter:
         b.index, b._sink, b.opset, b.prefix, b.scope = self.index, None, self.opset, self.prefix, self.scope
         b.nodes, b.node_io = [], []
         b._types, b._shapes, b._counts, b._taken = self._types, self._shapes, self._counts, self._taken
+        b._sequences = self._sequences
         b._const_cache, b._shape_of_cache = dict(self._const_cache), dict(self._shape_of_cache)
         b._const_values, b._defined = self._const_values, self._defined
         b.zeros, b.combiners, b.extra_inputs = self.zeros, self.combiners, self.extra_inputs
         return b
+
+    def graph_input(self, hint: str, info: TensorInfo) -> str:
+        """A fresh, typed input of the nested graph this emitter writes (see :meth:`nested`)."""
+        name = self.fresh(hint)
+        self.set_info(name, info.elem_type, info.shape)
+        if info.sequence:
+            self._sequences.add(name)
+        return name
+
+    def subgraph(self, name: str, inputs: Sequence[str], outputs: Sequence[str]) -> onnx.GraphProto:
+        """The nodes this nested emitter wrote as a graph (a Loop body): ``inputs`` from
+        :meth:`graph_input`, ``outputs`` typed by their element type (and kind)."""
+        def typed(n: str, shape: bool) -> onnx.ValueInfoProto:
+            info = self.info(n)
+            if info.sequence:
+                return helper.make_tensor_sequence_value_info(n, info.elem_type, None)
+            dims = list(info.shape) if shape and info.shape is not None else None
+            return helper.make_tensor_value_info(n, info.elem_type, dims)
+
+        return helper.make_graph(self.nodes, name, [typed(n, True) for n in inputs], [typed(o, False) for o in outputs])
 
     # ---------------------------------------------------------------- names
     def fresh(self, hint: str) -> str:
@@ -155,7 +177,7 @@ class Emitter:
     def info(self, name: str) -> TensorInfo:
         """What is known about a tensor, forward or emitted."""
         if name in self._types:
-            return TensorInfo(self._types[name], self._shapes.get(name))
+            return TensorInfo(self._types[name], self._shapes.get(name), name in self._sequences)
         return self.index.tensor_info(name)
 
     def known_dtype(self, name: str) -> int:
@@ -225,6 +247,15 @@ class Emitter:
         if shape is not None:
             self._shapes[name] = tuple(shape)
 
+    def adopt(self, other: "Emitter", names: Iterable[str]) -> None:
+        """Know ``names``, values ``other`` wrote whose nodes are now in this emitter's graph (a
+        function body inlined), as ``other`` knows them."""
+        for name in names:
+            info = other.info(name)
+            self.set_info(name, info.elem_type, info.shape)
+            if info.sequence:
+                self._sequences.add(name)
+
     def as_gradient_of(self, grad: str, x: str) -> str:
         """``grad``, known from now on to have the shape of ``x`` (a gradient is shaped like its
         tensor) where its own shape is unknown."""
@@ -260,16 +291,52 @@ class Emitter:
         outs = [self.fresh(op_type) for _ in range(outputs)]
         names = [i or "" for i in inputs]
         self.add_node(op_type, names, outs, outs[0], attrs, domain)
-        present = [i for i in names if i]
-        et = spec.dtype(self, present, attrs) if spec is not None else first_typed(self, present, attrs)
-        for o in outs:
+        if spec is not None:
+            self._record_results(op_type, names, outs, attrs)
+        else:
+            et = first_typed(self, [i for i in names if i], attrs)
+            for o in outs:
+                if et:
+                    self._types[o] = et
+        return outs if outputs > 1 else outs[0]
+
+    def _record_results(self, op_type: str, inputs: List[str], outputs: List[str], attrs: Dict[str, Any]) -> None:
+        """Record what the op table knows of the results of ``op_type`` on ``inputs``."""
+        spec = OPS[op_type]
+        if spec.results is not None:  # one type per output (a subgraph's outputs, a sequence)
+            for o, info in zip(outputs, spec.results(self, inputs, attrs, len(outputs))):
+                if o and info.elem_type:
+                    self.set_info(o, info.elem_type, info.shape)
+                    if info.sequence:
+                        self._sequences.add(o)
+            return
+        et = spec.dtype(self, [i for i in inputs if i], attrs)
+        for o in outputs:
             if et:
                 self._types[o] = et
-        if spec is not None and spec.shape is not None:
-            shape = spec.shape(self, names, attrs)
+        if spec.shape is not None:
+            shape = spec.shape(self, inputs, attrs)
             if shape is not None:
-                self._shapes[outs[0]] = shape
-        return outs if outputs > 1 else outs[0]
+                self._shapes[outputs[0]] = shape
+
+    def typed_node(self, op_type: str, inputs: List[str], outputs: List[str], name: str,
+                   attrs: Dict[str, Any]) -> NodeProto:
+        """:meth:`add_node` with output names of the caller's choosing, typed by the op table (a
+        node with subgraphs: its results' types come from the subgraphs' outputs)."""
+        node = self.add_node(op_type, inputs, outputs, name, attrs)
+        self._record_results(op_type, inputs, outputs, attrs)
+        return node
+
+    def replace_forward(self, op: Op, node: NodeProto) -> None:
+        """Put ``node`` in place of the forward node ``op`` (the forward pass then runs it instead):
+        it must produce every output of ``op``, with the same values; its other outputs are typed by
+        the op table. For a node that must also record what its backward pass needs (a Loop
+        emitting its per-iteration values) rather than running the forward work twice."""
+        assert set(op.outputs) <= set(node.output), "a replacement keeps the node's outputs"
+        self.index.nodes[op.index].CopyFrom(node)
+        new = ["" if o in op.outputs else o for o in node.output]
+        self._record_results(node.op_type, list(node.input), new,
+                             {a.name: helper.get_attribute_value(a) for a in node.attribute})
 
     def can_emit(self, op_type: str) -> bool:
         """Whether the model's opset defines the default-domain op ``op_type`` (not deprecated)."""

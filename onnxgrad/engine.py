@@ -8,18 +8,54 @@
    gives its inputs their gradients. Stop ops (producers of xs fed by no between op, and
    producers of stop_gradients) accumulate but never call their rule.
 
-Every walk is an explicit queue, so time and memory are linear in the graph size.
+Every walk is an explicit queue, so time and memory are linear in the graph size. A rule that
+differentiates a subgraph (If, Loop, Scan) is a generator: it yields the nested backward pass it
+needs (:func:`backprop_steps` on the subgraph's emitter) and receives its result; :func:`run`
+drives every level from one explicit stack, so the Python stack does not grow with the nesting
+depth of subgraphs.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Deque, Dict, List, Optional, Sequence, Set
+from types import GeneratorType
+from typing import Any, Callable, Deque, Dict, Generator, List, Optional, Sequence, Set, TypeVar
 
 from .emitter import Emitter, Op
 from .errors import GradientArgumentError, NoGradientError
 from .graph import GraphIndex
 from . import registry
+
+T = TypeVar("T")
+#: A computation that may ask for nested backward passes: it yields each one (itself such a
+#: computation) and is sent its result.
+Steps = Generator[Any, Any, T]
+
+
+def run(steps: "Steps[T]") -> T:
+    """The result of ``steps``, running every nested backward pass it asks for (and those they
+    ask for) from one explicit stack."""
+    stack: List[Steps[Any]] = [steps]
+    value: Any = None
+    error: Optional[BaseException] = None
+    while True:
+        try:
+            request = stack[-1].send(value) if error is None else stack[-1].throw(error)
+        except StopIteration as done:
+            stack.pop()
+            if not stack:
+                return done.value
+            value, error = done.value, None
+            continue
+        except Exception as e:  # raised where the nested pass was asked for, as a call would
+            stack.pop()
+            if not stack:
+                raise
+            value, error = None, e
+            continue
+        stack.append(request)
+        value, error = None, None
+
 
 # A source tensor (graph input or initializer) acts as a producer op of its own with no inputs.
 # Op ids: 0..N-1 are real nodes, N.. are sources.
@@ -59,6 +95,18 @@ def backprop(
     aggregate: Callable[[Emitter, List[str]], str],
 ) -> List[Optional[str]]:
     """Append the backward pass to ``g``; return the aggregated gradient name for each x."""
+    return run(backprop_steps(g, ys, xs, grad_ys, stop_tensors, aggregate))
+
+
+def backprop_steps(
+    g: Emitter,
+    ys: Sequence[str],
+    xs: Sequence[str],
+    grad_ys: Sequence[str],
+    stop_tensors: Set[str],
+    aggregate: Callable[[Emitter, List[str]], str],
+) -> "Steps[List[Optional[str]]]":
+    """:func:`backprop` as steps (see :func:`run`): what a rule yields for a nested backward pass."""
     index = g.index
     ops = _Ops(index)
     is_float = g.is_float
@@ -126,7 +174,10 @@ def backprop(
             return None
         if len(contributions) > 1:
             with g.scoped(f"{_safe(t)}_grad"):
-                grads[t] = [g.combiners.get(contributions[0], aggregate)(g, contributions)]
+                # a gradient that is not a tensor (a sequence's) is added as its kind says; the
+                # first contribution may be a seed, which says nothing
+                combine = next((g.combiners[c] for c in contributions if c in g.combiners), aggregate)
+                grads[t] = [combine(g, contributions)]
         # rules downstream (MatMul, Gemm...) need the rank: a gradient has its tensor's shape
         return g.as_gradient_of(grads[t][0], t)
 
@@ -165,7 +216,7 @@ def backprop(
                 for k, t in enumerate(in_names):
                     if t and may_be_float(t) and (entry.inputs is None or k in entry.inputs):
                         wanted(t)
-            in_grads = _call_rule(g, index, op, out_grads, wanted)
+            in_grads = yield from _call_rule(g, index, op, out_grads, wanted)
         for t, dg in zip(in_names, in_grads):
             if t and dg is not None and may_be_float(t):
                 grads.setdefault(t, []).append(dg)
@@ -206,24 +257,28 @@ def _rule_entry(index: GraphIndex, op_id: int) -> registry.GradientRule:
 
 
 def _call_rule(g: Emitter, index: GraphIndex, op_id: int, out_grads: List[Optional[str]],
-               wanted: Callable[[str], bool]) -> Sequence[Optional[str]]:
+               wanted: Callable[[str], bool]) -> "Steps[Sequence[Optional[str]]]":
     node = index.nodes[op_id]
     entry = _rule_entry(index, op_id)
     if entry.status == registry.NON_DIFFERENTIABLE:
         return ()
     op = Op(node, op_id, index.opset, g.constant_value)
     with g.scoped(f"{_safe(node.name or node.output[0])}_grad"):
-        return _apply(g, index, op, entry, out_grads, wanted)
+        return (yield from _apply(g, index, op, entry, out_grads, wanted))
 
 
 def _apply(g: Emitter, index: GraphIndex, op: Op, entry: registry.GradientRule, out_grads: List[Optional[str]],
-           wanted: Callable[[str], bool]) -> Sequence[Optional[str]]:
+           wanted: Callable[[str], bool]) -> "Steps[Sequence[Optional[str]]]":
     """Call ``entry``'s rule on ``op``: zero-fill float outputs without a gradient, check the
     count of gradients returned, undo broadcasting when the rule asks for it."""
     node = op.node
-    dys = [dg if dg is not None or not (o and g.is_float(o)) else g.zeros_like(o)
+    # (a sequence's zeros take a Loop over its elements: left to the rule, which knows whether it needs them)
+    dys = [dg if dg is not None or not (o and g.is_float(o)) or g.info(o).sequence else g.zeros_like(o)
            for o, dg in zip(op.outputs, out_grads)]
-    result = list(entry.fn(g, op, *dys))  # type: ignore[misc]
+    given = entry.fn(g, op, *dys)  # type: ignore[misc]
+    if isinstance(given, GeneratorType):  # a rule with nested backward passes (see run)
+        given = yield from given
+    result = list(given)
     # a node with subgraphs also gives a gradient to each enclosing-scope value they read (after its inputs)
     n_in = len(index.node_inputs[op.index])
     # A rule may be written for the full signature: trailing entries for omitted optional

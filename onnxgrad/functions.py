@@ -12,7 +12,7 @@ forward graph stays as it was. A registered rule always wins over the body (the
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import onnx
 from onnx import FunctionProto, GraphProto, NodeProto, helper
@@ -21,6 +21,9 @@ from . import registry
 from .emitter import Emitter, Op
 from .errors import GradientArgumentError, InvalidModelError, NoGradientError
 from .graph import GraphIndex
+
+if TYPE_CHECKING:
+    from .engine import Steps
 
 
 def body_rule(index: GraphIndex, node: NodeProto) -> Optional[registry.GradientRule]:
@@ -159,7 +162,7 @@ def _rename_subgraph_reads(node: NodeProto, rename: Dict[str, str]) -> None:
             o.name = rename.get(o.name, o.name)
 
 
-def through_body(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]:
+def through_body(g: Emitter, op: Op, *dys: Optional[str]) -> "Steps[List[Optional[str]]]":
     """The gradient rule of an op without one: replay its function body and backpropagate through it."""
     from .subgraph import Body  # subgraph.py builds on the engine, which imports this module lazily
 
@@ -176,7 +179,7 @@ def through_body(g: Emitter, op: Op, *dys: Optional[str]) -> List[Optional[str]]
     xs = [x for x in dict.fromkeys(op.inputs) if x and g.is_float(x)]
     try:
         b = Body(g, forward, [], [], list(op.inputs) + [dy for _, dy in pairs], f"{node.op_type}_body")
-        grads = dict(zip(xs, b.backprop([y for y, _ in pairs], [dy for _, dy in pairs], xs)))
+        grads = dict(zip(xs, (yield b.steps([y for y, _ in pairs], [dy for _, dy in pairs], xs))))
     except (InvalidModelError, GradientArgumentError) as e:
         raise NoGradientError(
             f"No gradient defined for operation '{node.name or node.output[0]}' (op type: {node.op_type}, opset "

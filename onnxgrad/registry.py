@@ -13,16 +13,19 @@ None for integer outputs). Example::
 
 Rules registered with ``broadcast=True`` return gradients shaped like the op's first output; the
 engine sums each back to its input's shape (undoing numpy-style broadcasting in one place).
+
+A rule that differentiates a subgraph is a generator: it yields the nested backward pass it needs
+and is sent its result (:func:`onnxgrad.engine.run`), returning its list at the end.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, Generator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from .errors import GradientArgumentError
 
-RuleFn = Callable[..., Sequence[Optional[str]]]
+RuleFn = Callable[..., Union[Sequence[Optional[str]], Generator[Any, Any, Sequence[Optional[str]]]]]
 F = TypeVar("F", bound=RuleFn)
 
 RULE = "rule"

@@ -11,8 +11,10 @@ forward nodes (their values exist only inside the forward subgraph) and appends 
 pass; :meth:`Body.graph` returns the result as a GraphProto for an If/Loop/Scan attribute.
 
 :func:`reverse_loop` builds on it: reverse mode through the iterations of a loop whose every
-step's inputs were recorded, as a ``Loop`` that runs the steps backwards. Memory grows linearly
-with the number of iterations (the recorded values).
+step's inputs were recorded (tensors stacked, sequences listed in one history sequence), as a
+``Loop`` that runs the steps backwards. Memory grows linearly with the number of iterations (the
+recorded values). A nested backward pass is run by the engine (:meth:`Body.steps`, yielded by
+the rule), not called: nesting depth costs no Python stack.
 """
 
 from __future__ import annotations
@@ -47,10 +49,13 @@ def _sum(g: Emitter, parts: List[str]) -> str:
 
 
 def value_info(name: str, info: TensorInfo) -> onnx.ValueInfoProto:
-    """A tensor ValueInfoProto; unknown dims stay unnamed, an unknown rank leaves the shape out."""
+    """A tensor (or sequence) ValueInfoProto; unknown dims stay unnamed, an unknown rank leaves the
+    shape out."""
     if not info.elem_type:
         raise GradientArgumentError(
             f"the element type of {name!r} is unknown; a nested graph reading it needs it (shape inference failed)")
+    if info.sequence:
+        return helper.make_tensor_sequence_value_info(name, info.elem_type, None)
     return helper.make_tensor_value_info(name, info.elem_type, list(info.shape) if info.shape is not None else None)
 
 
@@ -119,17 +124,24 @@ class Body:
         wrapped.ir_version = outer_model.ir_version
         prefix = outer.fresh(hint)
         self.g = Emitter(GraphIndex(wrapped), prefix)
+        # the forward nodes as indexed: a rule may put a recording node in place of one
+        self._forward_nodes = self.g.index.nodes[len(placeholders):]
         # the only enclosing names the new ones could repeat are those under its (fresh) prefix
         self.g.reserve(n for n in outer.names_in_use() if n.startswith(prefix))
         self._split: Optional[int] = None
 
     def backprop(self, ys: Sequence[str], seeds: Sequence[str], xs: Sequence[str]) -> List[Optional[str]]:
         """Gradients of the replayed ``ys`` seeded with ``seeds``, for each of ``xs``."""
+        return engine.run(self.steps(ys, seeds, xs))
+
+    def steps(self, ys: Sequence[str], seeds: Sequence[str], xs: Sequence[str]) -> "engine.Steps[List[Optional[str]]]":
+        """:meth:`backprop` as the steps a rule yields (``grads = yield body.steps(...)``): the
+        engine runs them from its own stack, however deeply subgraphs nest."""
         self._split = len(self.g.nodes)
         for y, seed in zip(ys, seeds):  # a y nothing typed (a custom op's output) has its gradient's type
             if not self.g.info(y).elem_type:
                 self.g.set_info(y, self.g.dtype(seed))
-        return engine.backprop(self.g, list(ys), list(xs), list(seeds), set(), _sum)
+        return engine.backprop_steps(self.g, list(ys), list(xs), list(seeds), set(), _sum)
 
     def graph(self, outputs: Sequence[str], inputs: Optional[Sequence[Tuple[str, TensorInfo]]] = None) -> GraphProto:
         """The new graph, with ``inputs`` (default: those given at construction) and one output
@@ -140,10 +152,13 @@ class Body:
         g.scope = g.prefix
         out_names = []
         for name in outputs:
+            if g.info(name).sequence:  # the op table copies a sequence at every opset
+                out_names.append(g.Identity(name))
+                continue
             out = g.fresh("out")
             g.add_node("Identity", [name], [out], out, {})
             out_names.append(out)
-        nodes = g.nodes[:split] + list(self.forward.node) + g.nodes[split:]
+        nodes = g.nodes[:split] + self._forward_nodes + g.nodes[split:]
         kept = _needed(nodes, out_names)
         needed_inits = {n for node in kept for n in node.input} | set(outputs)
         produced = {n for node in kept for n in node.output}
@@ -162,7 +177,7 @@ class Body:
     def inline(self) -> None:
         """Append the replayed forward nodes and the backward pass to the enclosing emitter's graph
         instead (a function body needs no subgraph of its own)."""
-        for node in list(self.forward.node) + self.g.nodes:
+        for node in self._forward_nodes + self.g.nodes:
             self.outer.add_proto(node)
         self.outer.reserve(self.g.names_in_use())
 
@@ -172,13 +187,8 @@ class Body:
         with the type and shape they have here; an input passed twice has its whole gradient at its
         first position, None after."""
         self.inline()
-        result: List[Optional[str]] = []
-        for x in inputs:
-            dx = grads.pop(x, None)
-            if dx is not None:
-                info = self.g.info(dx)
-                self.outer.set_info(dx, info.elem_type, info.shape)
-            result.append(dx)
+        result = [grads.pop(x, None) for x in inputs]
+        self.outer.adopt(self.g, [dx for dx in result if dx is not None])
         return result
 
 
@@ -222,6 +232,18 @@ class Carried:
     final_grad: str
 
 
+@dataclass(frozen=True)
+class History:
+    """A sequence-valued input of every loop step, recorded as one enclosing sequence: step ``i``'s
+    value is the ``lengths[i]`` elements of ``outer`` from ``offsets[i]`` on (both 1-D int64
+    enclosing tensors). A sequence cannot be stacked like a tensor; its elements can be listed."""
+
+    name: str
+    outer: str
+    offsets: str
+    lengths: str
+
+
 @dataclass
 class LoopGradients:
     """What :func:`reverse_loop` returns: the gradients of the carried values' initial values,
@@ -234,20 +256,22 @@ class LoopGradients:
 
 
 def reverse_loop(g: Emitter, body: GraphProto, steps: str, *, stepped: Sequence[Stepped] = (),
-                 step_index: Optional[str] = None, true_inputs: Sequence[str] = (),
-                 carried: Sequence[Carried] = (), seeded: Sequence[Stepped] = (),
+                 histories: Sequence[History] = (), step_index: Optional[str] = None,
+                 true_inputs: Sequence[str] = (), carried: Sequence[Carried] = (), seeded: Sequence[Stepped] = (),
                  wrt_stepped: Sequence[Stepped] = (), reads: Sequence[str] = (),
-                 wrt_reads: Sequence[str] = ()) -> LoopGradients:
-    """Reverse mode through ``steps`` (a scalar int64 tensor, N) iterations of ``body``.
+                 wrt_reads: Sequence[str] = ()) -> "engine.Steps[LoopGradients]":
+    """Reverse mode through ``steps`` (a scalar int64 tensor, N) iterations of ``body`` (as steps:
+    ``yield from reverse_loop(...)`` in a rule).
 
     Emits one ``Loop`` whose iteration j replays step ``i = N - 1 - j`` of ``body`` and
     backpropagates through it:
 
     * ``stepped``: body inputs whose step-i value is recorded in an enclosing tensor;
+      ``histories``: sequence-valued body inputs recorded in an enclosing sequence;
       ``step_index``: the body input holding i (Loop's iteration number); ``true_inputs``:
       body inputs true at every step that runs (Loop's condition);
-    * ``carried``: float loop-carried values; their gradient runs from the last step back to the
-      first and ends as the gradient of the initial value;
+    * ``carried``: float loop-carried values (tensors or sequences); their gradient runs from the
+      last step back to the first and ends as the gradient of the initial value;
     * ``seeded``: float body outputs whose gradient at step i is a slice of an enclosing tensor
       (the gradient of a Loop/Scan scan output);
     * ``wrt_stepped``: stepped inputs (entries of ``stepped``) to stack gradients for (Scan
@@ -257,8 +281,8 @@ def reverse_loop(g: Emitter, body: GraphProto, steps: str, *, stepped: Sequence[
     """
     one = g.scalar_int(1)
     last = g.Sub(steps, one)
-    g.set_info(last, TensorProto.INT64, ())
     stepped_infos = [(s.name, s.info or without_axis(g.info(s.outer), s.axis)) for s in stepped]
+    stepped_infos += [(h.name, g.info(h.outer)) for h in histories]
     body_inputs = {i.name: i for i in body.input}
     defined = stepped_infos + [(n, TensorInfo(TensorProto.BOOL, ())) for n in true_inputs if n]
     if step_index:
@@ -274,7 +298,8 @@ def reverse_loop(g: Emitter, body: GraphProto, steps: str, *, stepped: Sequence[
     formal += [(acc, info) for acc, info in zip(accs, read_infos)]
     seeded_outer = [s.outer for s in seeded]
     b = Body(g, body, formal, defined,
-             list(reads) + [last] + [s.outer for s in stepped] + seeded_outer + [s.shape for s in stepped if s.shape],
+             list(reads) + [last] + [s.outer for s in stepped] + seeded_outer + [s.shape for s in stepped if s.shape]
+             + [n for h in histories for n in (h.outer, h.offsets, h.lengths)],
              "loop_body")
     inner = b.g
     # prologue: step i and the values of step i
@@ -288,6 +313,8 @@ def reverse_loop(g: Emitter, body: GraphProto, steps: str, *, stepped: Sequence[
         else:
             inner.add_node("Gather", [s.outer, j if s.reverse else i], [s.name], inner.fresh("Gather"),
                            {"axis": s.axis})
+    for h in histories:
+        _elements(inner, h.outer, inner.Gather(h.offsets, i, axis=0), inner.Gather(h.lengths, i, axis=0), h.name)
     if step_index:
         inner.add_node("Identity", [i], [step_index], inner.fresh("Identity"), {})
     for n in true_inputs:
@@ -297,13 +324,13 @@ def reverse_loop(g: Emitter, body: GraphProto, steps: str, *, stepped: Sequence[
     seeds = [inner.Gather(s.outer, j if s.reverse else i, axis=s.axis) for s in seeded]
     ys = [c.output for c in carried] + [s.name for s in seeded]
     xs = [c.input for c in carried] + [s.name for s in wrt_stepped] + list(wrt_reads)
-    grads = b.backprop(ys, dvs + seeds, xs)
+    grads = yield b.steps(ys, dvs + seeds, xs)
     n_c, n_s = len(carried), len(wrt_stepped)
-    carried_out = [d if d is not None else inner.zeros_like(c.input) for c, d in zip(carried, grads[:n_c])]
+    carried_out = [d if d is not None else zeros_like_value(inner, c.input) for c, d in zip(carried, grads[:n_c])]
     stepped_grads = grads[n_c:n_c + n_s]
     read_grads = grads[n_c + n_s:]
     live = [k for k, d in enumerate(read_grads) if d is not None]
-    acc_out = [inner.Add(accs[k], read_grads[k]) for k in live]
+    acc_out = [_accumulate(inner, accs[k], read_grads[k]) for k in live]
     stacked = [flat(inner, d) for d in stepped_grads if d is not None]
     need_order = any(s.reverse is False for s, d in zip(wrt_stepped, stepped_grads) if d is not None)
     true = inner.const(np.array(True), dtype=TensorProto.BOOL)
@@ -315,17 +342,12 @@ def reverse_loop(g: Emitter, body: GraphProto, steps: str, *, stepped: Sequence[
                                                                      for k in live]
     outs += [g.fresh(f"{_safe(s.name)}_grads") for s, d in zip(wrt_stepped, stepped_grads) if d is not None]
     order = g.fresh("steps_reversed") if need_order else None
-    zeros = [g.zeros_like(wrt_reads[k]) for k in live]
+    zeros = [zeros_like_value(g, wrt_reads[k]) for k in live]
     # the condition is given although always true: onnx.reference runs no iteration without it
     go = g.const(np.array(True), dtype=TensorProto.BOOL)
-    g.add_node("Loop", [steps, go, *[c.final_grad for c in carried], *zeros], outs + ([order] if order else []),
-               g.fresh("Loop"), {"body": graph})
-    for o, (_, info) in zip(outs, carried_infos):
-        g.set_info(o, info.elem_type, info.shape)
-    for o, k in zip(outs[n_c:], live):
-        g.set_info(o, read_infos[k].elem_type, read_infos[k].shape)
+    g.typed_node("Loop", [steps, go, *[c.final_grad for c in carried], *zeros], outs + ([order] if order else []),
+                 g.fresh("Loop"), {"body": graph})
     if order:
-        g.set_info(order, TensorProto.INT64, (None, 1))
         order = g.reshape(order, [-1])
     it = iter(outs[n_c + len(live):])
     stepped_out: List[Optional[str]] = []
@@ -334,7 +356,6 @@ def reverse_loop(g: Emitter, body: GraphProto, steps: str, *, stepped: Sequence[
             stepped_out.append(None)
             continue
         stack = next(it)
-        g.set_info(stack, inner.dtype(d), (None, None))
         if not s.reverse:  # stacked at j = N - 1 - t: put slice t at t
             stack = g.Gather(stack, order, axis=0)
         stepped_out.append(_unflatten(g, stack, s.axis, s.outer))
@@ -342,6 +363,36 @@ def reverse_loop(g: Emitter, body: GraphProto, steps: str, *, stepped: Sequence[
     for o, k in zip(outs[n_c:], live):
         read_out[k] = o
     return LoopGradients(outs[:n_c], stepped_out, read_out)
+
+
+def _accumulate(g: Emitter, total: str, part: Optional[str]) -> str:
+    """``total + part``, as the kind of gradient ``part`` is adds up (a sequence's element-wise)."""
+    assert part is not None
+    if part in g.combiners:
+        return g.combiners[part](g, [total, part])
+    return g.Add(total, part)
+
+
+def _elements(g: Emitter, seq: str, start: str, count: str, out: str) -> None:
+    """Emit ``out``: the sequence of the ``count`` elements of sequence ``seq`` from ``start`` on
+    (scalar int64 tensors), by a Loop over them."""
+    info = g.info(seq)
+    k, c, acc = g.fresh("k"), g.fresh("cond"), g.fresh("elements")
+    b = Body(g, GraphProto(), [(k, TensorInfo(TensorProto.INT64, ())), (c, TensorInfo(TensorProto.BOOL, ())),
+                               (acc, info)], [], [seq, start], "elements")
+    body = b.graph([c, b.g.SequenceInsert(acc, b.g.SequenceAt(seq, b.g.Add(start, k)))])
+    empty = g.SequenceEmpty(dtype=info.elem_type)
+    g.typed_node("Loop", [count, g.const(np.array(True), dtype=TensorProto.BOOL), empty], [out], g.fresh("Loop"),
+                 {"body": body})
+
+
+def zeros_like_value(g: Emitter, x: str) -> str:
+    """Zeros shaped like ``x``: a tensor, or a sequence of zero tensors shaped like its elements."""
+    if not g.info(x).sequence:
+        return g.zeros_like(x)
+    from .rules.sequence import zeros_like_sequence  # the sequence rules build on this module
+
+    return zeros_like_sequence(g, x)
 
 
 def flat(g: Emitter, x: str) -> str:
@@ -359,8 +410,7 @@ def _unflatten(g: Emitter, x: str, axis: int, like: str) -> str:
     rank = len(info.shape)
     front = [axis] + [a for a in range(rank) if a != axis]
     out = g.transpose(g.reshape(x, g.dims(like, front)), list(range(1, axis + 1)) + [0] + list(range(axis + 1, rank)))
-    g.set_info(out, info.elem_type, info.shape)
-    return out
+    return g.as_gradient_of(out, like)
 
 
 def declared(vi: Optional[onnx.ValueInfoProto]) -> Optional[TensorInfo]:
@@ -379,6 +429,4 @@ def step_count(g: Emitter, x: str, axis: int) -> str:
     s = g.shape(x)
     if s is not None and isinstance(s[axis], int):
         return g.scalar_int(s[axis])  # type: ignore[arg-type]
-    n = g.Gather(g.shape_of(x), g.scalar_int(axis), axis=0)
-    g.set_info(n, TensorProto.INT64, ())
-    return n
+    return g.Gather(g.shape_of(x), g.scalar_int(axis), axis=0)

@@ -27,6 +27,8 @@ class TensorInfo:
 
     elem_type: int  # 0 when unknown
     shape: Optional[Tuple[Dim, ...]]  # None when even the rank is unknown
+    #: a sequence of tensors of ``elem_type`` (``shape`` is then None): its gradient is a sequence too
+    sequence: bool = False
 
     @property
     def is_float(self) -> bool:
@@ -48,7 +50,7 @@ def info_from_type(tp: onnx.TypeProto) -> TensorInfo:
     while tp.HasField("optional_type"):
         tp = tp.optional_type.elem_type
     if tp.HasField("sequence_type"):
-        return TensorInfo(info_from_type(tp.sequence_type.elem_type).elem_type, None)
+        return TensorInfo(info_from_type(tp.sequence_type.elem_type).elem_type, None, sequence=True)
     if not tp.HasField("tensor_type"):
         return TensorInfo(0, None)
     tt = tp.tensor_type

@@ -33,7 +33,7 @@ import pytest
 
 from onnxgrad import gradients
 from onnxgrad.checking import session
-from onnxgrad.errors import InvalidModelError, OnnxGradError
+from onnxgrad.errors import OnnxGradError
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "real")
 BOUND = 1e-4
@@ -42,11 +42,7 @@ with open(os.path.join(DATA, "manifest.json")) as _f:
     MANIFEST: Dict[str, dict] = json.load(_f)
 
 # Model id -> (error class, text the message must contain): what onnxgrad refuses today.
-REFUSED: Dict[str, Tuple[Type[OnnxGradError], str]] = {
-    # The dynamo exporter's EmbeddingBag carries a sequence through its Loop; the Loop gradient
-    # applies Shape to that sequence-typed carried value.
-    "torch_embedding_bag_dynamo": (InvalidModelError, "has unsupported type: seq"),
-}
+REFUSED: Dict[str, Tuple[Type[OnnxGradError], str]] = {}
 
 
 def _cases() -> List[object]:

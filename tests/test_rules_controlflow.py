@@ -4,7 +4,9 @@ Subgraphs are typed, so every case is built once per dtype. Values the subgraphs
 enclosing scope are graph inputs of the test model (``Case.scope``) and get gradients too.
 """
 
-from typing import Any, Dict, List, Sequence
+import inspect
+import sys
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -299,23 +301,118 @@ def test_tf_cond(sign: float) -> None:
     _check_model(model, ["x", "w", "b"], ["y"], {"x": x, "w": rand(3, seed=1), "b": rand(3, seed=2)})
 
 
-def test_loop_carried_sequence_is_refused_clearly() -> None:
-    """A sequence carried by a Loop cannot be recorded per iteration: a ValueError naming it."""
-    def seq(name: str) -> onnx.ValueInfoProto:
-        return helper.make_value_info(name, helper.make_sequence_type_proto(helper.make_tensor_type_proto(D, [2])))
+def _seq(name: str, shape: Optional[list] = None) -> onnx.ValueInfoProto:
+    return helper.make_value_info(name, helper.make_sequence_type_proto(helper.make_tensor_type_proto(D, shape)))
 
-    seq_t = seq("s")
+
+def _t(name: str, elem: int, shape: Optional[list]) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def test_loop_appends_to_a_sequence() -> None:
+    """The dynamo exporter's pattern (EmbeddingBag): a Loop carrying a sequence it appends a row
+    to at every iteration, joined after the loop by ConcatFromSequence; the carried tensor reads
+    the sequence too (its first element), so gradients flow between both carried values."""
+    body = helper.make_graph(
+        [node("Mul", ["v", "w"], ["a"]), node("Sin", ["a"], ["vo"]), node("SequenceInsert", ["s", "vo"], ["so"]),
+         node("SequenceAt", ["so", "zero"], ["first"]), node("Add", ["vo", "first"], ["vs"]),
+         node("Identity", ["c"], ["co"])],
+        "append_body", [_t("i", I64, []), _t("c", BOOL, []), _t("v", D, [1, 3]), _seq("s", [1, 3])],
+        [_t("co", BOOL, []), _t("vs", D, [1, 3]), _seq("so", [1, 3])])
+    model = _model([node("SequenceEmpty", [], ["s0"], dtype=D),
+                    node("Loop", ["n", "true", "x", "s0"], ["v_final", "s_final"], body=body),
+                    node("ConcatFromSequence", ["s_final"], ["rows"], axis=0), node("Tanh", ["rows"], ["y"]),
+                    node("Mul", ["v_final", "v_final"], ["z"])],
+                   [("x", D, [1, 3]), ("w", D, [1, 3]), ("n", I64, [])], [("y", D, [4, 3]), ("z", D, [1, 3])],
+                   [("zero", np.int64(0)), ("true", np.array(True))], opset=13)
+    _check_model(model, ["x", "w"], ["y", "z"], {"x": rand(1, 3), "w": rand(1, 3, seed=1), "n": np.array(4, np.int64)})
+
+
+def test_loop_carried_sequence_read_inside_only() -> None:
+    """A carried sequence whose final value nobody uses: the body reads it (its first and last
+    elements) for the carried tensor and a scan output, so its gradient inside the loop is not
+    zero although the final one is (zeros for every element)."""
+    body = helper.make_graph(
+        [node("SequenceInsert", ["s", "v"], ["so"]), node("SequenceAt", ["so", "minus_one"], ["last"]),
+         node("Mul", ["last", "w"], ["a"]), node("Tanh", ["a"], ["b"]), node("Add", ["b", "v"], ["vo"]),
+         node("SequenceAt", ["s", "zero"], ["first"]), node("Mul", ["first", "b"], ["scanned"]),
+         node("Identity", ["c"], ["co"])],
+        "read_body", [_t("i", I64, []), _t("c", BOOL, []), _t("v", D, [2]), _seq("s", [2])],
+        [_t("co", BOOL, []), _t("vo", D, [2]), _seq("so", [2]), _t("scanned", D, [2])])
+    model = _model([node("SequenceConstruct", ["x0"], ["s0"]),
+                    node("Loop", ["three", "true", "x", "s0"], ["y", "seq", "ys"], body=body)],
+                   [("x", D, [2]), ("x0", D, [2]), ("w", D, [2])], [("y", D, [2]), ("ys", D, [3, 2])],
+                   [("three", np.int64(3)), ("true", np.array(True)), ("minus_one", np.int64(-1)),
+                    ("zero", np.int64(0))], opset=13)
+    _check_model(model, ["x", "x0", "w"], ["y", "ys"], {"x": rand(2), "x0": rand(2, seed=1), "w": rand(2, seed=2)})
+
+
+def test_loop_carried_sequence_also_used_outside() -> None:
+    """The initial sequence of a Loop is read outside it too: its gradient from the Loop and the
+    one from SequenceAt add up element by element. Opset 15: sequences are copied by Identity
+    (the other sequence tests run at 13, where the op table copies them otherwise)."""
     body = helper.make_graph(
         [node("Mul", ["v", "v"], ["vo"]), node("SequenceInsert", ["s", "vo"], ["so"]), node("Identity", ["c"], ["co"])],
-        "seq_body", [helper.make_tensor_value_info("i", I64, []), helper.make_tensor_value_info("c", BOOL, []),
-                     helper.make_tensor_value_info("v", D, [2]), seq_t],
-        [helper.make_tensor_value_info("co", BOOL, []), helper.make_tensor_value_info("vo", D, [2]),
-         seq("so")])
+        "twice_body", [_t("i", I64, []), _t("c", BOOL, []), _t("v", D, [2]), _seq("s", [2])],
+        [_t("co", BOOL, []), _t("vo", D, [2]), _seq("so", [2])])
+    model = _model([node("SequenceConstruct", ["x0", "x1"], ["s0"]),
+                    node("Loop", ["two", "true", "x", "s0"], ["v_final", "s_final"], body=body),
+                    node("ConcatFromSequence", ["s_final"], ["joined"], axis=0), node("Sin", ["joined"], ["y"]),
+                    node("SequenceAt", ["s0", "one"], ["e"]), node("Mul", ["e", "v_final"], ["z"])],
+                   [("x", D, [2]), ("x0", D, [2]), ("x1", D, [2])], [("y", D, [8]), ("z", D, [2])],
+                   [("two", np.int64(2)), ("one", np.int64(1)), ("true", np.array(True))], opset=15)
+    _check_model(model, ["x", "x0", "x1"], ["y", "z"], {"x": rand(2), "x0": rand(2, seed=1), "x1": rand(2, seed=2)})
+
+
+@pytest.mark.parametrize("taken", [True, False])
+def test_if_with_sequences(taken: bool) -> None:
+    """An If whose branches extend an enclosing sequence differently (the then branch also reads
+    an element of it): sequence gradients into and out of both branches."""
+    then = helper.make_graph([node("Mul", ["x", "w"], ["xw"]), node("SequenceInsert", ["s", "xw"], ["t"]),
+                              node("SequenceAt", ["s", "zero"], ["first"]), node("Mul", ["first", "x"], ["tx"]),
+                              node("SequenceInsert", ["t", "tx"], ["t2"])],
+                             "then_seq", [], [_seq("t2", [2])])
+    other = helper.make_graph([node("Sin", ["x"], ["sx"]), node("SequenceInsert", ["s", "sx"], ["e"])],
+                              "else_seq", [], [_seq("e", [2])])
+    model = _model([node("SequenceConstruct", ["a"], ["s"]),
+                    node("If", ["c"], ["r"], then_branch=then, else_branch=other),
+                    node("ConcatFromSequence", ["r"], ["y"], axis=0, new_axis=1)],
+                   [("x", D, [2]), ("w", D, [2]), ("a", D, [2]), ("c", BOOL, [])],
+                   [("y", D, [3 if taken else 2, 2])], [("zero", np.int64(0))], opset=13)
+    _check_model(model, ["x", "w", "a"], ["y"], {"x": rand(2), "w": rand(2, seed=1), "a": rand(2, seed=2),
+                                                 "c": np.array(taken)})
+
+
+def test_loop_reads_elements_of_an_outer_sequence() -> None:
+    """``for i: v <- v * S[i] + tanh(S[i])`` with S split from x outside the loop: the gradient of
+    the sequence S, read at every step, is summed over the steps (element-wise) and reaches x."""
+    body = helper.make_graph(
+        [node("SequenceAt", ["parts", "i"], ["e"]), node("Mul", ["v", "e"], ["a"]), node("Tanh", ["e"], ["t"]),
+         node("Add", ["a", "t"], ["vo"]), node("Identity", ["c"], ["co"])],
+        "outer_seq_body", [_t("i", I64, []), _t("c", BOOL, []), _t("v", D, [1, 2])],
+        [_t("co", BOOL, []), _t("vo", D, [1, 2])])
+    model = _model([node("SplitToSequence", ["x"], ["parts"], axis=0),
+                    node("SequenceLength", ["parts"], ["n"]),
+                    node("Loop", ["n", "true", "v0"], ["y"], body=body)],
+                   [("x", D, [3, 2]), ("v0", D, [1, 2])], [("y", D, [1, 2])], [("true", np.array(True))], opset=13)
+    _check_model(model, ["x", "v0"], ["y"], {"x": rand(3, 2), "v0": rand(1, 2, seed=1)})
+
+
+def test_loop_carrying_a_sequence_runs_once() -> None:
+    """The gradient model runs the user's Loop once: the recording copy takes its place and
+    computes its outputs."""
+    body = helper.make_graph(
+        [node("Sin", ["v"], ["vo"]), node("SequenceInsert", ["s", "vo"], ["so"]), node("Identity", ["c"], ["co"])],
+        "once_body", [_t("i", I64, []), _t("c", BOOL, []), _t("v", D, [2]), _seq("s", [2])],
+        [_t("co", BOOL, []), _t("vo", D, [2]), _seq("so", [2])])
     model = _model([node("SequenceEmpty", [], ["s0"], dtype=D),
-                    node("Loop", ["three", "true", "x", "s0"], ["y", "seq"], body=body)],
-                   [("x", D, [2])], [("y", D, [2])], [("three", np.int64(3)), ("true", np.array(True))], opset=13)
-    with pytest.raises(ValueError, match="'s' is not a tensor"):
-        onnxgrad.gradients(model, "y", "x")
+                    node("Loop", ["three", "true", "x", "s0"], ["v_final", "s_final"], body=body),
+                    node("ConcatFromSequence", ["s_final"], ["y"], axis=0)],
+                   [("x", D, [2])], [("y", D, [6])], [("three", np.int64(3)), ("true", np.array(True))], opset=13)
+    result = onnxgrad.gradients(model, "y", "x")
+    runs = [n for n in result.model.graph.node if n.op_type == "Loop" and n.attribute[0].g.name == "once_body"]
+    assert len(runs) == 1 and "v_final" in runs[0].output  # the recording copy, in the user's Loop's place
+    _check_model(model, ["x"], ["y"], {"x": rand(2)})
 
 
 def test_body_writes_a_new_subgraph() -> None:
@@ -356,3 +453,53 @@ def test_op_without_rule_inside_a_branch_is_named() -> None:
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("my.ops", 1)])
     with pytest.raises(LookupError, match="cube_in_branch.*my.ops::Cube"):
         onnxgrad.gradients(model, "y", "x")
+
+
+def _nested_ifs(depth: int) -> onnx.ModelProto:
+    """``y = sin(x) * w`` under ``depth`` nested Ifs on ``c`` (every else branch: ``-x``)."""
+    inner = graph("level0", [node("Sin", ["x"], ["s"]), node("Mul", ["s", "w"], ["t0"])], [], [("t0", D, [3])])
+    for k in range(1, depth + 1):
+        other = graph(f"else{k}", [node("Neg", ["x"], [f"e{k}"])], [], [(f"e{k}", D, [3])])
+        inner = graph(f"level{k}", [node("If", ["c"], [f"t{k}"], then_branch=inner, else_branch=other)], [],
+                      [(f"t{k}", D, [3])])
+    return _model(list(inner.node), [("x", D, [3]), ("w", D, [3]), ("c", BOOL, [])], [(f"t{depth}", D, [3])],
+                  opset=17)
+
+
+@pytest.mark.parametrize("taken", [True, False])
+def test_deep_nesting_keeps_the_python_stack_flat(taken: bool) -> None:
+    """30 nested Ifs (protobuf parses at most 100 nested messages: 3 per level) differentiate with
+    100 Python frames to spare: nested backward passes run from the engine's own stack
+    (engine.run), not by recursion (which needed about 6 frames per level)."""
+    depth = 30
+    model = _nested_ifs(depth)
+    saved = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack()) + 100)
+    try:
+        onnxgrad.gradients(model, f"t{depth}", ["x", "w"])
+    finally:
+        sys.setrecursionlimit(saved)
+    _check_model(model, ["x", "w"], [f"t{depth}"], {"x": rand(3), "w": rand(3, seed=1), "c": np.array(taken)})
+
+
+def test_deeply_nested_loops_keep_the_python_stack_flat() -> None:
+    """30 nested Loops (the outer one runs twice, each inner one once; innermost ``v <- sin(v * w)``)
+    differentiate with 100 Python frames to spare, and the gradients are right."""
+    depth = 30
+    body = graph("b0", [node("Mul", ["v0", "w"], ["m0"]), node("Sin", ["m0"], ["o0"]),
+                        node("Identity", ["c0"], ["co0"])],
+                 [("i0", I64, []), ("c0", BOOL, []), ("v0", D, [2])], [("co0", BOOL, []), ("o0", D, [2])])
+    for k in range(1, depth):
+        body = graph(f"b{k}", [node("Loop", ["one", "true", f"v{k}"], [f"o{k}"], body=body),
+                               node("Identity", [f"c{k}"], [f"co{k}"])],
+                     [(f"i{k}", I64, []), (f"c{k}", BOOL, []), (f"v{k}", D, [2])],
+                     [(f"co{k}", BOOL, []), (f"o{k}", D, [2])])
+    model = _model([node("Loop", ["two", "true", "x"], ["y"], body=body)], [("x", D, [2]), ("w", D, [2])],
+                   [("y", D, [2])], [("one", np.int64(1)), ("two", np.int64(2)), ("true", np.array(True))], opset=17)
+    saved = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack()) + 100)
+    try:
+        onnxgrad.gradients(model, "y", ["x", "w"])
+    finally:
+        sys.setrecursionlimit(saved)
+    _check_model(model, ["x", "w"], ["y"], {"x": rand(2), "w": rand(2, seed=1)})

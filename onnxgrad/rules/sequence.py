@@ -11,7 +11,7 @@ sequence (typically ``SequenceAt`` at several positions) send gradients. ``Seque
 at every other position. Sequences split from a tensor (``SplitToSequence``: the dynamo
 exporter's ``split``/``chunk``) have their gradients added as one tensor and get their zeros
 from one; sequences built by ``SequenceConstruct`` element by element; any other sequence needs
-a Loop carrying a sequence (opset 13 or newer).
+a Loop carrying a sequence (opset 13 or newer: the op table refuses one before).
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from typing import List, Optional
 from onnx import TensorProto
 
 from ..emitter import Emitter, Op
-from ..errors import GradientArgumentError
 from ..registry import register_gradient
-from .recurrent import _body_input, _graph
+from ..tensorinfo import TensorInfo
+
+_POSITION, _COND = TensorInfo(TensorProto.INT64, ()), TensorInfo(TensorProto.BOOL, ())
 
 
 @register_gradient("Optional", since=15)
@@ -39,16 +40,14 @@ def optional_get_element(g: Emitter, op: Op, dy: Optional[str]) -> List[Optional
 
 
 # ---------------------------------------------------------------- sequence gradients
-def _sequence_grad(g: Emitter, name: str, seq: str) -> str:
+def sequence_gradient(g: Emitter, name: str, seq: str) -> str:
     """Mark ``name`` as a gradient of sequence ``seq``: the engine adds such gradients with add_sequences."""
     g.combiners[name] = lambda g, parts: add_sequences(g, parts, seq)
     return name
 
 
 def _length(g: Emitter, seq: str) -> str:
-    n = g.SequenceLength(seq)
-    g.set_info(n, TensorProto.INT64, ())
-    return n
+    return g.SequenceLength(seq)
 
 
 def _position(g: Emitter, position: Optional[str], length: str, default_end: bool) -> str:
@@ -80,59 +79,41 @@ def _split_like(g: Emitter, split: Op, x: str) -> str:
                 keepdims=split.attr("keepdims"))
 
 
-def _need_sequence_loops(g: Emitter, what: str) -> None:
-    if g.opset < 13:
-        raise GradientArgumentError(f"{what} needs a Loop carrying a sequence, which needs opset 13 or newer")
-
-
 def add_sequences(g: Emitter, parts: List[str], seq: str) -> str:
     """Element-wise sum of gradients of sequence ``seq``: as one tensor when ``seq`` was split from
     one, element by element when SequenceConstruct built it, else in a Loop over the positions."""
     src = _built_by(g, seq)
     if src is not None and src.op_type == "SplitToSequence":
-        return _sequence_grad(g, _split_like(g, src, g.Sum(*[_joined(g, src, p) for p in parts])), seq)
+        return sequence_gradient(g, _split_like(g, src, g.Sum(*[_joined(g, src, p) for p in parts])), seq)
     if src is not None:
-        return _sequence_grad(g, g.SequenceConstruct(*[
+        return sequence_gradient(g, g.SequenceConstruct(*[
             g.Sum(*[g.SequenceAt(p, g.scalar_int(j)) for p in parts]) for j in range(len(src.inputs))]), seq)
-    _need_sequence_loops(g, f"adding the gradients of sequence {seq!r}, used more than once,")
     b = g.nested()
-    i = _body_input(b, "position", TensorProto.INT64, [])
-    cond = _body_input(b, "cond", TensorProto.BOOL, [])
-    acc = _body_input(b, "sum", g.dtype(parts[0]))
+    i, cond = b.graph_input("position", _POSITION), b.graph_input("cond", _COND)
+    acc = b.graph_input("sum", TensorInfo(g.dtype(parts[0]), None, sequence=True))
     grown = b.SequenceInsert(acc, b.Sum(*[b.SequenceAt(p, i) for p in parts]))
-    body = _graph(b, "add_sequences", [(i, TensorProto.INT64, []), (cond, TensorProto.BOOL, []),
-                                       (acc, g.dtype(parts[0]), None)], [b.Identity(cond), grown],
-                  sequences={acc, grown})
-    out = g.op("Loop", _length(g, parts[0]), g.const(True, dtype=TensorProto.BOOL), _empty(g, parts[0]), body=body)
-    g.set_info(out, g.dtype(parts[0]))  # type: ignore[arg-type]
-    return _sequence_grad(g, out, seq)  # type: ignore[arg-type]
+    body = b.subgraph("add_sequences", [i, cond, acc], [b.Identity(cond), grown])
+    out = g.Loop(_length(g, parts[0]), g.const(True, dtype=TensorProto.BOOL), _empty(g, parts[0]), body=body)
+    return sequence_gradient(g, out, seq)
 
 
 def _empty(g: Emitter, like: str) -> str:
-    e = g.op("SequenceEmpty", dtype=g.dtype(like))
-    g.set_info(e, g.dtype(like))  # type: ignore[arg-type]
-    return e  # type: ignore[return-value]
+    return g.SequenceEmpty(dtype=g.dtype(like))
 
 
-def _zeros_like_sequence(g: Emitter, seq: str) -> str:
+def zeros_like_sequence(g: Emitter, seq: str) -> str:
     """A sequence of zeros shaped like ``seq``'s elements."""
     src = _built_by(g, seq)
     if src is not None and src.op_type == "SplitToSequence":
         return _split_like(g, src, g.zeros_like(src.inputs[0]))
     if src is not None:
         return g.SequenceConstruct(*[g.zeros_like(t) for t in src.inputs])
-    _need_sequence_loops(g, f"the gradient of an element of sequence {seq!r} (zeros for the others)")
     b = g.nested()
-    i = _body_input(b, "position", TensorProto.INT64, [])
-    cond = _body_input(b, "cond", TensorProto.BOOL, [])
-    acc = _body_input(b, "zeros", g.dtype(seq))
+    i, cond = b.graph_input("position", _POSITION), b.graph_input("cond", _COND)
+    acc = b.graph_input("zeros", TensorInfo(g.dtype(seq), None, sequence=True))
     grown = b.SequenceInsert(acc, b.zeros_like(b.SequenceAt(seq, i)))
-    body = _graph(b, "zeros_like_sequence", [(i, TensorProto.INT64, []), (cond, TensorProto.BOOL, []),
-                                             (acc, g.dtype(seq), None)], [b.Identity(cond), grown],
-                  sequences={acc, grown})
-    out = g.op("Loop", _length(g, seq), g.const(True, dtype=TensorProto.BOOL), _empty(g, seq), body=body)
-    g.set_info(out, g.dtype(seq))  # type: ignore[arg-type]
-    return out  # type: ignore[return-value]
+    body = b.subgraph("zeros_like_sequence", [i, cond, acc], [b.Identity(cond), grown])
+    return g.Loop(_length(g, seq), g.const(True, dtype=TensorProto.BOOL), _empty(g, seq), body=body)
 
 
 # ---------------------------------------------------------------- the rules
@@ -143,8 +124,8 @@ def sequence_at(g: Emitter, op: Op, dy: Optional[str]) -> List[Optional[str]]:
     p = _position(g, op.input(1), _length(g, seq), default_end=False)
     # dy goes in before the zero it replaces: inserting at the end (a position equal to the
     # length) is what onnx.reference gets wrong (it inserts at the front)
-    with_dy = g.SequenceInsert(_zeros_like_sequence(g, seq), dy, p)
-    return [_sequence_grad(g, g.SequenceErase(with_dy, g.Add(p, g.scalar_int(1))), seq), None]
+    with_dy = g.SequenceInsert(zeros_like_sequence(g, seq), dy, p)
+    return [sequence_gradient(g, g.SequenceErase(with_dy, g.Add(p, g.scalar_int(1))), seq), None]
 
 
 @register_gradient("SequenceConstruct", since=11)
@@ -158,7 +139,7 @@ def sequence_insert(g: Emitter, op: Op, dS: Optional[str]) -> List[Optional[str]
     """S' = S with t inserted at p (default: the end): dt = dS'[p], dS = dS' without position p."""
     seq = op.inputs[0]
     p = _position(g, op.input(2), _length(g, seq), default_end=True)
-    return [_sequence_grad(g, g.SequenceErase(dS, p), seq), g.SequenceAt(dS, p), None]
+    return [sequence_gradient(g, g.SequenceErase(dS, p), seq), g.SequenceAt(dS, p), None]
 
 
 @register_gradient("SequenceErase", since=11, inputs=[0])
@@ -169,7 +150,7 @@ def sequence_erase(g: Emitter, op: Op, dS: Optional[str]) -> List[Optional[str]]
     zeros = g.zeros_like(g.SequenceAt(seq, p))
     # a zero appended first keeps the insertion off the end (see sequence_at), then goes again
     padded = g.SequenceInsert(g.SequenceInsert(dS, zeros), zeros, p)
-    return [_sequence_grad(g, g.SequenceErase(padded, g.scalar_int(-1)), seq), None]
+    return [sequence_gradient(g, g.SequenceErase(padded, g.scalar_int(-1)), seq), None]
 
 
 @register_gradient("SplitToSequence", since=11, inputs=[0])
@@ -186,21 +167,17 @@ def concat_from_sequence(g: Emitter, op: Op, dy: Optional[str]) -> List[Optional
     seq = op.inputs[0]
     axis = op.attr("axis")
     if op.attr("new_axis", 0):
-        return [_sequence_grad(g, g.SplitToSequence(dy, axis=axis, keepdims=0), seq)]
-    return [_sequence_grad(g, g.SplitToSequence(dy, _sizes_along(g, seq, axis), axis=axis), seq)]
+        return [sequence_gradient(g, g.SplitToSequence(dy, axis=axis, keepdims=0), seq)]
+    return [sequence_gradient(g, g.SplitToSequence(dy, _sizes_along(g, seq, axis), axis=axis), seq)]
 
 
 def _sizes_along(g: Emitter, seq: str, axis: int) -> str:
     """The size of each element of ``seq`` along ``axis`` (1-D int64): a Loop over the elements."""
     b = g.nested()
-    i = _body_input(b, "position", TensorProto.INT64, [])
-    cond = _body_input(b, "cond", TensorProto.BOOL, [])
+    i, cond = b.graph_input("position", _POSITION), b.graph_input("cond", _COND)
     elem = b.SequenceAt(seq, i)
     shape = b.Shape(elem)
     rank = b.Size(shape)
     where = b.ints([axis]) if axis >= 0 else b.Add(b.ints([axis]), b.Reshape(rank, b.ints([1])))
-    body = _graph(b, "sizes", [(i, TensorProto.INT64, []), (cond, TensorProto.BOOL, [])],
-                  [b.Identity(cond), b.Gather(shape, where, axis=0)])
-    stacked = g.op("Loop", _length(g, seq), g.const(True, dtype=TensorProto.BOOL), body=body)
-    g.set_info(stacked, TensorProto.INT64)  # type: ignore[arg-type]
-    return g.reshape(stacked, [-1])  # type: ignore[arg-type]
+    body = b.subgraph("sizes", [i, cond], [b.Identity(cond), b.Gather(shape, where, axis=0)])
+    return g.reshape(g.Loop(_length(g, seq), g.const(True, dtype=TensorProto.BOOL), body=body), [-1])
