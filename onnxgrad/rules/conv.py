@@ -267,9 +267,10 @@ def weight_grad(g: Emitter, inp: str, dout: str, geo: Geometry, group: int, end_
     last axis, so no large transpose is needed.
     """
     in_shape, out_shape = g.static_shape(inp), g.static_shape(dout)
-    if in_shape is not None and out_shape is not None and \
-            in_shape[1] * int(np.prod(geo.kernel)) * int(np.prod(out_shape)) // out_shape[1] < _IM2COL_MIN_ELEMENTS:
-        return _weight_grad_conv(g, inp, dout, geo, group, end_pads, list(in_shape), list(out_shape))
+    if in_shape is not None and out_shape is not None:
+        elements = in_shape[1] * int(np.prod(geo.kernel)) * int(np.prod(out_shape)) // out_shape[1]
+        if elements < _IM2COL_MIN_ELEMENTS and elements * out_shape[1] // group < _CONV_MAX_MACS:
+            return _weight_grad_conv(g, inp, dout, geo, group, end_pads, list(in_shape), list(out_shape))
     in_sizes, out_sizes = spatial(g, inp), spatial(g, dout)
     inp_cf = _channels_first(g, inp)
     if in_sizes is not None and out_sizes is not None:
@@ -301,8 +302,12 @@ def weight_grad(g: Emitter, inp: str, dout: str, geo: Geometry, group: int, end_
 
 
 #: Below this many im2col elements (A * k * N * Q) the weight gradient is one Conv instead: a few
-#: nodes rather than one Slice per tap, whose per-node cost dominates on tiny tensors.
+#: nodes rather than one Slice per tap, whose per-node cost dominates on tiny tensors...
 _IM2COL_MIN_ELEMENTS = 1 << 15
+#: ...unless it has this many multiply-adds (A * k * N * Q * B / group) or more: onnxruntime runs
+#: that Conv (a batch of A single-channel images, B kernels of dy's spatial size) 10-15x slower
+#: than the Gemm (ResNet-50's 1x1 convs at 7x7: 15 ms against 1 ms).
+_CONV_MAX_MACS = 1 << 20
 
 
 def _weight_grad_conv(g: Emitter, inp: str, dout: str, geo: Geometry, group: int, end_pads: Sequence[int],
