@@ -171,9 +171,11 @@ def _constant_of_shape(g: "Emitter", inputs: List[Optional[str]], attrs: Dict[st
 
 
 def _gemm(g: "Emitter", inputs: List[Optional[str]], attrs: Dict[str, Any]) -> Emission:
-    """Gemm's C is optional from opset 11; before it a scalar 0 stands in."""
+    """Gemm's C is optional from opset 11; before it a scalar 0 stands in, with beta=0 so that
+    runtimes skip it (onnxruntime otherwise broadcasts the zero over the result first)."""
     if g.opset < 11 and len(inputs) == 2:
         inputs.append(g.const(0, like=inputs[0]))
+        attrs["beta"] = 0.0
     return inputs, attrs
 
 
