@@ -146,11 +146,21 @@ def build(names: List[str], out: str) -> None:
         onnx.save(result.model, os.path.join(out, f"{name}.grad.onnx"))
         np.savez(os.path.join(out, f"{name}.npz"), **feed)
         consts = sum(_const_bytes(n) for n in result.model.graph.node[len(model.graph.node):])
+        # ONNX Runtime training cannot differentiate BatchNormalization's running statistics: for
+        # its column onnxgrad's gradient model differentiates the same weights it does
+        same = [w for w in weights if w not in batch_norm_statistics(model)]
+        if same != weights:
+            onnx.save(onnxgrad.gradients(model, loss, same).model, os.path.join(out, f"{name}.grad_ortt.onnx"))
         with open(os.path.join(out, f"{name}.json"), "w") as f:
             json.dump({"build_s": seconds, "fwd_nodes": len(model.graph.node), "weights": weights, "loss": loss,
                        "grad_nodes": len(result.model.graph.node), "backward_const_bytes": consts,
                        "onnxgrad": os.path.dirname(onnxgrad.__file__)}, f)
         print(f"built {name}: {seconds:.2f} s", file=sys.stderr, flush=True)
+
+
+def batch_norm_statistics(model: onnx.ModelProto) -> set:
+    """Names of the running mean and variance inputs of the model's BatchNormalization nodes."""
+    return {i for n in model.graph.node if n.op_type == "BatchNormalization" for i in n.input[3:5]}
 
 
 def _const_bytes(node: onnx.NodeProto) -> int:
