@@ -32,6 +32,8 @@ CASES = [
     conv("2d-dilation", rand(1, 2, 7, 7), rand(2, 2, 2, 3, seed=1), dilations=[2, 1], strides=[1, 2]),
     conv("2d-group", rand(2, 4, 5, 5), rand(6, 2, 3, 3, seed=1), rand(6, seed=2), group=2, pads=[1, 1, 1, 1]),
     conv("2d-depthwise", rand(1, 3, 6, 6), rand(3, 1, 3, 3, seed=1), group=3, strides=[2, 2]),
+    conv("2d-depthwise-batch", rand(2, 3, 6, 5), rand(3, 1, 3, 2, seed=1), rand(3, seed=2), group=3, strides=[2, 1],
+         pads=[1, 0, 0, 1]),
     conv("2d-depthwise-multiplier", rand(2, 2, 5, 5), rand(4, 1, 2, 2, seed=1), group=2, dilations=[2, 2]),
     conv("2d-same-upper", rand(1, 2, 7, 6), rand(3, 2, 3, 4, seed=1), auto_pad="SAME_UPPER", strides=[2, 2]),
     conv("2d-same-lower", rand(1, 2, 7, 6), rand(3, 2, 3, 4, seed=1), auto_pad="SAME_LOWER", strides=[2, 1]),

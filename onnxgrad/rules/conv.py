@@ -265,7 +265,10 @@ def weight_grad(g: Emitter, inp: str, dout: str, geo: Geometry, group: int, end_
     in_shape, out_shape = g.static_shape(inp), g.static_shape(dout)
     if in_shape is not None and out_shape is not None:
         elements = in_shape[1] * int(np.prod(geo.kernel)) * int(np.prod(out_shape)) // out_shape[1]
-        if elements < _IM2COL_MIN_ELEMENTS and elements * out_shape[1] // group < _CONV_MAX_MACS:
+        # depthwise: one Conv of x with dy as the kernel, grouped per channel (ShuffleNet 7 % faster
+        # than stacking taps for a batched matrix-vector MatMul; 20 % slower for other groupings)
+        depthwise = group == in_shape[1] == out_shape[1]
+        if depthwise or elements < _IM2COL_MIN_ELEMENTS and elements * out_shape[1] // group < _CONV_MAX_MACS:
             return _weight_grad_conv(g, inp, dout, geo, group, end_pads, list(in_shape), list(out_shape))
     in_sizes, out_sizes = spatial(g, inp), spatial(g, dout)
     inp_cf = _channels_first(g, inp)
