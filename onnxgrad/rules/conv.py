@@ -9,8 +9,8 @@ Both are linear in each operand, so every gradient is again a convolution:
 * ConvTranspose, input: ``dx = Conv(dy, W)`` (the exact adjoint, same geometry).
 * weights (both): a correlation of the input with the output gradient, as im2col: the taps
   the kernel reads, stacked by unit-step Slices of a strided view, times the output gradient
-  in one Gemm (a batched MatMul over groups). See :func:`weight_grad`. Tiny problems use one
-  Conv with dy as its kernel instead (fewer nodes).
+  in one Gemm (a batched MatMul over groups). See :func:`weight_grad`. Tiny and depthwise
+  problems use one Conv with dy as its kernel instead (fewer nodes; faster for depthwise).
 * bias: the sum of dy over batch and spatial axes.
 
 Besides Conv and ConvTranspose only layout ops (Reshape, Transpose, Slice, Pad, Gather, Split,
