@@ -5,6 +5,7 @@
     python benchmarks/bench_models.py --baseline /tmp/old   # also an older onnxgrad source tree
     python benchmarks/bench_models.py --write-readme        # the table into benchmarks/README.md
     python benchmarks/bench_models.py --profile resnet50    # onnxruntime profile: time vs FLOPs per op type
+    python benchmarks/bench_models.py --ort-training /tmp/ortt/bin/python  # also ONNX Runtime training
 
 Models: the onnx package's light zoo at 224x224 with random weights (``tests/zoo.py``), the shipped
 ``models/small_cnn.onnx`` and ``models/transformer_block.onnx``, and ``segnet512``, a 512x512
@@ -25,7 +26,10 @@ high-water mark (VmHWM) minus the resident set before the first run.
 
 PyTorch autograd (CPU, 2 threads, OMP_WAIT_POLICY=PASSIVE) is measured when installed, on the same
 ONNX graph and weights interpreted op by op (``benchmarks/torch_ref.py``; models it cannot
-interpret show n/a). ONNX Runtime training is not installed here and not measured.
+interpret show n/a). ONNX Runtime training (``onnxruntime-training``, which replaces the
+``onnxruntime`` package) is measured from a separate virtual environment given by
+``--ort-training``: ``benchmarks/ort_training.py`` times its training step and onnxgrad's gradient
+model side by side in that environment's onnxruntime (see its docstring for the setup).
 """
 
 from __future__ import annotations
@@ -142,11 +146,21 @@ def build(names: List[str], out: str) -> None:
         onnx.save(result.model, os.path.join(out, f"{name}.grad.onnx"))
         np.savez(os.path.join(out, f"{name}.npz"), **feed)
         consts = sum(_const_bytes(n) for n in result.model.graph.node[len(model.graph.node):])
+        # ONNX Runtime training cannot differentiate BatchNormalization's running statistics: for
+        # its column onnxgrad's gradient model differentiates the same weights it does
+        same = [w for w in weights if w not in batch_norm_statistics(model)]
+        if same != weights:
+            onnx.save(onnxgrad.gradients(model, loss, same).model, os.path.join(out, f"{name}.grad_ortt.onnx"))
         with open(os.path.join(out, f"{name}.json"), "w") as f:
             json.dump({"build_s": seconds, "fwd_nodes": len(model.graph.node), "weights": weights, "loss": loss,
                        "grad_nodes": len(result.model.graph.node), "backward_const_bytes": consts,
                        "onnxgrad": os.path.dirname(onnxgrad.__file__)}, f)
         print(f"built {name}: {seconds:.2f} s", file=sys.stderr, flush=True)
+
+
+def batch_norm_statistics(model: onnx.ModelProto) -> set:
+    """Names of the running mean and variance inputs of the model's BatchNormalization nodes."""
+    return {i for n in model.graph.node if n.op_type == "BatchNormalization" for i in n.input[3:5]}
 
 
 def _const_bytes(node: onnx.NodeProto) -> int:
@@ -308,17 +322,34 @@ def machine() -> str:
             f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min)")
 
 
-def optional_frameworks() -> str:
+def optional_frameworks(ort_training: Optional[str] = None) -> str:
     found = []
-    torch_use = "autograd on the same ONNX graph and weights (benchmarks/torch_ref.py)"
-    for module, label, use in (("torch", "PyTorch", torch_use),
-                               ("onnxruntime.training", "ONNX Runtime training", "not wired in")):
-        try:
-            __import__(module)
-            found.append(f"{label}: installed, {use}")
-        except ImportError:
-            found.append(f"{label}: not installed, not measured")
+    try:
+        __import__("torch")
+        found.append("PyTorch: installed, autograd on the same ONNX graph and weights (benchmarks/torch_ref.py)")
+    except ImportError:
+        found.append("PyTorch: not installed, not measured")
+    if ort_training:
+        version = subprocess.run([ort_training, "-c", "import onnxruntime; print(onnxruntime.__version__)"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        found.append(f"ONNX Runtime training: onnxruntime-training {version} in a separate environment "
+                     "(benchmarks/ort_training.py), its step and onnxgrad's gradient model timed there side by side")
+    else:
+        found.append("ONNX Runtime training: not measured (--ort-training)")
     return "; ".join(found)
+
+
+def ort_training(python: str, d: str, name: str, rounds: int) -> List[str]:
+    """[ORT training's fwd+bwd / its forward, onnxgrad's gradient model / ORT training's step], both
+    run by onnxruntime-training's own onnxruntime in one process (benchmarks/ort_training.py)."""
+    out = subprocess.run([python, os.path.join(HERE, "ort_training.py"), d, name, str(rounds)],
+                         capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if "error" in result:
+        print(f"{name}: ONNX Runtime training refused it: {result['error']}", file=sys.stderr)
+        return ["n/a", "n/a"]
+    med = {k: statistics.median(v) for k, v in result.items() if isinstance(v, list)}
+    return [f"{med['ort training'] / med['forward']:.2f}x", f"{med['onnxgrad'] / med['ort training']:.2f}"]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -329,6 +360,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--write-readme", action="store_true", help="write the table into benchmarks/README.md")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when installed")
+    p.add_argument("--ort-training", metavar="PYTHON",
+                   help="the Python of a separate environment with onnxruntime-training (benchmarks/ort_training.py)")
     p.add_argument("--profile", nargs="*", choices=MODELS, help="profile these gradient models instead of timing")
     p.add_argument("--build-into", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -356,6 +389,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     torch_ok = optional_frameworks().startswith("PyTorch: installed") and not args.no_torch
     if torch_ok:
         header += ["PyTorch fwd ms", "PyTorch fwd+bwd ms", "PyTorch ratio", "onnxgrad / PyTorch fwd+bwd"]
+    if args.ort_training:
+        header += ["ORT training ratio", "onnxgrad / ORT training fwd+bwd"]
     header += ["build s", "bwd const MB", "peak MB fwd", "peak MB fwd+bwd"]
     rows = []
     for name in args.models:
@@ -372,6 +407,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     f"{med['onnxgrad'] / med['torch fwd+bwd']:.2f}"]
         elif torch_ok:
             row += ["n/a"] * 4
+        if args.ort_training:
+            row += ort_training(args.ort_training, dirs["onnxgrad"], name, args.rounds)
         row += [f"{info['build_s']:.2f}", f"{info['backward_const_bytes'] / 1e6:.2f}"]
         if args.no_memory:
             row += ["", ""]
@@ -383,7 +420,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(" | ".join(row), flush=True)
     table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
                       + ["| " + " | ".join(r) + " |" for r in rows])
-    note = (f"Machine: {machine()}.\n{optional_frameworks()}.\n"
+    note = (f"Machine: {machine()}.\n{optional_frameworks(args.ort_training)}.\n"
             f"Medians of {args.rounds} interleaved rounds, CPU time (both intra-op threads).")
     print("\n" + table + "\n\n" + note)
     if args.write_readme:

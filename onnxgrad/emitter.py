@@ -311,9 +311,9 @@ class Emitter:
                         self._sequences.add(o)
             return
         et = spec.dtype(self, [i for i in inputs if i], attrs)
-        for o in outputs:
-            if et:
-                self._types[o] = et
+        for o, t in zip(outputs, et if isinstance(et, list) else [et] * len(outputs)):
+            if o and t:
+                self._types[o] = t
         if spec.shape is not None:
             shape = spec.shape(self, inputs, attrs)
             if shape is not None:

@@ -12,7 +12,8 @@ opset and the runtimes' kernels accept. Rules write the newest, simplest form:
   argument);
 * runtime-kernel gaps are filled here: ``Equal`` on floats before opset 11 (no float kernel),
   ``LessOrEqual``/``GreaterOrEqual`` before 12, ``Where`` on bfloat16 before 16, bfloat16
-  ``ConstantOfShape`` before 20, ``Gemm`` without its optional C before 11.
+  ``ConstantOfShape`` before 20, ``Gemm`` without its optional C before 11, ``MaxUnpool`` as a
+  scatter from opset 11 (or for targets without it) and through float before.
 
 An op missing from :data:`OPS` cannot be emitted in the default domain: the emitter raises
 :class:`~onnxgrad.errors.OpTableError` naming this table, so a new rule adds its ops here first.
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import onnx
 from onnx import TensorProto, numpy_helper
 
 from .errors import GradientArgumentError
@@ -37,8 +39,8 @@ if TYPE_CHECKING:
 END = int(np.iinfo(np.int64).max)
 
 Shape = Optional[Tuple[Dim, ...]]
-#: (emitter, inputs, attributes) -> element type of every output (0 = unknown)
-DtypeRule = Callable[["Emitter", Sequence[str], Dict[str, Any]], int]
+#: (emitter, inputs, attributes) -> element type of every output, or a list of one per output (0 = unknown)
+DtypeRule = Callable[["Emitter", Sequence[str], Dict[str, Any]], Union[int, List[int]]]
 #: (emitter, inputs, attributes) -> shape of output 0, or None when not statically known
 ShapeRule = Callable[["Emitter", Sequence[str], Dict[str, Any]], Shape]
 #: (emitter, inputs, attributes, number of outputs) -> what is known of each output (ops whose
@@ -174,9 +176,11 @@ def _constant_of_shape(g: "Emitter", inputs: List[Optional[str]], attrs: Dict[st
 
 
 def _gemm(g: "Emitter", inputs: List[Optional[str]], attrs: Dict[str, Any]) -> Emission:
-    """Gemm's C is optional from opset 11; before it a scalar 0 stands in."""
+    """Gemm's C is optional from opset 11; before it a scalar 0 stands in, with beta=0 so that
+    runtimes skip it (onnxruntime otherwise broadcasts the zero over the result first)."""
     if g.opset < 11 and len(inputs) == 2:
         inputs.append(g.const(0, like=inputs[0]))
+        attrs["beta"] = 0.0
     return inputs, attrs
 
 
@@ -195,6 +199,38 @@ def _loop(g: "Emitter", inputs: List[Optional[str]], attrs: Dict[str, Any]) -> E
             f"the backward nodes {g.scope + '/...'!r} need a Loop carrying a sequence, which needs opset 13 or "
             f"newer (this model has opset {g.opset}); convert the model (onnx.version_converter.convert_version)")
     return inputs, attrs
+
+
+def _max_unpool(g: "Emitter", inputs: List[Optional[str]], attrs: Dict[str, Any]) -> Emission:
+    """MaxUnpool(d, indices, output_shape) of windows that never share a position, in a form every
+    runtime the model's opset and target aim at runs.
+
+    From opset 11, and before it for targets whose runtimes lack MaxUnpool (OpenVINO, tract:
+    ``g.scatter9``), a scatter of d at the flat positions into zeros shaped ``output_shape``
+    (ScatterND, or Scatter-9 through :meth:`~onnxgrad.emitter.Emitter.scatter_flat`). Otherwise
+    MaxUnpool itself, sized by its attributes (kernel = output size - d's size + 1 at unit strides,
+    as the caller gives them: every runtime agrees on that size, not on ``output_shape``);
+    onnxruntime implements it for float only: float16 and bfloat16 go through float exactly, a
+    double is split into three floats that sum to it exactly (24 bits each cover its 53), each
+    unpooled and summed back in double.
+    """
+    d, indices, shape = inputs[0], inputs[1], inputs[2]
+    assert d and indices and shape, "MaxUnpool is emitted with its output_shape"
+    if g.opset >= 11 or g.scatter9:
+        zeros = g.reshape(g.constant_of_shape(shape, 0.0, like=d), [-1])
+        flat = g.scatter_flat(zeros, g.reshape(indices, [-1, 1]), g.reshape(d, [-1]))
+        return g.Reshape(flat, shape)
+    dtype = g.dtype(d)
+    if dtype == TensorProto.FLOAT:
+        return [d, indices], attrs
+    pieces, rest = [], d
+    count = 3 if dtype == TensorProto.DOUBLE else 1
+    for k in range(count):
+        piece = g.Cast(rest, to=TensorProto.FLOAT)
+        pieces.append(g.Cast(g.MaxUnpool(piece, indices, shape, **attrs), to=dtype))
+        if k < count - 1:
+            rest = g.Sub(rest, g.Cast(piece, to=dtype))
+    return g.Sum(*pieces) if len(pieces) > 1 else pieces[0]
 
 
 def _reduction(g: "Emitter", inputs: List[Optional[str]], attrs: Dict[str, Any], op_type: str,
@@ -337,12 +373,73 @@ def _same_info(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any], n: in
     return [info if info.sequence else TensorInfo(info.elem_type, None)]
 
 
-def _sequence_of(dtype: DtypeRule) -> ResultsRule:
+def _sequence_of(dtype: Callable[["Emitter", Sequence[str], Dict[str, Any]], int]) -> ResultsRule:
     """A sequence of tensors of the element type ``dtype`` gives."""
     def rule(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any], n: int) -> List[TensorInfo]:
         return [TensorInfo(dtype(g, [i for i in inputs if i], attrs), None, sequence=True)]
 
     return rule
+
+
+def _constant_of_shape_shape(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any]) -> Shape:
+    value = g.constant_value(inputs[0])
+    return None if value is None else tuple(int(d) for d in value.reshape(-1))
+
+
+def _window_op(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any]) -> Optional[Tuple[List[Dim], List[Dim],
+                                                                                            List[int], List[int],
+                                                                                            List[int], List[int]]]:
+    """(x's dims, w's dims, kernel, strides, dilations, pads) of a Conv or ConvTranspose the emitter
+    writes with explicit pads, or None when its rank is unknown or its pads are automatic."""
+    x, w = g.shape(inputs[0]), g.shape(inputs[1])
+    if x is None or w is None or attrs.get("auto_pad", "NOTSET") not in ("NOTSET", ""):
+        return None
+    n = len(x) - 2
+    kernel = list(attrs.get("kernel_shape") or w[2:])
+    strides = list(attrs.get("strides") or [1] * n)
+    dilations = list(attrs.get("dilations") or [1] * n)
+    pads = list(attrs.get("pads") or [0] * (2 * n))
+    return list(x), list(w), kernel, strides, dilations, pads
+
+
+def _conv_shape(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any]) -> Shape:
+    """Conv: floor((size + pads - dilated kernel) / stride) + 1 per spatial axis, w's M channels."""
+    known = _window_op(g, inputs, attrs)
+    if known is None:
+        return None
+    x, w, kernel, strides, dilations, pads = known
+    n = len(x) - 2
+    spatial: List[Dim] = []
+    for i in range(n):
+        size, k = x[2 + i], kernel[i]
+        spatial.append((size + pads[i] + pads[n + i] - (k - 1) * dilations[i] - 1) // strides[i] + 1
+                       if isinstance(size, int) and isinstance(k, int) else None)
+    return (x[0], w[0], *spatial)
+
+
+def _conv_transpose_shape(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any]) -> Shape:
+    """ConvTranspose: stride (size - 1) + output_padding + dilated kernel - pads per spatial axis
+    (or output_shape), M = w's dim 1 times group channels."""
+    known = _window_op(g, inputs, attrs)
+    if known is None:
+        return None
+    x, w, kernel, strides, dilations, pads = known
+    n = len(x) - 2
+    channels = w[1] * int(attrs.get("group", 1)) if isinstance(w[1], int) else None
+    if attrs.get("output_shape"):
+        return (x[0], channels, *attrs["output_shape"][-n:])
+    extra = list(attrs.get("output_padding") or [0] * n)
+    spatial: List[Dim] = []
+    for i in range(n):
+        size, k = x[2 + i], kernel[i]
+        spatial.append(strides[i] * (size - 1) + extra[i] + (k - 1) * dilations[i] + 1 - pads[i] - pads[n + i]
+                       if isinstance(size, int) and isinstance(k, int) else None)
+    return (x[0], channels, *spatial)
+
+
+def _max_pool_types(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any]) -> List[int]:
+    """MaxPool's Y has x's type, its Indices are int64."""
+    return [g.known_dtype(inputs[0]), TensorProto.INT64]
 
 
 # ---------------------------------------------------------------- the table
@@ -366,10 +463,10 @@ _BOOL = OpSpec(dtype=_fixed(TensorProto.BOOL))
 OPS: Dict[str, OpSpec] = {
     **{op: _SAME for op in """
         Abs Acos Acosh Add AffineGrid Asin Asinh Atan Atanh AveragePool BatchNormalization Ceil Celu CenterCropPad Clip
-        Col2Im Conv ConvTranspose Cos Cosh CumProd CumSum Det Div Dropout Einsum Elu Erf
+        Col2Im Cos Cosh CumProd CumSum Det Div Dropout Einsum Elu Erf
         Exp Expand EyeLike Floor Gather GatherElements GatherND Gelu GridSample GroupNormalization HardSigmoid
         HardSwish InstanceNormalization LayerNormalization LeakyRelu Log LogSoftmax LpNormalization
-        MatMul Max MaxPool Mean Min Mish Mod Mul Neg Pow PRelu RMSNormalization Range Reciprocal Relu Resize
+        MatMul Max Mean Min Mish Mod Mul Neg Pow PRelu RMSNormalization Range Reciprocal Relu Resize
         ReverseSequence RoiAlign RotaryEmbedding Round Scatter ScatterElements ScatterND Selu Shrink Sigmoid
         Sign Sin Sinh Softmax Softplus Softsign SpaceToDepth Sqrt Sub Sum Tan Tanh TensorScatter Tile TopK
         Transpose Trilu Upsample Attention Swish ThresholdedRelu Hardmax LRN MeanVarianceNormalization
@@ -392,7 +489,11 @@ OPS: Dict[str, OpSpec] = {
     "Flatten": OpSpec(shape=_flatten_shape),
     "Concat": OpSpec(shape=_concat_shape),
     "Constant": OpSpec(dtype=_value_type, shape=_constant_shape),
-    "ConstantOfShape": OpSpec(dtype=_value_type, adapt=_constant_of_shape),
+    "ConstantOfShape": OpSpec(dtype=_value_type, shape=_constant_of_shape_shape, adapt=_constant_of_shape),
+    "Conv": OpSpec(shape=_conv_shape),
+    "ConvTranspose": OpSpec(shape=_conv_transpose_shape),
+    "MaxPool": OpSpec(dtype=_max_pool_types),
+    "MaxUnpool": OpSpec(adapt=_max_unpool),
     "Cast": OpSpec(dtype=_cast_to),
     "SequenceEmpty": OpSpec(results=_sequence_of(_dtype_attr)),
     "CastLike": OpSpec(dtype=_of_input(1)),
@@ -408,12 +509,19 @@ OPS: Dict[str, OpSpec] = {
 }
 
 
+def has_attribute(g: "Emitter", op_type: str, name: str) -> bool:
+    """Whether the default-domain op ``op_type`` at the emitter's opset has the attribute ``name``
+    (``ScatterND``'s ``reduction`` from opset 16): a rule asks this, as it asks ``g.can_emit``,
+    instead of comparing opsets."""
+    return g.can_emit(op_type) and name in onnx.defs.get_schema(op_type, g.opset, "").attributes
+
+
 def adapter_opsets() -> Dict[str, List[int]]:
     """Per op type, the opsets at which its adapter switches form (tests run rules on both sides)."""
     switches: Dict[str, List[int]] = {op: sorted({m.since for m in moved.values()})
                                       for op, moved in MOVED_TO_INPUT.items()}
     switches.update({"Equal": [11], "LessOrEqual": [12], "GreaterOrEqual": [12], "Where": [16],
-                     "ConstantOfShape": [20], "Gemm": [11], "DepthToSpace": [11]})
+                     "ConstantOfShape": [20], "Gemm": [11], "DepthToSpace": [11], "MaxUnpool": [11]})
     # Loop (13) and Identity (14) switch only for sequences, which the sequence and control-flow
     # tests cover on both sides: listing them would test every rule emitting a tensor Identity twice more
     return switches

@@ -6,6 +6,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxgrad.checking import check_gradients, session
+from onnxgrad.emitter import Emitter
+from onnxgrad.graph import GraphIndex
 from onnxgrad.rules import conv as conv_rules
 from rulecheck import Case, check_case, check_second_order, compare_with_reference, params, rand, second_order_params
 
@@ -30,6 +32,8 @@ CASES = [
     conv("2d-dilation", rand(1, 2, 7, 7), rand(2, 2, 2, 3, seed=1), dilations=[2, 1], strides=[1, 2]),
     conv("2d-group", rand(2, 4, 5, 5), rand(6, 2, 3, 3, seed=1), rand(6, seed=2), group=2, pads=[1, 1, 1, 1]),
     conv("2d-depthwise", rand(1, 3, 6, 6), rand(3, 1, 3, 3, seed=1), group=3, strides=[2, 2]),
+    conv("2d-depthwise-batch", rand(2, 3, 6, 5), rand(3, 1, 3, 2, seed=1), rand(3, seed=2), group=3, strides=[2, 1],
+         pads=[1, 0, 0, 1]),
     conv("2d-depthwise-multiplier", rand(2, 2, 5, 5), rand(4, 1, 2, 2, seed=1), group=2, dilations=[2, 2]),
     conv("2d-same-upper", rand(1, 2, 7, 6), rand(3, 2, 3, 4, seed=1), auto_pad="SAME_UPPER", strides=[2, 2]),
     conv("2d-same-lower", rand(1, 2, 7, 6), rand(3, 2, 3, 4, seed=1), auto_pad="SAME_LOWER", strides=[2, 1]),
@@ -90,6 +94,7 @@ def weight_grad_form(request, monkeypatch):
     """Both forms of the weight gradient on every case: im2col + Gemm (the test tensors are tiny, so
     the size threshold is lowered) and the one-Conv form used below that threshold."""
     monkeypatch.setattr(conv_rules, "_IM2COL_MIN_ELEMENTS", 0 if request.param == "im2col" else 2**62)
+    monkeypatch.setattr(conv_rules, "_CONV_MAX_MACS", 2**62)
     return request.param
 
 
@@ -121,3 +126,28 @@ def test_symbolic_spatial_dims(strides):
     seeds = {i.name: rand(*y.shape, seed=3).astype(np.float32) for i in report.gradient_model.graph.input
              if i.name not in feeds}
     compare_with_reference(report.gradient_model, {**feeds, **seeds})
+
+
+SHAPE_RULE_CASES = [
+    ("Conv", [1, 3, 7, 8], [4, 3, 3, 2], {"strides": [2, 3], "pads": [1, 0, 2, 1], "dilations": [1, 2]}),
+    ("Conv", [2, 4, 9], [6, 2, 4], {"group": 2, "pads": [3, 0], "strides": [2]}),
+    ("Conv", ["N", 3, 5, 5], [2, 3, 1, 1], {}),
+    ("ConvTranspose", [1, 3, 4, 5], [3, 2, 3, 3], {"strides": [2, 2], "pads": [1, 0, 0, 1], "output_padding": [1, 0]}),
+    ("ConvTranspose", [2, 4, 3], [4, 1, 2], {"group": 4, "dilations": [2], "strides": [3]}),
+    ("ConvTranspose", [1, 2, 3, 3], [2, 5, 2, 2], {"output_shape": [7, 6], "strides": [2, 2]}),
+]
+
+
+@pytest.mark.parametrize("op_type,x_shape,w_shape,attrs", SHAPE_RULE_CASES)
+def test_op_table_shapes_of_convolutions_agree_with_onnx(op_type, x_shape, w_shape, attrs):
+    """The rules no longer record the shapes of the convolutions they emit: the op table's shape
+    rules do, and must say what onnx's shape inference says."""
+    node = helper.make_node(op_type, ["x", "w"], ["y"], **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * len(x_shape))],
+                              [numpy_helper.from_array(np.zeros(w_shape, np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True).graph.output[0].type.tensor_type.shape
+    expected = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in inferred.dim)
+    g = Emitter(GraphIndex(model), "gradients")
+    assert g.shape(g.op(op_type, "x", "w", **attrs)) == expected

@@ -89,3 +89,22 @@ def test_matmul_symbolic_batch(a_shape, b_shape, feed_shapes, opset):
     u = {i.name: rand(*np.shape(feeds["a"] @ feeds["b"]), seed=3) for i in report.gradient_model.graph.input
          if i.name not in feeds}
     compare_with_reference(report.gradient_model, {**feeds, **u})
+
+
+def test_gemm_gradients_before_opset_11_skip_their_stand_in_c():
+    """Gemm needs a C before opset 11: the gradient's Gemms get a scalar zero with beta=0, which
+    runtimes skip, rather than beta=1, which onnxruntime adds over the whole result."""
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [3, 4])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, [4, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2])
+    c = helper.make_tensor("c", TensorProto.FLOAT, [1], [0.5])
+    graph = helper.make_graph([helper.make_node("Gemm", ["a", "b", "c"], ["y"])], "g", [a, b], [y], [c])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)])
+    model.ir_version = 7
+    report = check_gradients(model, ["a", "b"], ["y"], feeds={"a": rand(3, 4).astype(np.float32),
+                                                           "b": rand(4, 2, seed=1).astype(np.float32)})
+    assert report.ok, report.checks
+    backward = [n for n in report.gradient_model.graph.node[1:] if n.op_type == "Gemm"]
+    assert len(backward) == 2
+    assert all(len(n.input) == 3 and helper.get_attribute_value(next(x for x in n.attribute if x.name == "beta")) == 0
+               for n in backward)

@@ -3,7 +3,10 @@
 import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
+import onnxgrad
+from onnxgrad.checking import check_gradients
 from rulecheck import Case, check_case, check_second_order, params, rand, second_order_params
 
 
@@ -186,3 +189,22 @@ def test_symbolic_batch(case, dtype):
 @pytest.mark.parametrize("case,dtype", second_order_params(SECOND_ORDER))
 def test_second_order(case, dtype):
     check_second_order(case, dtype)
+
+
+@pytest.mark.parametrize("dtype,recomputed", [(TensorProto.FLOAT, False), (TensorProto.FLOAT16, True)])
+def test_layer_norm_reads_its_saved_statistics(dtype, recomputed):
+    """With Mean and InvStdDev among its outputs, stashed in x's type (float32 by default),
+    LayerNormalization's gradient reads them instead of recomputing two reductions; for another
+    x type (float16 here) it recomputes them in x's type."""
+    x = helper.make_tensor_value_info("x", dtype, [2, 3, 4])
+    outs = [helper.make_tensor_value_info("y", dtype, [2, 3, 4])]
+    node = helper.make_node("LayerNormalization", ["x", "scale"], ["y", "mean", "inv"], axis=-1)
+    scale = numpy_helper.from_array(rand(4, seed=1).astype(helper.tensor_dtype_to_np_dtype(dtype)), "scale")
+    model = helper.make_model(helper.make_graph([node], "ln", [x], outs, [scale]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    if not recomputed:
+        report = check_gradients(model, ["x", "scale"], ["y"], feeds={"x": rand(2, 3, 4).astype(np.float32)})
+        assert report.ok, report.checks
+    backward = onnxgrad.gradients(model, ["y"], ["x", "scale"]).model.graph.node[1:]
+    assert any(n.op_type == "ReduceMean" and "x" in n.input for n in backward) == recomputed

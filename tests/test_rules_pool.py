@@ -8,7 +8,11 @@ several windows, which exercises the scatter-add with duplicates.
 
 import numpy as np
 import pytest
+from onnx import TensorProto, helper
 
+from onnxgrad.emitter import Emitter
+from onnxgrad.graph import GraphIndex
+from onnxgrad.optable import has_attribute
 from rulecheck import Case, check_case, check_second_order, params, rand, second_order_params
 
 F32 = ("float32",)
@@ -144,3 +148,41 @@ def test_maxroipool(case, dtype):
 @pytest.mark.parametrize("case,dtype", second_order_params(ROI_CASES))
 def test_maxroipool_second_order(case, dtype):
     check_second_order(case, dtype)
+
+
+def _unpool_emitter(opset, dtype):
+    """An emitter over a MaxPool whose Indices it reads, at ``opset``."""
+    node = helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[2, 2], strides=[2, 2])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", dtype, [1, 2, 4, 4])],
+                              [helper.make_tensor_value_info("y", dtype, [1, 2, 2, 2]),
+                               helper.make_tensor_value_info("i", TensorProto.INT64, [1, 2, 2, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 7
+    return Emitter(GraphIndex(model), "gradients")
+
+
+@pytest.mark.parametrize("opset,scatter9,dtype,expected", [
+    (9, False, TensorProto.FLOAT, ["MaxUnpool"]),
+    (9, False, TensorProto.DOUBLE, ["Cast", "MaxUnpool", "Cast", "Cast", "Sub", "Cast", "MaxUnpool", "Cast", "Cast",
+                                    "Sub", "Cast", "MaxUnpool", "Cast", "Sum"]),
+    (9, True, TensorProto.FLOAT, ["ConstantOfShape", "Reshape", "Reshape", "Reshape", "Reshape", "Reshape", "Reshape",
+                                  "Scatter", "Reshape", "Reshape"]),
+    (11, False, TensorProto.FLOAT, ["ConstantOfShape", "Reshape", "Reshape", "Reshape", "ScatterND", "Reshape"]),
+])
+def test_maxpool_scatter_form_is_the_op_tables(opset, scatter9, dtype, expected):
+    """The MaxPool rule writes MaxUnpool; the op table picks the form the opset and the target's
+    runtimes run (a scatter from opset 11 or for OpenVINO/tract, double through three floats for
+    onnxruntime's float-only kernel), and types a recomputed pool's Indices as int64."""
+    g = _unpool_emitter(opset, dtype)
+    y, indices = g.op("MaxPool", "x", outputs=2, kernel_shape=[2, 2], strides=[2, 2])
+    assert g.dtype(indices) == TensorProto.INT64 and g.dtype(y) == dtype
+    g.scatter9 = scatter9
+    before = len(g.nodes)
+    g.MaxUnpool("y", "i", g.shape_of("x"), kernel_shape=[3, 3], strides=[1, 1])
+    assert [n.op_type for n in g.nodes[before:] if n.op_type != "Constant"] == expected
+
+
+def test_scatter_add_is_asked_of_the_schema():
+    assert not has_attribute(_unpool_emitter(15, TensorProto.FLOAT), "ScatterND", "reduction")
+    assert has_attribute(_unpool_emitter(16, TensorProto.FLOAT), "ScatterND", "reduction")
+    assert not has_attribute(_unpool_emitter(9, TensorProto.FLOAT), "ScatterND", "reduction")  # no ScatterND at all

@@ -17,8 +17,14 @@ from ..registry import not_supported, register_gradient
 
 
 def _where(g: Emitter, cond: str, a: str, b: Optional[str] = None) -> str:
-    """a where ``cond`` else b (default 0)."""
-    return g.where(cond, a, b if b is not None else g.const(0, like=a))
+    """a where ``cond`` else b (default 0).
+
+    Against 0 it is ``a * cond``: onnxruntime's Where is generic broadcasting code, 4x slower
+    than Cast + Mul on an activation-sized tensor (3.4 ms against 0.8 ms at 64x112x112). As in
+    TensorFlow's ReluGrad, an infinite or NaN ``a`` where the mask is 0 gives NaN."""
+    if b is None:
+        return g.Mul(a, g.cast_like(cond, a))
+    return g.where(cond, a, b)
 
 
 def _positive(g: Emitter, x: str) -> str:

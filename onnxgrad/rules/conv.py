@@ -9,8 +9,8 @@ Both are linear in each operand, so every gradient is again a convolution:
 * ConvTranspose, input: ``dx = Conv(dy, W)`` (the exact adjoint, same geometry).
 * weights (both): a correlation of the input with the output gradient, as im2col: the taps
   the kernel reads, stacked by unit-step Slices of a strided view, times the output gradient
-  in one Gemm (a batched MatMul over groups). See :func:`weight_grad`. Tiny problems use one
-  Conv with dy as its kernel instead (fewer nodes).
+  in one Gemm (a batched MatMul over groups). See :func:`weight_grad`. Tiny and depthwise
+  problems use one Conv with dy as its kernel instead (fewer nodes; faster for depthwise).
 * bias: the sum of dy over batch and spatial axes.
 
 Besides Conv and ConvTranspose only layout ops (Reshape, Transpose, Slice, Pad, Gather, Split,
@@ -113,9 +113,8 @@ def _spatial_axes(n: int) -> List[int]:
 
 
 def _crop_to(g: Emitter, t: str, like: str, n: int) -> str:
-    """Slice the spatial axes of ``t`` down to the (runtime) spatial dims of ``like``."""
-    if g.opset < 10:
-        raise GradientArgumentError("this gradient needs static spatial shapes below opset 10 (dynamic Slice)")
+    """Slice the spatial axes of ``t`` down to the (runtime) spatial dims of ``like`` (a dynamic
+    Slice: the op table refuses it before opset 10, where the sizes must be static)."""
     ends = g.Slice(g.shape_of(like), g.ints([2]), g.ints([2 + n]), g.ints([0]))
     return g.Slice(t, g.ints([0] * n), ends, g.ints(_spatial_axes(n)))
 
@@ -128,10 +127,8 @@ def input_grad_transposed(g: Emitter, dy: str, w: str, geo: Geometry, group: int
         # What the stride skipped at the end of x comes back as output_padding (always < stride).
         extra = [d - ((o - 1) * s + e - b - p) for d, o, s, e, b, p in
                  zip(xs, ys, geo.strides, geo.extent, geo.begin, geo.end)]
-        dx = _transposed_conv(g, dy, w, group, x, geo.extent, strides=geo.strides, dilations=geo.dilations,
-                                 pads=geo.begin + geo.end, output_padding=extra if any(extra) else None)
-        g.set_info(dx, g.dtype(x), g.shape(x))
-        return dx
+        return _transposed_conv(g, dy, w, group, x, geo.extent, strides=geo.strides, dilations=geo.dilations,
+                                pads=geo.begin + geo.end, output_padding=extra if any(extra) else None)
     # Symbolic sizes: overshoot (no end pad, maximal output_padding) and crop at run time.
     full = _transposed_conv(g, dy, w, group, x, geo.extent, strides=geo.strides, dilations=geo.dilations,
                                pads=geo.begin + [0] * n,
@@ -240,10 +237,9 @@ def _taps_static(g: Emitter, inp: str, geo: Geometry, in_sizes: List[int], out_s
 
 def _taps_dynamic(g: Emitter, inp: str, dout: str, geo: Geometry, end_pads: Sequence[int]) -> List[str]:
     """:func:`_taps_static` for spatial sizes known only at run time: strided Slices (opset 10)
-    whose ends follow the run-time output size Q: offset + (Q - 1) * s + 1."""
+    whose ends follow the run-time output size Q: offset + (Q - 1) * s + 1 (the op table refuses
+    them before opset 10, where the sizes must be static)."""
     n = geo.n
-    if g.opset < 10:
-        raise GradientArgumentError("this gradient needs static spatial shapes below opset 10 (dynamic Slice)")
     padded = g.pad(inp, [0, 0] + list(geo.begin) + [0, 0] + list(end_pads)) if any(geo.begin) or any(end_pads) else inp
     viewed = g.unsqueeze(padded, [1])
     one = g.ints([1] * n)
@@ -267,9 +263,13 @@ def weight_grad(g: Emitter, inp: str, dout: str, geo: Geometry, group: int, end_
     last axis, so no large transpose is needed.
     """
     in_shape, out_shape = g.static_shape(inp), g.static_shape(dout)
-    if in_shape is not None and out_shape is not None and \
-            in_shape[1] * int(np.prod(geo.kernel)) * int(np.prod(out_shape)) // out_shape[1] < _IM2COL_MIN_ELEMENTS:
-        return _weight_grad_conv(g, inp, dout, geo, group, end_pads, list(in_shape), list(out_shape))
+    if in_shape is not None and out_shape is not None:
+        elements = in_shape[1] * int(np.prod(geo.kernel)) * int(np.prod(out_shape)) // out_shape[1]
+        # depthwise: one Conv of x with dy as the kernel, grouped per channel (ShuffleNet 7 % faster
+        # than stacking taps for a batched matrix-vector MatMul; 20 % slower for other groupings)
+        depthwise = group == in_shape[1] == out_shape[1]
+        if depthwise or elements < _IM2COL_MIN_ELEMENTS and elements * out_shape[1] // group < _CONV_MAX_MACS:
+            return _weight_grad_conv(g, inp, dout, geo, group, end_pads, list(in_shape), list(out_shape))
     in_sizes, out_sizes = spatial(g, inp), spatial(g, dout)
     inp_cf = _channels_first(g, inp)
     if in_sizes is not None and out_sizes is not None:
@@ -301,8 +301,12 @@ def weight_grad(g: Emitter, inp: str, dout: str, geo: Geometry, group: int, end_
 
 
 #: Below this many im2col elements (A * k * N * Q) the weight gradient is one Conv instead: a few
-#: nodes rather than one Slice per tap, whose per-node cost dominates on tiny tensors.
+#: nodes rather than one Slice per tap, whose per-node cost dominates on tiny tensors...
 _IM2COL_MIN_ELEMENTS = 1 << 15
+#: ...unless it has this many multiply-adds (A * k * N * Q * B / group) or more: onnxruntime runs
+#: that Conv (a batch of A single-channel images, B kernels of dy's spatial size) 10-15x slower
+#: than the Gemm (ResNet-50's 1x1 convs at 7x7: 15 ms against 1 ms).
+_CONV_MAX_MACS = 1 << 20
 
 
 def _weight_grad_conv(g: Emitter, inp: str, dout: str, geo: Geometry, group: int, end_pads: Sequence[int],
@@ -337,7 +341,6 @@ def conv_grad(g: Emitter, op: Op, dy: str) -> list:
     geo = window_geometry(g, op, x, kernel_of(g, op, w))
     dx = input_grad_transposed(g, dy, w, geo, group, x, y)
     dw = weight_grad(g, x, dy, geo, group, geo.end, w)
-    g.set_info(dw, g.dtype(w), g.shape(w))
     return [dx, dw, _bias_grad(g, dy, geo.n) if b else None]
 
 
@@ -382,7 +385,5 @@ def convtranspose_grad(g: Emitter, op: Op, dy: str) -> list:
         dy_used = g.slice(dy, [0] * n, [e if e < 0 else _BIG for e in adj_end], _spatial_axes(n))
     end = [max(e, 0) for e in adj_end]
     dx = g.Conv(dy_used, w, strides=geo.strides, dilations=geo.dilations, group=group, pads=geo.begin + end)
-    g.set_info(dx, g.dtype(x), g.shape(x))
     dw = weight_grad(g, dy, x, geo, group, end, w)
-    g.set_info(dw, g.dtype(w), g.shape(w))
     return [dx, dw, _bias_grad(g, dy, n) if b else None]

@@ -1,8 +1,8 @@
 """Normalization layers.
 
-Each rule recomputes the statistics it needs from the forward input with primitive ops (never
-the saved Mean/InvStdDev outputs, which may be absent or stashed in another dtype), so the
-backward graph is differentiable again. For xhat = (x - mean) * inv over ``axes`` (inv =
+Each rule recomputes the statistics it needs from the forward input with primitive ops, so the
+backward graph is differentiable again (LayerNormalization reads its saved Mean/InvStdDev when
+it has them in x's own type). For xhat = (x - mean) * inv over ``axes`` (inv =
 1/sqrt(var + eps)) the input gradient is the textbook
 
     dx = inv * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from onnx import TensorProto
 
 from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
@@ -126,13 +128,26 @@ def instance_normalization(g: Emitter, op: Op, dy: str) -> List[Optional[str]]:
     return [d_x, d_scale, g.reduce_sum(dy, not_channel, keepdims=False)]
 
 
+def _layer_statistics(g: Emitter, op: Op, axes: List[int]) -> Tuple[str, str]:
+    """(inv, xhat) of a LayerNormalization node: from its Mean/InvStdDev outputs when it has both
+    and stashes them in x's own type (float32 x, the default stash_type), which saves two
+    reductions and five elementwise passes; otherwise recomputed from x with primitive ops (a
+    float64 x's statistics are stashed in float32 at best)."""
+    x = op.inputs[0]
+    mean, inv = op.output(1), op.output(2)
+    if mean and inv and g.dtype(x) == op.attr("stash_type", TensorProto.FLOAT):
+        return inv, g.Mul(g.Sub(x, mean), inv)
+    _, inv, xhat = _standardize(g, x, axes, op.attr("epsilon", 1e-5))
+    return inv, xhat
+
+
 @register_gradient("LayerNormalization")
 def layer_normalization(g: Emitter, op: Op, dy: str, d_mean: Optional[str] = None,
                         d_inv_std: Optional[str] = None) -> List[Optional[str]]:
     x, scale = op.inputs[0], op.inputs[1]
     bias = op.input(2)
     axes = _norm_axes(g, x, op.attr("axis", -1))
-    _, inv, xhat = _standardize(g, x, axes, op.attr("epsilon", 1e-5))
+    inv, xhat = _layer_statistics(g, op, axes)
     d_x = _standardized_grad(g, g.Mul(dy, scale), xhat, inv, axes)
     # Mean moves by dx / n, InvStdDev by -inv^3 (x - mean) dx / n; both may be stashed in float32
     through_stats = []

@@ -3,10 +3,11 @@
 * MaxPool: dy goes to the position of each window's maximum, which the pool itself reports: the
   forward's ``Indices`` output, or the same MaxPool recomputed with it (flat positions in x, the
   first maximum of each window as the runtime picks it). dy is scatter-added there: one
-  ``ScatterND(reduction="add")`` into the flattened x from opset 16. Before, the windows are
-  split into residue classes (every m-th window per axis, m = ceil(extent / stride)) whose
-  windows do not overlap, so each class is a plain scatter (``ScatterND`` from opset 11,
-  ``MaxUnpool`` before), and the classes are summed; non-overlapping pools are one class.
+  ``ScatterND(reduction="add")`` into the flattened x where the opset has it (16). Otherwise the
+  windows are split into residue classes (every m-th window per axis, m = ceil(extent / stride))
+  whose windows do not overlap, so each class is a plain scatter (``MaxUnpool``, which the op
+  table writes as a ScatterND or Scatter-9 where runtimes want one), and the classes are summed;
+  non-overlapping pools are one class.
 * AveragePool: ``dx = ConvTranspose(dy / count, ones)``, the depthwise transposed convolution
   with a ones kernel (the exact adjoint of a window sum); counts follow count_include_pad and
   are a product of per-axis vectors.
@@ -26,6 +27,7 @@ from onnx import TensorProto
 
 from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
+from ..optable import has_attribute
 from ..registry import register_gradient
 from .conv import Geometry, input_grad_transposed, spatial, window_geometry
 
@@ -59,7 +61,6 @@ def _indices(g: Emitter, op: Op, geo: Geometry) -> str:
                      pads=list(geo.begin) + [0] + list(geo.end) + [0])
         attrs.pop("dilations", None)
         indices = g.squeeze(g.op("MaxPool", g.unsqueeze(x, [rank]), outputs=2, **attrs)[1], [rank])
-    g.set_info(indices, TensorProto.INT64, g.shape(op.outputs[0]))
     return indices
 
 
@@ -68,62 +69,27 @@ def maxpool_grad(g: Emitter, op: Op, dy: str, *unused_indices_grad: str) -> list
     x = op.inputs[0]
     geo, in_sizes, out_sizes = _pool_geometry(g, op)
     indices = _indices(g, op, geo)
-    if g.opset >= 16:
-        dx = _scatter_flat(g, dy, indices, x, add=True)
-    else:
-        # windows m apart along an axis (m * stride >= extent) never share a position
-        every = [-(-e // s) for e, s in zip(geo.extent, geo.strides)]
-        parts = []
-        for residue in np.ndindex(*every):
-            if any(r >= o for r, o in zip(residue, out_sizes)):
-                continue  # fewer windows than classes along an axis
-            d, i = dy, indices
-            for axis, (r, m, o) in enumerate(zip(residue, every, out_sizes)):
-                if m > 1:
-                    picked = g.ints(range(r, o, m))
-                    d, i = g.Gather(d, picked, axis=2 + axis), g.Gather(i, picked, axis=2 + axis)
-            sizes = [len(range(r, o, m)) for r, o, m in zip(residue, out_sizes, every)]
-            # MaxUnpool before opset 11, unless the target's runtimes lack it (g.scatter9)
-            parts.append(_scatter_flat(g, d, i, x, add=False) if g.opset >= 11 or g.scatter9 else
-                         _unpool(g, d, i, x, in_sizes, sizes))
-        dx = g.Sum(*parts) if len(parts) > 1 else parts[0]
-    g.set_info(dx, g.dtype(x), g.shape(x))
-    return [dx]
-
-
-def _scatter_flat(g: Emitter, d: str, indices: str, x: str, add: bool) -> str:
-    """Zeros shaped like x plus ``d`` at the flat positions ``indices``: ScatterND on the flattened
-    x, adding repeats (``add``, opset 16) or for positions that never repeat (opset 11).
-    (ScatterND rather than ScatterElements: the latter's gradient, GatherElements, fails in
-    onnx.reference along an axis longer than 64.)"""
-    size = g.reshape(g.Size(x), [1])
-    positions = g.reshape(indices, [-1, 1])
-    g.set_info(positions, TensorProto.INT64, (None, 1))
-    if add:
-        flat = g.scatter_nd_add(size, positions, g.reshape(d, [-1]))
-    else:
-        flat = g.scatter_flat(g.constant_of_shape(size, 0.0, like=d), positions, g.reshape(d, [-1]))
-    return g.reshape(flat, g.shape_of(x))
-
-
-def _unpool(g: Emitter, d: str, indices: str, x: str, in_sizes: List[int], sizes: List[int]) -> str:
-    """MaxUnpool of windows that never share a position (opset 9 and 10, no scatter op).
-
-    Its attributes only size the output: kernel = x's size - d's size + 1 at unit strides gives x's
-    shape in every runtime. onnxruntime implements it for float only: float16 and bfloat16 go
-    through float exactly; a double is split into three floats that sum to it exactly (24 bits
-    each cover its 53), each unpooled and summed back in double."""
-    attrs = {"kernel_shape": [i - s + 1 for i, s in zip(in_sizes, sizes)], "strides": [1] * len(sizes)}
-    if g.dtype(d) == TensorProto.FLOAT:
-        return g.MaxUnpool(d, indices, **attrs)
-    pieces, rest = [], d
-    count = 3 if g.dtype(d) == TensorProto.DOUBLE else 1
-    for k in range(count):
-        piece = g.Cast(rest, to=TensorProto.FLOAT)
-        pieces.append(g.cast_like(g.MaxUnpool(piece, indices, **attrs), x))
-        if k < count - 1:
-            rest = g.Sub(rest, g.cast_like(piece, x))
-    return g.Sum(*pieces) if len(pieces) > 1 else pieces[0]
+    if has_attribute(g, "ScatterND", "reduction"):
+        size = g.reshape(g.Size(x), [1])
+        flat = g.scatter_nd_add(size, g.reshape(indices, [-1, 1]), g.reshape(dy, [-1]))
+        return [g.reshape(flat, g.shape_of(x))]
+    # windows m apart along an axis (m * stride >= extent) never share a position
+    every = [-(-e // s) for e, s in zip(geo.extent, geo.strides)]
+    parts = []
+    for residue in np.ndindex(*every):
+        if any(r >= o for r, o in zip(residue, out_sizes)):
+            continue  # fewer windows than classes along an axis
+        d, i = dy, indices
+        for axis, (r, m, o) in enumerate(zip(residue, every, out_sizes)):
+            if m > 1:
+                picked = g.ints(range(r, o, m))
+                d, i = g.Gather(d, picked, axis=2 + axis), g.Gather(i, picked, axis=2 + axis)
+        sizes = [len(range(r, o, m)) for r, o, m in zip(residue, out_sizes, every)]
+        # the kernel at unit strides that sizes MaxUnpool's output like x (the op table's form for
+        # runtimes without MaxUnpool reads output_shape instead)
+        parts.append(g.MaxUnpool(d, i, g.shape_of(x), kernel_shape=[n - s + 1 for n, s in zip(in_sizes, sizes)],
+                                 strides=[1] * len(sizes)))
+    return [g.Sum(*parts) if len(parts) > 1 else parts[0]]
 
 
 def _counts(geo: Geometry, in_sizes: List[int], out_sizes: List[int], include_pad: bool) -> List[np.ndarray]:
@@ -150,7 +116,6 @@ def _spread(g: Emitter, t: str, x: str, y: str, geo: Geometry, in_sizes: List[in
     reach = [(o - 1) * s + e - b for o, s, e, b in zip(out_sizes, geo.strides, geo.extent, geo.begin)]
     end = [max(r - i, 0) for r, i in zip(reach, in_sizes)]
     ones = g.constant_of_shape(g.ints([channels, 1] + list(geo.kernel)), 1.0, like=t)  # computed: C*k, not stored
-    g.set_info(ones, g.dtype(t), [channels, 1] + list(geo.kernel))
     read = Geometry(geo.kernel, geo.strides, geo.dilations, geo.begin, end)
     return input_grad_transposed(g, t, ones, read, channels, x, y)
 
