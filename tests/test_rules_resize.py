@@ -81,6 +81,13 @@ CASES = [
            keep_aspect_ratio_policy="not_larger"),
     resize("opset18-not-smaller-linear", rand(1, 2, 4, 3), sizes=i64(2, 4), opset=18, mode="linear", axes=[3, 2],
            keep_aspect_ratio_policy="not_smaller"),
+    # keep_aspect_ratio_policy over every axis: the identity's basis goes on an axis added for it
+    resize("opset18-not-larger-every-axis", rand(4, 6), sizes=i64(3, 3), opset=18, mode="linear", axes=[0, 1],
+           keep_aspect_ratio_policy="not_larger"),
+    resize("opset18-not-larger-no-axes", rand(1, 2, 3, 4), sizes=i64(1, 2, 2, 3), opset=18, mode="nearest",
+           keep_aspect_ratio_policy="not_larger"),
+    resize("opset18-not-smaller-cubic-every-axis", rand(3, 4), sizes=i64(5, 5), opset=18, mode="cubic", axes=[1, 0],
+           keep_aspect_ratio_policy="not_smaller"),
     resize("opset13-symbolic-batch", rand(2, 2, 3, 3), scales=f32(1, 1, 2, 2), opset=13, mode="linear",
            symbolic_dims=["x"]),
     resize("opset18-antialias-down", rand(1, 2, 8, 8), scales=f32(1, 1, 0.5, 0.4), opset=18, mode="linear",

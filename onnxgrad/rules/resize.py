@@ -88,13 +88,16 @@ def _identity(g: Emitter, n: int, shape: List[int], like: str) -> str:
     return g.reshape(g.EyeLike(g.constant_of_shape(g.ints([n, n]), 0.0, like=like)), shape)
 
 
-def _identity_along(g: Emitter, x: str, axis: int, basis: int) -> str:
-    """The identity of x's side along ``axis`` (static or read at run time), laid out along
-    (``basis``, ``axis``) with every other axis of size 1 (it is symmetric: the order of the two
-    does not matter)."""
+def _eye(g: Emitter, x: str, axis: int) -> str:
+    """The identity [n, n] of x's side n along ``axis`` (static or read at run time), computed."""
     n = g.dims(x, [axis])
-    eye = g.EyeLike(g.constant_of_shape(g.Concat(n, n, axis=0), 0.0, like=x))
-    return g.unsqueeze(eye, [k for k in range(g.rank(x)) if k not in (axis, basis)])
+    return g.EyeLike(g.constant_of_shape(g.Concat(n, n, axis=0), 0.0, like=x))
+
+
+def _identity_along(g: Emitter, x: str, axis: int, basis: int) -> str:
+    """:func:`_eye` laid out along (``basis``, ``axis``) with every other axis of size 1 (it is
+    symmetric: the order of the two does not matter)."""
+    return g.unsqueeze(_eye(g, x, axis), [k for k in range(g.rank(x)) if k not in (axis, basis)])
 
 
 def _adjoint_along(g: Emitter, t: str, axis: int, rank: int, a_t: str, in_size: Dim, out_size: Dim,
@@ -204,38 +207,54 @@ class _KeepAspect:
         return cls(axes, name, values, in_sizes, scale, policy)
 
     def measure(self, g: Emitter, op: Op, x: str, axis: int, out_size: Dim) -> Tuple[int, str]:
-        """(basis axis, A_axis^T [in, out] if basis < axis else A_axis [out, in])."""
+        """(basis axis, A_axis^T [in, out] if basis < axis else A_axis [out, in]); basis -1 is an
+        axis put before x's own ones."""
         rank = g.rank(x)
         free = [k for k in range(rank) if k != axis and k not in self.axes]
         if not free:
-            raise GradientArgumentError(
-                f"Resize node {op.name!r}: keep_aspect_ratio_policy over every axis cannot be differentiated "
-                "(no axis is left to hold the identity)")
+            return -1, self._measure_lifted(g, op, x, axis, out_size)
         basis = free[0]
         in_size = self.in_sizes[self.axes.index(axis)]
         attrs = {k: op.attr(k) for k in _MATRIX_ATTRS if op.has_attr(k)}
         others = [a for a in self.axes if a != axis]
-        if isinstance(in_size, int) and isinstance(out_size, int) and self.scale is not None:
-            shape = [1] * rank
-            for a, n in zip(self.axes, self.in_sizes):
-                shape[a] = int(n)  # type: ignore[arg-type]  # static: self.scale is known
-            shape[basis] = in_size
-            eye_shape = [1] * rank
-            eye_shape[basis] = eye_shape[axis] = in_size
-            eye = g.Expand(_identity(g, in_size, eye_shape, x), g.ints(shape))
-            measured = g.emit("Resize", eye, None, None, g.ints(self.values), axes=self.axes,  # type: ignore[arg-type]
+        if not isinstance(in_size, int) or not isinstance(out_size, int) or self.scale is None:
+            # sides or sizes known at run time: the same, with x's sides read from its shape
+            items: List[Side] = [(x, a) if a in self.axes else (x, axis) if a == basis else 1 for a in range(rank)]
+            eye = g.Expand(_identity_along(g, x, axis, basis), _int_vector(g, items))
+            measured = g.emit("Resize", eye, None, None, self.sizes, axes=self.axes,
                               keep_aspect_ratio_policy=self.policy, **attrs)
             if others:
                 measured = g.slice(measured, [0] * len(others), [1] * len(others), others)
-            return basis, g.reshape(measured, [in_size, out_size] if basis < axis else [out_size, in_size])
-        # sides or sizes known at run time: the same, with x's sides read from its shape
-        sides = _int_vector(g, [(x, a) if a in self.axes else (x, axis) if a == basis else 1 for a in range(rank)])
-        eye = g.Expand(_identity_along(g, x, axis, basis), sides)
-        measured = g.emit("Resize", eye, None, None, self.sizes, axes=self.axes,
+            return basis, g.squeeze(measured, [k for k in range(rank) if k not in (axis, basis)])
+        shape = [1] * rank
+        for a, n in zip(self.axes, self.in_sizes):
+            shape[a] = int(n)  # type: ignore[arg-type]  # static: self.scale is known
+        shape[basis] = in_size
+        eye_shape = [1] * rank
+        eye_shape[basis] = eye_shape[axis] = in_size
+        eye = g.Expand(_identity(g, in_size, eye_shape, x), g.ints(shape))
+        measured = g.emit("Resize", eye, None, None, g.ints(self.values), axes=self.axes,  # type: ignore[arg-type]
                           keep_aspect_ratio_policy=self.policy, **attrs)
         if others:
             measured = g.slice(measured, [0] * len(others), [1] * len(others), others)
-        return basis, g.squeeze(measured, [k for k in range(rank) if k not in (axis, basis)])
+        return basis, g.reshape(measured, [in_size, out_size] if basis < axis else [out_size, in_size])
+
+    def _measure_lifted(self, g: Emitter, op: Op, x: str, axis: int, out_size: Dim) -> str:
+        """A_axis^T [in, out] when ``axes`` is every axis of x: measured on a tensor of two more
+        axes put first, the identity's basis and a unit axis (``axes`` shifted past them), the form
+        onnxruntime's linear and cubic kernels take for a 2-D or 3-D x (outer two scales 1)."""
+        rank = g.rank(x)
+        eye = g.unsqueeze(_eye(g, x, axis), [1] + [k + 2 for k in range(rank) if k != axis])
+        sides = _int_vector(g, [(x, axis), 1, *((x, k) for k in range(rank))])
+        attrs = {k: op.attr(k) for k in _MATRIX_ATTRS if op.has_attr(k)}
+        measured = g.emit("Resize", g.Expand(eye, sides), None, None, self.sizes, axes=[k + 2 for k in self.axes],
+                          keep_aspect_ratio_policy=self.policy, **attrs)
+        others = [k + 2 for k in self.axes if k != axis]
+        measured = g.slice(measured, [0] * len(others), [1] * len(others), others)
+        n = self.in_sizes[self.axes.index(axis)]
+        if isinstance(n, int) and isinstance(out_size, int):
+            return g.reshape(measured, [n, out_size])
+        return g.squeeze(measured, [1] + [k + 2 for k in range(rank) if k != axis])
 
 
 Side = Union[int, Tuple[str, int]]
