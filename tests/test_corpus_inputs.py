@@ -12,8 +12,7 @@ a graph input fed the same value) and:
   the same message);
 * where its backward nodes differ from those built for the frozen case (the rule took another
   path: Resize, CenterCropPad, Col2Im, CumProd, the reductions, Slice, Tile, DFT: 112 cases with
-  onnx 1.23)
-  or the frozen case is refused, is judged in float64 as ``tests/test_corpus.py`` judges the frozen
+  onnx 1.23) or the frozen case is refused, is judged in float64 as ``tests/test_corpus.py`` judges the frozen
   cases (central differences, the same seed). Where the backward nodes are the same, that judge
   of the frozen case covers it. None of the judged cases is in ``corpus.EXCEPTIONS`` but
   test_stft and test_stft_with_window, which pass here: their frozen form is refused because
