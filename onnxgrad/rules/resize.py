@@ -408,7 +408,13 @@ def _runtime_grad(g: Emitter, op: Op, dy: str, xs: Sequence[Dim], ys: Optional[S
     x, rank = op.inputs[0], len(xs)
     source = _RunTime(g, op, rank)
     dx = dy
-    for a in range(rank):
+    # Axes whose sides are statically equal (their scale is likely 1: N, C) are contracted where
+    # the tensor is smallest: last when upsampling (on the input-sized result), first when
+    # downsampling (on dy).
+    same = [ys is not None and isinstance(xs[a], int) and xs[a] == ys[a] for a in range(rank)]
+    shrinks = ys is not None and all(isinstance(d, int) for d in (*xs, *ys)) and \
+        np.prod(ys, dtype=np.int64) < np.prod(xs, dtype=np.int64)  # type: ignore[arg-type]
+    for a in sorted(range(rank), key=lambda a: same[a] != shrinks):
         if (a not in aspect.axes) if aspect is not None else not source.resized(a, xs, ys):
             continue
         in_size, out_size = xs[a], (ys[a] if ys is not None else None)
