@@ -90,8 +90,7 @@ def _identity(g: Emitter, n: int, shape: List[int], like: str) -> str:
 
 def _eye(g: Emitter, x: str, axis: int) -> str:
     """The identity [n, n] of x's side n along ``axis`` (static or read at run time), computed."""
-    n = g.dims(x, [axis])
-    return g.EyeLike(g.constant_of_shape(g.Concat(n, n, axis=0), 0.0, like=x))
+    return g.EyeLike(g.constant_of_shape(_int_vector(g, [(x, axis), (x, axis)]), 0.0, like=x))
 
 
 def _identity_along(g: Emitter, x: str, axis: int, basis: int) -> str:
@@ -289,8 +288,8 @@ def _int_vector(g: Emitter, items: Sequence[Side]) -> str:
 
 
 class _RunTime:
-    """The measuring node's scales, roi and sizes for one axis, built at run time from the
-    forward's own inputs (at most one of them a constant holder of a static value)."""
+    """The measuring node's scales, roi and sizes for one axis, computed in the graph from the
+    forward's own (any of them may be known only at run time)."""
 
     def __init__(self, g: Emitter, op: Op, rank: int) -> None:
         self.g, self.op, self.rank = g, op, rank
@@ -361,8 +360,9 @@ class _RunTime:
                 sizes = self._masked(self.sizes, [False] * k, self._cut(sizes, self.sizes), sized=True)
         return roi, scales, sizes
 
-    def measure(self, x: str, a: int, basis: int) -> str:
-        """A_a^T [in, out] if basis < a else A_a [out, in], measured at run time."""
+    def measure(self, x: str, a: int, basis: int, in_size: Dim, out_size: Dim) -> str:
+        """A_a^T [in, out] if basis < a else A_a [out, in], measured at run time; its shape is
+        stated when the sides are static."""
         g, op = self.g, self.op
         eye = _identity_along(g, x, a, basis)
         attrs = {k: op.attr(k) for k in _MATRIX_ATTRS if op.has_attr(k)}
@@ -373,10 +373,8 @@ class _RunTime:
             measured = g.emit("Upsample", eye, scales, **attrs)
         else:
             measured = g.emit("Resize", eye, roi, scales, sizes, axes=self.axes_attr, **attrs)
-        ys = g.shape(op.outputs[0])
-        n, out = g.shape(x)[a], (ys[a] if ys is not None else None)  # type: ignore[index]
-        if isinstance(n, int) and isinstance(out, int):  # static sides: the matrix's shape says so
-            return g.reshape(measured, [n, out] if basis < a else [out, n])
+        if isinstance(in_size, int) and isinstance(out_size, int):
+            return g.reshape(measured, [in_size, out_size] if basis < a else [out_size, in_size])
         return g.squeeze(measured, [k for k in range(self.rank) if k not in (a, basis)])
 
 
@@ -431,7 +429,7 @@ def _runtime_grad(g: Emitter, op: Op, dy: str, xs: Sequence[Dim], ys: Optional[S
             basis, m = aspect.measure(g, op, x, a, out_size)
         else:
             basis = 0 if a else 1
-            m = source.measure(x, a, basis)
+            m = source.measure(x, a, basis, in_size, out_size)
         a_t = m if basis < a else g.Transpose(m, perm=[1, 0])
         dx = _adjoint_along(g, dx, a, rank, a_t, in_size, out_size, k)
     return dx
