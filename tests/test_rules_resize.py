@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import onnxgrad
-from onnxgrad.checking import check_gradients
+from onnxgrad.checking import check_gradients, session
 from onnxgrad.errors import GradientArgumentError
 from rulecheck import Case, check_case, check_second_order, compare_with_reference, feeds_for, params, rand, \
     second_order_params
@@ -88,6 +88,16 @@ CASES = [
            keep_aspect_ratio_policy="not_larger"),
     resize("opset18-not-smaller-cubic-every-axis", rand(3, 4), sizes=i64(5, 5), opset=18, mode="cubic", axes=[1, 0],
            keep_aspect_ratio_policy="not_smaller"),
+    # keep_aspect_ratio_policy with tf_crop_and_resize, the crop inside the image and reaching out of it.
+    # onnx.reference places the crop's samples by the one scale where the specification's formula (and
+    # onnxruntime) divides by the output length minus 1, so where the two differ (5x6 from 4x5 here) it
+    # computes another forward: checked in onnxruntime only
+    resize("opset18-crop-not-larger", rand(1, 2, 4, 6), roi=f32(0.1, 0.2, 0.9, 0.8), sizes=i64(3, 3), opset=18,
+           mode="linear", axes=[2, 3], coordinate_transformation_mode="tf_crop_and_resize",
+           keep_aspect_ratio_policy="not_larger", extrapolation_value=2.0),
+    resize("opset18-crop-outside-not-smaller-every-axis", rand(4, 5), roi=f32(-0.3, 0.1, 1.2, 0.9), sizes=i64(5, 4),
+           opset=18, mode="cubic", axes=[0, 1], coordinate_transformation_mode="tf_crop_and_resize",
+           keep_aspect_ratio_policy="not_smaller", extrapolation_value=-1.0, reference=False),
     resize("opset13-symbolic-batch", rand(2, 2, 3, 3), scales=f32(1, 1, 2, 2), opset=13, mode="linear",
            symbolic_dims=["x"]),
     resize("opset18-antialias-down", rand(1, 2, 8, 8), scales=f32(1, 1, 0.5, 0.4), opset=18, mode="linear",
@@ -135,6 +145,31 @@ def test_rule(case, dtype):
 @pytest.mark.parametrize("case,dtype", second_order_params(CASES + RUNTIME_CASES))
 def test_second_order(case, dtype):
     check_second_order(case, dtype)
+
+
+@pytest.mark.parametrize("case", CASES + RUNTIME_CASES, ids=str)
+def test_adjoint_in_onnxruntime(case):
+    """Resize is linear in x (plus a constant where a crop extrapolates), so the gradient dx of a
+    seed dy must satisfy <dx, v> = <dy, F(v) - F(0)> for every v, F the forward as onnxruntime
+    computes it: exact up to float32 rounding. This checks, in onnxruntime alone, the cases whose
+    forward onnx.reference (the judge's float64 runtime for Resize) computes otherwise."""
+    from rulecheck import build
+
+    model, feeds, xs, ys = build(case, "float32")
+    result = onnxgrad.gradients(model, ys, xs, grad_ys=["seed"])
+    rng = np.random.default_rng(0)
+    forward, backward = session(model), session(result.model)
+
+    def f(x: np.ndarray) -> np.ndarray:
+        return forward.run(ys, {**feeds, "x": x})[0].astype(np.float64)
+
+    v = rng.standard_normal(feeds["x"].shape).astype(np.float32)
+    fv = f(v) - f(np.zeros_like(v))
+    dy = rng.standard_normal(fv.shape).astype(np.float32)
+    (dx,) = backward.run([result.names[0]], {**feeds, "seed": dy})
+    lhs, rhs = np.sum(dx.astype(np.float64) * v), np.sum(dy * fv)
+    scale = np.sum(np.abs(dx.astype(np.float64) * v)) + np.sum(np.abs(dy * fv))
+    assert abs(lhs - rhs) <= 1e-5 * scale, (lhs, rhs)
 
 
 def _sized_like_model(opset: int) -> tuple:

@@ -176,24 +176,28 @@ class _KeepAspect:
     One scale (the min or max of sizes/in over ``axes``) applies to all of ``axes``, with the
     output rounded; the measuring node must see the same scale, so it resizes a tensor as large
     as the input along ``axes`` (ones there, the identity along the measured axis and a basis
-    axis outside ``axes``), with the forward's policy and sizes, and keeps one slice.
+    axis outside ``axes``), with the forward's policy and sizes, and keeps one slice along the
+    other axes. With tf_crop_and_resize the ones become zeros where the crop extrapolates, so
+    instead of a slice it keeps, per entry, the largest in magnitude along the other axes (the
+    entry itself or 0).
     """
 
     def __init__(self, axes: List[int], sizes: str, values: Optional[List[int]], in_sizes: List[Dim],
-                 scale: Optional[float], policy: str) -> None:
+                 scale: Optional[float], policy: str, roi: Optional[str]) -> None:
         """``sizes``: the forward's sizes input, ``values`` its value when constant; ``scale``: the
-        one scale when sizes and the input's sides are constants, else None."""
+        one scale when sizes and the input's sides are constants, else None; ``roi``: the
+        forward's roi under tf_crop_and_resize, else None."""
         self.axes, self.sizes, self.values, self.in_sizes = axes, sizes, values, in_sizes
-        self.scale, self.policy = scale, policy
+        self.scale, self.policy, self.roi = scale, policy, roi
 
     @classmethod
     def of(cls, g: Emitter, op: Op, xs: Sequence[Dim]) -> "_KeepAspect":
         rank = len(xs)
         policy = op.attr("keep_aspect_ratio_policy")
         name = op.input(3)
-        if name is None or op.attr("coordinate_transformation_mode") == "tf_crop_and_resize":
-            raise GradientArgumentError(
-                f"Resize node {op.name!r}: keep_aspect_ratio_policy needs sizes (and no tf_crop_and_resize)")
+        if name is None:
+            raise GradientArgumentError(f"Resize node {op.name!r}: keep_aspect_ratio_policy needs sizes")
+        roi = op.input(1) if op.attr("coordinate_transformation_mode") == "tf_crop_and_resize" else None
         axes = [int(a) % rank for a in op.attr("axes") or range(rank)]
         in_sizes = [xs[a] for a in axes]
         sizes = g.constant_value(name)
@@ -203,7 +207,7 @@ class _KeepAspect:
         if values is not None and len(static) == len(in_sizes):
             ratios = [float(s) / d for s, d in zip(values, static)]
             scale = min(ratios) if policy == "not_larger" else max(ratios)
-        return cls(axes, name, values, in_sizes, scale, policy)
+        return cls(axes, name, values, in_sizes, scale, policy, roi)
 
     def measure(self, g: Emitter, op: Op, x: str, axis: int, out_size: Dim) -> Tuple[int, str]:
         """(basis axis, A_axis^T [in, out] if basis < axis else A_axis [out, in]); basis -1 is an
@@ -214,17 +218,15 @@ class _KeepAspect:
             return -1, self._measure_lifted(g, op, x, axis, out_size)
         basis = free[0]
         in_size = self.in_sizes[self.axes.index(axis)]
-        attrs = {k: op.attr(k) for k in _MATRIX_ATTRS if op.has_attr(k)}
         others = [a for a in self.axes if a != axis]
-        if not isinstance(in_size, int) or not isinstance(out_size, int) or self.scale is None:
-            # sides or sizes known at run time: the same, with x's sides read from its shape
+        if not isinstance(in_size, int) or not isinstance(out_size, int) or self.scale is None or self.roi is not None:
+            # sides or sizes known at run time, or a crop: x's sides read from its shape
             items: List[Side] = [(x, a) if a in self.axes else (x, axis) if a == basis else 1 for a in range(rank)]
             eye = g.Expand(_identity_along(g, x, axis, basis), _int_vector(g, items))
-            measured = g.emit("Resize", eye, None, None, self.sizes, axes=self.axes,
-                              keep_aspect_ratio_policy=self.policy, **attrs)
-            if others:
-                measured = g.slice(measured, [0] * len(others), [1] * len(others), others)
-            return basis, g.squeeze(measured, [k for k in range(rank) if k not in (axis, basis)])
+            measured = g.emit("Resize", eye, self.roi, None, self.sizes, axes=self.axes,
+                              keep_aspect_ratio_policy=self.policy, **self._attrs(op))
+            kept = self._one_of(g, measured, others)
+            return basis, g.squeeze(kept, [k for k in range(rank) if k not in (axis, basis)])
         shape = [1] * rank
         for a, n in zip(self.axes, self.in_sizes):
             shape[a] = int(n)  # type: ignore[arg-type]  # static: self.scale is known
@@ -233,10 +235,26 @@ class _KeepAspect:
         eye_shape[basis] = eye_shape[axis] = in_size
         eye = g.Expand(_identity(g, in_size, eye_shape, x), g.ints(shape))
         measured = g.emit("Resize", eye, None, None, g.ints(self.values), axes=self.axes,  # type: ignore[arg-type]
-                          keep_aspect_ratio_policy=self.policy, **attrs)
-        if others:
-            measured = g.slice(measured, [0] * len(others), [1] * len(others), others)
-        return basis, g.reshape(measured, [in_size, out_size] if basis < axis else [out_size, in_size])
+                          keep_aspect_ratio_policy=self.policy, **self._attrs(op))
+        kept = self._one_of(g, measured, others)
+        return basis, g.reshape(kept, [in_size, out_size] if basis < axis else [out_size, in_size])
+
+    def _attrs(self, op: Op) -> Dict[str, object]:
+        """The measuring node's attributes (outside a crop the output is 0, not a constant)."""
+        attrs = {k: op.attr(k) for k in _MATRIX_ATTRS if op.has_attr(k)}
+        if self.roi is not None:
+            attrs["extrapolation_value"] = 0.0
+        return attrs
+
+    def _one_of(self, g: Emitter, measured: str, others: List[int]) -> str:
+        """``measured`` reduced to one entry along ``others`` (kept with size 1): the first one, or
+        under a crop, where ``measured`` is the entry or 0 along them, the largest in magnitude."""
+        if not others:
+            return measured
+        if self.roi is None:
+            return g.slice(measured, [0] * len(others), [1] * len(others), others)
+        high, low = g.reduce("ReduceMax", measured, others), g.reduce("ReduceMin", measured, others)
+        return g.Where(g.Less(g.Abs(high), g.Abs(low)), low, high)
 
     def _measure_lifted(self, g: Emitter, op: Op, x: str, axis: int, out_size: Dim) -> str:
         """A_axis^T [in, out] when ``axes`` is every axis of x: measured on a tensor of two more
@@ -245,11 +263,9 @@ class _KeepAspect:
         rank = g.rank(x)
         eye = g.unsqueeze(_eye(g, x, axis), [1] + [k + 2 for k in range(rank) if k != axis])
         sides = _int_vector(g, [(x, axis), 1, *((x, k) for k in range(rank))])
-        attrs = {k: op.attr(k) for k in _MATRIX_ATTRS if op.has_attr(k)}
-        measured = g.emit("Resize", g.Expand(eye, sides), None, None, self.sizes, axes=[k + 2 for k in self.axes],
-                          keep_aspect_ratio_policy=self.policy, **attrs)
-        others = [k + 2 for k in self.axes if k != axis]
-        measured = g.slice(measured, [0] * len(others), [1] * len(others), others)
+        measured = g.emit("Resize", g.Expand(eye, sides), self.roi, None, self.sizes, axes=[k + 2 for k in self.axes],
+                          keep_aspect_ratio_policy=self.policy, **self._attrs(op))
+        measured = self._one_of(g, measured, [k + 2 for k in self.axes if k != axis])
         n = self.in_sizes[self.axes.index(axis)]
         if isinstance(n, int) and isinstance(out_size, int):
             return g.reshape(measured, [n, out_size])
@@ -387,7 +403,9 @@ def _constant_axes(xs: Sequence[Dim], ys: Optional[Sequence[Dim]], params: Optio
     axes = []
     for a in range(len(xs)):
         if aspect is not None:
-            unit = a not in aspect.axes or aspect.scale == 1.0
+            if a not in aspect.axes:
+                continue  # a crop too leaves the axes outside ``axes`` alone
+            unit = aspect.scale == 1.0
         elif params["scales"] is not None:
             unit = params["scales"][a] == 1.0
         else:
