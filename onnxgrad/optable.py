@@ -175,6 +175,34 @@ def _constant_of_shape(g: "Emitter", inputs: List[Optional[str]], attrs: Dict[st
     return g.Cast(g.emit("ConstantOfShape", *inputs, value=as_float), to=TensorProto.BFLOAT16)
 
 
+def _resize(g: "Emitter", inputs: List[Optional[str]], attrs: Dict[str, Any]) -> Emission:
+    """Resize written (X, roi, scales, sizes): at opset 10 it takes (X, scales) only; at 11 and 12
+    roi and scales are required inputs, an empty tensor meaning "not given" (the empty constant is
+    made whether used or not, which keeps the emitted names the same for every combination)."""
+    x, roi, scales, sizes = (list(inputs) + [None] * 4)[:4]
+    if g.opset < 11:
+        if roi or sizes:
+            raise GradientArgumentError("Resize takes roi and sizes only from opset 11")
+        return [x, scales], attrs
+    if g.opset < 13:
+        empty = g.const(np.zeros(0, np.float32), dtype=TensorProto.FLOAT)
+        inputs[1:3] = [roi or empty, scales or empty]
+    return inputs, attrs
+
+
+def _topk(g: "Emitter", inputs: List[Optional[str]], attrs: Dict[str, Any]) -> Emission:
+    """TopK's k (``k=`` an int) is an attribute before opset 10 and a 1-D input from it."""
+    if g.opset < 10:
+        if len(inputs) > 1 and inputs[1]:
+            raise GradientArgumentError("TopK takes k as an input only from opset 10: it must be known when the "
+                                        "gradient is built")
+        return inputs, attrs
+    k = attrs.pop("k", None)
+    if k is not None:
+        inputs = [inputs[0], g.ints([int(k)])]
+    return inputs, attrs
+
+
 def _gemm(g: "Emitter", inputs: List[Optional[str]], attrs: Dict[str, Any]) -> Emission:
     """Gemm's C is optional from opset 11; before it a scalar 0 stands in, with beta=0 so that
     runtimes skip it (onnxruntime otherwise broadcasts the zero over the result first)."""
@@ -466,9 +494,9 @@ OPS: Dict[str, OpSpec] = {
         Col2Im Cos Cosh CumProd CumSum Det Div Dropout Einsum Elu Erf
         Exp Expand EyeLike Floor Gather GatherElements GatherND Gelu GridSample GroupNormalization HardSigmoid
         HardSwish InstanceNormalization LayerNormalization LeakyRelu Log LogSoftmax LpNormalization
-        MatMul Max Mean Min Mish Mod Mul Neg Pow PRelu RMSNormalization Range Reciprocal Relu Resize
+        MatMul Max Mean Min Mish Mod Mul Neg Pow PRelu RMSNormalization Range Reciprocal Relu
         ReverseSequence RoiAlign RotaryEmbedding Round Scatter ScatterElements ScatterND Selu Shrink Sigmoid
-        Sign Sin Sinh Softmax Softplus Softsign SpaceToDepth Sqrt Sub Sum Tan Tanh TensorScatter Tile TopK
+        Sign Sin Sinh Softmax Softplus Softsign SpaceToDepth Sqrt Sub Sum Tan Tanh TensorScatter Tile
         Transpose Trilu Upsample Attention Swish ThresholdedRelu Hardmax LRN MeanVarianceNormalization
         Compress MaxUnpool SequenceAt ConcatFromSequence
     """.split()},
@@ -506,6 +534,8 @@ OPS: Dict[str, OpSpec] = {
     "Gemm": OpSpec(adapt=_gemm),
     "DepthToSpace": OpSpec(adapt=_depth_to_space),
     "DFT": OpSpec(adapt=_moves("DFT")),
+    "Resize": OpSpec(adapt=_resize),
+    "TopK": OpSpec(adapt=_topk),
 }
 
 
@@ -521,7 +551,8 @@ def adapter_opsets() -> Dict[str, List[int]]:
     switches: Dict[str, List[int]] = {op: sorted({m.since for m in moved.values()})
                                       for op, moved in MOVED_TO_INPUT.items()}
     switches.update({"Equal": [11], "LessOrEqual": [12], "GreaterOrEqual": [12], "Where": [16],
-                     "ConstantOfShape": [20], "Gemm": [11], "DepthToSpace": [11], "MaxUnpool": [11]})
+                     "ConstantOfShape": [20], "Gemm": [11], "DepthToSpace": [11], "MaxUnpool": [11],
+                     "Resize": [11, 13], "TopK": [10]})
     # Loop (13) and Identity (14) switch only for sequences, which the sequence and control-flow
     # tests cover on both sides: listing them would test every rule emitting a tensor Identity twice more
     return switches

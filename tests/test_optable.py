@@ -143,3 +143,31 @@ def test_op_reads_the_default_of_each_form():
     dft9 = Op(helper.make_node("DFT", ["x"], ["y"]), 0, 17)
     dft20 = Op(helper.make_node("DFT", ["x"], ["y"]), 0, 20)
     assert int(dft9.arg("axis")) == 1 and int(dft20.arg("axis")) == -2
+
+
+@pytest.mark.parametrize("opset,inputs", [(10, ["x", "s"]), (11, ["x", "e", "s", ""]), (13, ["x", "", "s", ""])])
+def test_resize_takes_the_inputs_of_its_opset(opset, inputs):
+    """Written (X, roi, scales, sizes): (X, scales) at opset 10; roi and scales required (empty
+    when not given) at 11 and 12; as written from 13."""
+    g = _emitter(opset)
+    scales = g.const(np.asarray([1, 1, 2], np.float32))
+    g.Resize("x", None, scales, None, mode="nearest")
+    node = g.nodes[-1]
+    names = {"x": "x", scales: "s", "": ""}
+    assert node.op_type == "Resize" and [names.get(i, "e") for i in node.input] == inputs
+    if opset == 11:
+        assert g.constant_value(node.input[1]).shape == (0,)
+    with pytest.raises(GradientArgumentError, match="roi and sizes only from opset 11"):
+        _emitter(10).Resize("x", None, None, g.ints([2, 3, 8]))
+
+
+@pytest.mark.parametrize("opset", [9, 10])
+def test_topk_k_is_an_attribute_before_opset_10(opset):
+    g = _emitter(opset)
+    g.op("TopK", "x", outputs=2, axis=1, k=2)
+    node = g.nodes[-1]
+    as_attribute = [helper.get_attribute_value(a) for a in node.attribute if a.name == "k"]
+    assert (as_attribute == [2]) is (opset < 10) and (len(node.input) == 2) is (opset >= 10)
+    if opset < 10:
+        with pytest.raises(GradientArgumentError, match="TopK takes k as an input only from opset 10"):
+            g.op("TopK", "x", g.ints([2]), outputs=2, axis=1)
