@@ -8,8 +8,7 @@ attribute or input, Split/Squeeze/Unsqueeze/Slice/Pad signatures, float ``Equal`
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import (TYPE_CHECKING, AbstractSet, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set,
+from typing import (TYPE_CHECKING, AbstractSet, Any, Callable, Dict, Iterable, List, Optional, Sequence, Set,
                     Tuple, Union)
 
 import numpy as np
@@ -65,6 +64,22 @@ def _fill_node(node: NodeProto, op_type: str, inputs: List[str], outputs: List[s
         else:
             node.attribute.append(helper.make_attribute(key, value))
     return node
+
+
+class _Scope:
+    """The context of :meth:`Emitter.scoped` (a class: entered once per differentiated node, where a
+    generator-based context manager costs several times more)."""
+
+    __slots__ = ("_g", "_scope", "_saved")
+
+    def __init__(self, g: "Emitter", scope: str) -> None:
+        self._g, self._scope, self._saved = g, scope, ""
+
+    def __enter__(self) -> None:
+        self._saved, self._g.scope = self._g.scope, self._scope
+
+    def __exit__(self, *exc: object) -> None:
+        self._g.scope = self._saved
 
 
 def np_dtype(elem_type: int) -> np.dtype:
@@ -144,14 +159,9 @@ class Emitter:
         """Every tensor and node name fresh() avoids (a nested graph's emitter must avoid them too)."""
         return self._taken
 
-    @contextmanager
-    def scoped(self, scope: str) -> Iterator[None]:
+    def scoped(self, scope: str) -> "_Scope":
         """Name what is emitted inside the ``with`` block under ``<prefix>/<scope>``."""
-        saved, self.scope = self.scope, f"{self.prefix}/{scope}"
-        try:
-            yield
-        finally:
-            self.scope = saved
+        return _Scope(self, f"{self.prefix}/{scope}")
 
     # ---------------------------------------------------------------- types and shapes
     def info(self, name: str) -> TensorInfo:
