@@ -63,11 +63,18 @@ def backprop(
     ops = _Ops(index)
     is_float = g.is_float
 
+    known_float: Set[str] = set()  # a float type stays float: each tensor's is looked up once
+
     def may_be_float(t: str) -> bool:
         # A tensor of unknown type (say, the output of a custom-domain op that shape inference
         # cannot see through) may carry a gradient: follow it, so that a missing rule is reported
         # instead of a silent None.
-        return is_float(t) or not g.info(t).elem_type
+        if t in known_float:
+            return True
+        if is_float(t):
+            known_float.add(t)
+            return True
+        return not g.info(t).elem_type
 
     # 1. forward reachability from xs' producers, through float tensors only
     from_ops = [ops.producer(x) for x in xs]
