@@ -8,8 +8,7 @@ attribute or input, Split/Squeeze/Unsqueeze/Slice/Pad signatures, float ``Equal`
 
 from __future__ import annotations
 
-from typing import (TYPE_CHECKING, AbstractSet, Any, Callable, Dict, Iterable, List, Optional, Sequence, Set,
-                    Tuple, Union)
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import onnx
@@ -531,24 +530,3 @@ class Emitter:
     def is_float(self, name: str) -> bool:
         t = self._types[name] if name in self._types else self.index.tensor_info(name).elem_type
         return t in FLOAT_TYPES
-
-    # ---------------------------------------------------------------- nested graphs (bodies a rule builds)
-    def body_input(self, hint: str, elem_type: int, shape: Optional[Sequence[Dim]] = None) -> str:
-        """A fresh name for an input of the body this (nested) emitter writes, typed so formulas
-        can use it."""
-        name = self.fresh(hint)
-        self.set_info(name, elem_type, shape)
-        return name
-
-    def body_graph(self, name: str, inputs: Sequence[Tuple[str, int, Optional[list]]], outputs: Sequence[str],
-                   sequences: AbstractSet[str] = frozenset()) -> onnx.GraphProto:
-        """The GraphProto of the nodes this (nested) emitter wrote: ``inputs`` as (name, element
-        type, shape or None); the inputs and outputs named in ``sequences`` are sequences of that
-        element type."""
-        def typed(n: str, t: int, s: Optional[list]) -> onnx.ValueInfoProto:
-            if n in sequences:
-                return helper.make_tensor_sequence_value_info(n, t, s)
-            return helper.make_tensor_value_info(n, t, s)
-
-        return helper.make_graph(self.nodes, name, [typed(n, t, s) for n, t, s in inputs],
-                                 [typed(o, self.dtype(o), None) for o in outputs])

@@ -24,17 +24,25 @@ consumed in order by the activations that take them, missing ones take onnxrunti
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import AbstractSet, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from onnx import GraphProto, TensorProto
+from onnx import GraphProto, TensorProto, ValueInfoProto, helper
 
 from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
 from ..registry import register_gradient
 
 # ---------------------------------------------------------------- nested graphs
-# Loop bodies are built with the emitter's nested emitter (Emitter.nested, body_input, body_graph).
+# The helpers of this section build Loop bodies with the emitter's nested emitter (Emitter.nested);
+# sequence.py uses them too.
+
+
+def body_input(b: Emitter, hint: str, elem_type: int, shape: Optional[list] = None) -> str:
+    """A fresh name for an input of the body ``b`` emits, typed so formulas can use it."""
+    name = b.fresh(hint)
+    b.set_info(name, elem_type, shape)
+    return name
 
 
 def _scan_output(b: Emitter, x: str) -> str:
@@ -48,6 +56,19 @@ def _stacked(g: Emitter, x: str, tail: List[Union[int, str]]) -> str:
     """A Loop's stack of ``_scan_output`` rows reshaped to [steps, *tail] (int dims or 1-D int64 tensors)."""
     parts = [g.ints([-1])] + [g.ints([d]) if isinstance(d, int) else d for d in tail]
     return g.Reshape(x, g.Concat(*parts, axis=0))
+
+
+def body_graph(b: Emitter, name: str, inputs: Sequence[Tuple[str, int, Optional[list]]], outputs: Sequence[str],
+               sequences: AbstractSet[str] = frozenset()) -> GraphProto:
+    """The GraphProto of the nodes ``b`` emitted: ``inputs`` as (name, element type, shape or None);
+    the inputs and outputs named in ``sequences`` are sequences of that element type."""
+    def typed(n: str, t: int, s: Optional[list]) -> ValueInfoProto:
+        if n in sequences:
+            return helper.make_tensor_sequence_value_info(n, t, s)
+        return helper.make_tensor_value_info(n, t, s)
+
+    return helper.make_graph(b.nodes, name, [typed(n, t, s) for n, t, s in inputs],
+                             [typed(o, b.dtype(o), None) for o in outputs])
 
 
 # ---------------------------------------------------------------- activations
@@ -352,8 +373,8 @@ def _loop(g: Emitter, d: _Direction, body: GraphProto, carried: Sequence[str], n
 
 def _counter(b: Emitter) -> List[Tuple[str, int, Optional[list]]]:
     """The iteration number and condition every Loop body starts with."""
-    return [(b.body_input("step", TensorProto.INT64, []), TensorProto.INT64, []),
-            (b.body_input("cond", TensorProto.BOOL, []), TensorProto.BOOL, [])]
+    return [(body_input(b, "step", TensorProto.INT64, []), TensorProto.INT64, []),
+            (body_input(b, "cond", TensorProto.BOOL, []), TensorProto.BOOL, [])]
 
 
 def _forward(g: Emitter, d: _Direction) -> Tuple[List[str], str]:
@@ -363,7 +384,7 @@ def _forward(g: Emitter, d: _Direction) -> Tuple[List[str], str]:
     et = g.dtype(d.A)
     counter = _counter(b)
     i, cond = counter[0][0], counter[1][0]
-    states = [b.body_input("h", et)] + ([b.body_input("c", et)] if d.c0 else [])
+    states = [body_input(b, "h", et)] + ([body_input(b, "c", et)] if d.c0 else [])
     t = d.time(b, i)
     h, c = states[0], states[1] if d.c0 else None
     out, C, _ = _CELLS[d.kind](b, b.Gather(d.A, t, axis=0), h, c, d.params)
@@ -372,7 +393,7 @@ def _forward(g: Emitter, d: _Direction) -> Tuple[List[str], str]:
     if m is not None:  # past its length a sequence keeps its state
         new = [b.Add(s, b.Mul(m, b.Sub(n, s))) for s, n in zip(states, new)]
     outputs = [b.Identity(cond), *new, *[_scan_output(b, s) for s in states], _scan_output(b, b.Sub(d.last, i))]
-    body = b.body_graph("recompute", counter + [(s, et, None) for s in states], outputs)
+    body = body_graph(b, "recompute", counter + [(s, et, None) for s in states], outputs)
     n = len(states)
     res = _loop(g, d, body, [d.h0] + ([d.c0] if d.c0 else []), n + 1)
     g.set_info(res[-1], TensorProto.INT64)
@@ -400,8 +421,8 @@ def _backward(g: Emitter, d: _Direction, stored: List[str], dY: Optional[str], d
     p = d.params
     counter = _counter(b)
     i, cond = counter[0][0], counter[1][0]
-    d_states = [b.body_input(name, et) for name in ("dh", "dc")[:len(d_final)]]
-    sums = [b.body_input("dR", et)] + ([b.body_input("dP", et)] if p.P else [])
+    d_states = [body_input(b, name, et) for name in ("dh", "dc")[:len(d_final)]]
+    sums = [body_input(b, "dR", et)] + ([body_input(b, "dP", et)] if p.P else [])
     k = b.Sub(d.last, i)  # the processing step, last first
     t = d.time(b, k)
     state = [b.Gather(s, k, axis=0) for s in stored]
@@ -419,8 +440,8 @@ def _backward(g: Emitter, d: _Direction, stored: List[str], dY: Optional[str], d
         keep = b.Sub(_c(b, 1, m), m)
         to_previous = [b.Add(x, b.Mul(keep, dx)) for x, dx in zip(to_previous, d_states)]
     summed = [b.Add(sums[0], s.dR)] + ([b.Add(sums[1], s.dP)] if s.dP else [])
-    body = b.body_graph("backprop", counter + [(x, et, None) for x in d_states + sums],
-                     [b.Identity(cond), *to_previous, *summed, _scan_output(b, s.da), _scan_output(b, s.dhr)])
+    body = body_graph(b, "backprop", counter + [(x, et, None) for x in d_states + sums],
+                      [b.Identity(cond), *to_previous, *summed, _scan_output(b, s.da), _scan_output(b, s.dhr)])
     G, H = _GATES[d.kind], p.hidden
     init = d_final + [g.const(np.zeros((G * H, H)), like=d.A)] + ([g.const(np.zeros(3 * H), like=d.A)] if p.P else [])
     res = _loop(g, d, body, init, 2)

@@ -23,6 +23,7 @@ from onnx import TensorProto
 from ..emitter import Emitter, Op
 from ..errors import GradientArgumentError
 from ..registry import register_gradient
+from .recurrent import body_graph, body_input
 
 
 @register_gradient("Optional", since=15)
@@ -95,13 +96,13 @@ def add_sequences(g: Emitter, parts: List[str], seq: str) -> str:
             g.Sum(*[g.SequenceAt(p, g.scalar_int(j)) for p in parts]) for j in range(len(src.inputs))]), seq)
     _need_sequence_loops(g, f"adding the gradients of sequence {seq!r}, used more than once,")
     b = g.nested()
-    i = b.body_input("position", TensorProto.INT64, [])
-    cond = b.body_input("cond", TensorProto.BOOL, [])
-    acc = b.body_input("sum", g.dtype(parts[0]))
+    i = body_input(b, "position", TensorProto.INT64, [])
+    cond = body_input(b, "cond", TensorProto.BOOL, [])
+    acc = body_input(b, "sum", g.dtype(parts[0]))
     grown = b.SequenceInsert(acc, b.Sum(*[b.SequenceAt(p, i) for p in parts]))
-    body = b.body_graph("add_sequences", [(i, TensorProto.INT64, []), (cond, TensorProto.BOOL, []),
-                                          (acc, g.dtype(parts[0]), None)], [b.Identity(cond), grown],
-                     sequences={acc, grown})
+    body = body_graph(b, "add_sequences", [(i, TensorProto.INT64, []), (cond, TensorProto.BOOL, []),
+                                           (acc, g.dtype(parts[0]), None)], [b.Identity(cond), grown],
+                      sequences={acc, grown})
     out = g.op("Loop", _length(g, parts[0]), g.const(True, dtype=TensorProto.BOOL), _empty(g, parts[0]), body=body)
     g.set_info(out, g.dtype(parts[0]))  # type: ignore[arg-type]
     return _sequence_grad(g, out, seq)  # type: ignore[arg-type]
@@ -122,13 +123,13 @@ def _zeros_like_sequence(g: Emitter, seq: str) -> str:
         return g.SequenceConstruct(*[g.zeros_like(t) for t in src.inputs])
     _need_sequence_loops(g, f"the gradient of an element of sequence {seq!r} (zeros for the others)")
     b = g.nested()
-    i = b.body_input("position", TensorProto.INT64, [])
-    cond = b.body_input("cond", TensorProto.BOOL, [])
-    acc = b.body_input("zeros", g.dtype(seq))
+    i = body_input(b, "position", TensorProto.INT64, [])
+    cond = body_input(b, "cond", TensorProto.BOOL, [])
+    acc = body_input(b, "zeros", g.dtype(seq))
     grown = b.SequenceInsert(acc, b.zeros_like(b.SequenceAt(seq, i)))
-    body = b.body_graph("zeros_like_sequence", [(i, TensorProto.INT64, []), (cond, TensorProto.BOOL, []),
-                                                (acc, g.dtype(seq), None)], [b.Identity(cond), grown],
-                     sequences={acc, grown})
+    body = body_graph(b, "zeros_like_sequence", [(i, TensorProto.INT64, []), (cond, TensorProto.BOOL, []),
+                                                 (acc, g.dtype(seq), None)], [b.Identity(cond), grown],
+                      sequences={acc, grown})
     out = g.op("Loop", _length(g, seq), g.const(True, dtype=TensorProto.BOOL), _empty(g, seq), body=body)
     g.set_info(out, g.dtype(seq))  # type: ignore[arg-type]
     return out  # type: ignore[return-value]
@@ -192,14 +193,14 @@ def concat_from_sequence(g: Emitter, op: Op, dy: Optional[str]) -> List[Optional
 def _sizes_along(g: Emitter, seq: str, axis: int) -> str:
     """The size of each element of ``seq`` along ``axis`` (1-D int64): a Loop over the elements."""
     b = g.nested()
-    i = b.body_input("position", TensorProto.INT64, [])
-    cond = b.body_input("cond", TensorProto.BOOL, [])
+    i = body_input(b, "position", TensorProto.INT64, [])
+    cond = body_input(b, "cond", TensorProto.BOOL, [])
     elem = b.SequenceAt(seq, i)
     shape = b.Shape(elem)
     rank = b.Size(shape)
     where = b.ints([axis]) if axis >= 0 else b.Add(b.ints([axis]), b.Reshape(rank, b.ints([1])))
-    body = b.body_graph("sizes", [(i, TensorProto.INT64, []), (cond, TensorProto.BOOL, [])],
-                     [b.Identity(cond), b.Gather(shape, where, axis=0)])
+    body = body_graph(b, "sizes", [(i, TensorProto.INT64, []), (cond, TensorProto.BOOL, [])],
+                      [b.Identity(cond), b.Gather(shape, where, axis=0)])
     stacked = g.op("Loop", _length(g, seq), g.const(True, dtype=TensorProto.BOOL), body=body)
     g.set_info(stacked, TensorProto.INT64)  # type: ignore[arg-type]
     return g.reshape(stacked, [-1])  # type: ignore[arg-type]
