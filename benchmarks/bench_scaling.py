@@ -3,8 +3,9 @@
 Each graph is a chain of layers ``h = Tanh(Add(MatMul(h, W_i), b_i))`` (three nodes per layer, a
 4x4 weight and a bias per layer); the gradient of the last ``h`` is taken with respect to every
 weight and bias. The script prints, per size, the time of each stage of ``onnxgrad.gradients``
-(load + validation + shape inference, the backward walk, model assembly) and of writing the
-result with :func:`onnxgrad.modelio.write_model`, then the growth ratio between sizes measured
+in CPU seconds (reading the model, indexing it: validation and shape inference, the backward
+walk, assembling the outputs, the output's check) and of writing the result with
+:func:`onnxgrad.modelio.write_model`, then the growth ratio between sizes measured
 side by side in this run. Linear cost means a ratio near 10 per step.
 
     python benchmarks/bench_scaling.py [--sizes 1000 10000 100000] [--profile 100000] [--cli]
@@ -64,18 +65,60 @@ def weights(model: onnx.ModelProto) -> List[str]:
     return [t.name for t in model.graph.initializer]
 
 
+#: the stages of ``onnxgrad.gradients`` timed apart: (label, module, function name) of the call
+#: that does each; "assemble" is the rest (seeds, gradient outputs, pruning dead nodes)
+STAGES = [("load", "api", "load_model"), ("index", "api", "GraphIndex"), ("walk", "engine", "backprop"),
+          ("out check", "api", "check_gradient_model")]
+
+
+class _StageClock:
+    """CPU time spent in each stage of ``onnxgrad.gradients``: the functions of :data:`STAGES`
+    are wrapped, in the namespace their caller reads them from, while the clock runs."""
+
+    def __init__(self) -> None:
+        self.cpu = {label: 0.0 for label, _, _ in STAGES}
+        self._saved: list = []
+
+    def __enter__(self) -> "_StageClock":
+        from onnxgrad import api, engine
+
+        for label, where, name in STAGES:
+            module = {"api": api, "engine": engine}[where]
+            fn = getattr(module, name)
+            self._saved.append((module, name, fn))
+            setattr(module, name, self._timed(label, fn))
+        return self
+
+    def _timed(self, label: str, fn):
+        def timed(*args, **kwargs):
+            c0 = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.cpu[label] += time.process_time() - c0
+        return timed
+
+    def __exit__(self, *exc) -> None:
+        for module, name, fn in self._saved:
+            setattr(module, name, fn)
+
+
 def run(n_nodes: int, folder: str) -> dict:
     model = chain_model(n_nodes)
     xs = weights(model)
     y = model.graph.output[0].name
-    c0, t0 = time.process_time(), time.perf_counter()
-    result = onnxgrad.gradients(model, y, xs)
-    t1 = time.perf_counter()
+    with _StageClock() as clock:
+        c0, t0 = time.process_time(), time.perf_counter()
+        result = onnxgrad.gradients(model, y, xs)
+        c1, t1 = time.process_time(), time.perf_counter()
     write_model(result.model, os.path.join(folder, f"chain{n_nodes}.onnx"))
     c2, t2 = time.process_time(), time.perf_counter()
     assert all(n is not None for n in result.names)
+    stages = dict(clock.cpu)
+    stages["assemble"] = (c1 - c0) - sum(clock.cpu.values())
+    stages["write"] = c2 - c1
     return {"nodes": len(model.graph.node), "grad_nodes": len(result.model.graph.node) - len(model.graph.node),
-            "gradients": t1 - t0, "write": t2 - t1, "total": t2 - t0, "cpu": c2 - c0}
+            "gradients": t1 - t0, "write": t2 - t1, "total": t2 - t0, "cpu": c2 - c0, "stages": stages}
 
 
 def run_cli(n_nodes: int, folder: str) -> dict:
@@ -121,6 +164,11 @@ def main() -> None:
         print(f"{r['nodes']:>8} {r['grad_nodes']:>10} {r['gradients']:>12.2f} {r['write']:>8.2f} {r['total']:>8.2f} "
               f"{r['cpu']:>7.2f} {ratio:>6}")
         prev = r
+    if all("stages" in r for r in rows):
+        labels = list(rows[0]["stages"])
+        print(f"\ncpu s per stage\n{'nodes':>8} " + " ".join(f"{label:>10}" for label in labels))
+        for r in rows:
+            print(f"{r['nodes']:>8} " + " ".join(f"{r['stages'][label]:>10.2f}" for label in labels))
     if len(rows) >= 2:
         last, before = rows[-1], rows[-2]
         growth = last["cpu"] / before["cpu"]

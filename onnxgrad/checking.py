@@ -434,7 +434,7 @@ def reference_kernels(opset: int) -> List[type]:
 
     # --- LSTM, GRU, RNN: onnx.reference ignores activations, alpha/beta, clip, input_forget and
     # sequence_lens; these follow onnxgrad/rules/recurrent.py's conventions (onnxruntime's)
-    from .rules.recurrent import _DEFAULT_ACTIVATIONS, _PARAMS
+    from .rules.recurrent import ACTIVATION_PARAMS, DEFAULT_ACTIVATIONS
 
     def activation(name: str, alpha: float, beta: float) -> Callable[[np.ndarray], np.ndarray]:
         table: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -467,14 +467,14 @@ def reference_kernels(opset: int) -> List[type]:
             self.input_forget = bool(attrs.get("input_forget"))
             self.linear_before_reset = bool(attrs.get("linear_before_reset"))
             # activations per direction, alpha and beta consumed in order by those that take them
-            names = [n.lower() for n in (attrs.get("activations") or _DEFAULT_ACTIVATIONS[type(self).__name__] * dirs)]
-            per_dir = len(_DEFAULT_ACTIVATIONS[type(self).__name__])
+            names = [n.lower() for n in (attrs.get("activations") or DEFAULT_ACTIVATIONS[type(self).__name__] * dirs)]
+            per_dir = len(DEFAULT_ACTIVATIONS[type(self).__name__])
             if len(names) == per_dir and dirs == 2:
                 names = names * 2
             alphas, betas = list(attrs.get("activation_alpha") or []), list(attrs.get("activation_beta") or [])
             acts = []
             for n in names:
-                takes_a, takes_b, alpha, beta = _PARAMS[n]
+                takes_a, takes_b, alpha, beta = ACTIVATION_PARAMS[n]
                 alpha = float(alphas.pop(0)) if takes_a and alphas else alpha
                 beta = float(betas.pop(0)) if takes_b and betas else beta
                 acts.append(activation(n, alpha, beta))

@@ -41,7 +41,7 @@ import numpy as np
 from onnx import ModelProto, TensorProto
 
 from . import __version__
-from .api import AggregationMethod, GradientsResult, append_gradients
+from .api import AggregationMethod, GradientsResult, append_gradients, gc_paused
 from .errors import GradientArgumentError, ModelReadError, OnnxGradError
 from .graph import GraphIndex
 from .loading import load_model
@@ -519,6 +519,15 @@ def differentiate(model_path: str, xs_opt: tuple[str, ...], exclude_opt: tuple[s
       onnxgrad differentiate models/partial_derivatives.onnx --xs a,b --stop-gradients a,b
       onnxgrad differentiate big.onnx --xs @params --external-data    # output above 2 GB
     """
+    with gc_paused():  # reading, indexing and writing a large model: objects that live to the end
+        _differentiate_command(model_path, xs_opt, exclude_opt, ys_opt, out, external_data, grad_ys_opt, stops_opt,
+                               unconnected_gradients, aggregation_method, name, target)
+
+
+def _differentiate_command(model_path: str, xs_opt: tuple[str, ...], exclude_opt: tuple[str, ...],
+                           ys_opt: tuple[str, ...], out: str | None, external_data: bool, grad_ys_opt: tuple[str, ...],
+                           stops_opt: tuple[str, ...], unconnected_gradients: str, aggregation_method: str, name: str,
+                           target: str | None) -> None:
     run = Run.start("differentiate")
     out = out if out is not None else _default_output(model_path)
     _check_output(model_path, out)

@@ -8,13 +8,13 @@ attribute or input, Split/Squeeze/Unsqueeze/Slice/Pad signatures, float ``Equal`
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import onnx
 from onnx import NodeProto, TensorProto, helper, numpy_helper
 
+from . import composites
 from .errors import GradientArgumentError, OpTableError
 from .graph import GraphIndex
 from .opview import Op, SliceParams
@@ -63,6 +63,22 @@ def _fill_node(node: NodeProto, op_type: str, inputs: List[str], outputs: List[s
         else:
             node.attribute.append(helper.make_attribute(key, value))
     return node
+
+
+class _Scope:
+    """The context of :meth:`Emitter.scoped` (a class: entered once per differentiated node, where a
+    generator-based context manager costs several times more)."""
+
+    __slots__ = ("_g", "_scope", "_saved")
+
+    def __init__(self, g: "Emitter", scope: str) -> None:
+        self._g, self._scope, self._saved = g, scope, ""
+
+    def __enter__(self) -> None:
+        self._saved, self._g.scope = self._g.scope, self._scope
+
+    def __exit__(self, *exc: object) -> None:
+        self._g.scope = self._saved
 
 
 def np_dtype(elem_type: int) -> np.dtype:
@@ -164,14 +180,9 @@ class Emitter:
         """Every tensor and node name fresh() avoids (a nested graph's emitter must avoid them too)."""
         return self._taken
 
-    @contextmanager
-    def scoped(self, scope: str) -> Iterator[None]:
+    def scoped(self, scope: str) -> "_Scope":
         """Name what is emitted inside the ``with`` block under ``<prefix>/<scope>``."""
-        saved, self.scope = self.scope, f"{self.prefix}/{scope}"
-        try:
-            yield
-        finally:
-            self.scope = saved
+        return _Scope(self, f"{self.prefix}/{scope}")
 
     # ---------------------------------------------------------------- types and shapes
     def info(self, name: str) -> TensorInfo:
@@ -518,30 +529,6 @@ class Emitter:
         return self.Slice(x, starts=list(starts), ends=ends, axes=list(axes),
                           steps=None if steps is None else list(steps))
 
-    def scatter_flat(self, data: str, positions: str, updates: str) -> str:
-        """1-D ``data`` with ``updates`` written at ``positions`` ([K, 1] int64, no repeats):
-        ScatterND from opset 11, before it Scatter-9 along the second axis of a [1, N] view."""
-        if self.opset >= 11:
-            return self.ScatterND(data, positions, updates)
-        row = self.ints([1, -1])
-        return self.Reshape(self.Scatter(self.Reshape(data, row), self.Reshape(positions, row),
-                                         self.Reshape(updates, row), axis=1), self.ints([-1]))
-
-    def pad(self, x: str, pads: Union[str, Sequence[int]], value: float = 0.0) -> str:
-        """Constant-pad ``x``; ``pads`` is ONNX's [begin..., end...] as ints or an int64 tensor.
-
-        Before opset 11 an infinite ``value`` (max-pool's identity) becomes the dtype's extreme
-        finite value, the same identity for max/min: OpenVINO refuses an infinite Pad-2 attribute
-        as out of range (docs/runtime-bugs/openvino-pad-inf).
-        """
-        if isinstance(pads, str):
-            return self.Pad(x, pads, self.const(value, like=x)) if value != 0.0 else self.Pad(x, pads)
-        if self.opset < 11 and np.isinf(value):
-            bf16 = self.dtype(x) == TensorProto.BFLOAT16  # numpy has no bfloat16: its largest finite value
-            largest = 3.3895313892515355e38 if bf16 else float(np.finfo(np_dtype(self.dtype(x))).max)
-            value = largest if value > 0 else -largest
-        return self.Pad(x, pads=list(pads), value=float(value))
-
     def transpose(self, x: str, perm: Sequence[int]) -> str:
         """Transpose by ``perm`` (``x`` itself for the identity permutation)."""
         perm = [int(p) for p in perm]
@@ -558,17 +545,6 @@ class Emitter:
         """``Where(cond, a, b)`` (kept for rules written against it; ``g.Where`` is the same)."""
         return self.Where(cond, a, b)
 
-    def log_softmax(self, x: str, axis: int) -> str:
-        """LogSoftmax over ``axis`` alone at any opset (before opset 13 LogSoftmax normalizes over
-        every axis from ``axis`` on: the axis is moved last there)."""
-        rank = self.rank(x)
-        axis %= rank
-        if self.opset >= 13 or axis == rank - 1:
-            return self.LogSoftmax(x, axis=axis)
-        to_last = [a for a in range(rank) if a != axis] + [axis]
-        back = list(np.argsort(to_last))
-        return self.transpose(self.LogSoftmax(self.transpose(x, to_last), axis=rank - 1), back)
-
     def cast(self, x: str, dtype: int) -> str:
         """Cast ``x`` to element type ``dtype`` (no-op if already equal)."""
         if self.known_dtype(x) == dtype:
@@ -581,6 +557,15 @@ class Emitter:
         if self.info(x).elem_type == to:
             return x
         return self.Cast(x, to=to)
+
+    # ---------------------------------------------------------------- built from several ops (composites.py)
+    sum_to = composites.sum_to
+    sum_to_shape = composites.sum_to_shape
+    scatter_nd_add = composites.scatter_nd_add
+    scatter_elements_add = composites.scatter_elements_add
+    scatter_flat = composites.scatter_flat
+    pad = composites.pad
+    log_softmax = composites.log_softmax
 
     # ---------------------------------------------------------------- constants of the forward graph
     def constant_value(self, name: Optional[str]) -> Optional[np.ndarray]:
@@ -608,182 +593,6 @@ class Emitter:
         if s is not None and all(isinstance(s[a], int) for a in axes):
             return self.ints([s[a] for a in axes])  # type: ignore[misc]
         return self.Gather(self.shape_of(x), self.ints(axes), axis=0)
-
-    # ---------------------------------------------------------------- scatter-add
-    def _normalize_indices(self, indices: str, dims: str) -> str:
-        """Negative indices counted from the end: ``indices + dims`` where negative."""
-        dims = self.cast_like(dims, indices)
-        return self.Where(self.Less(indices, self.const(0, like=indices)), self.Add(indices, dims), indices)
-
-    def _widened(self, x: str) -> str:
-        """``x`` in float when it is float16/bfloat16: onnxruntime has no half-precision scatter-add."""
-        if self.dtype(x) in (TensorProto.FLOAT16, TensorProto.BFLOAT16):
-            return self.Cast(x, to=TensorProto.FLOAT)
-        return x
-
-    def _one_hot(self, indices: str, depth: str, axis: int, like: str) -> str:
-        """OneHot in ``like``'s dtype: onnxruntime implements int64 indices and float values, not
-        int32 indices or double/half values."""
-        if self.dtype(indices) != TensorProto.INT64:
-            indices = self.Cast(indices, to=TensorProto.INT64)
-        onehot = self.op("OneHot", indices, depth, self.const([0, 1], dtype=TensorProto.FLOAT), axis=axis)
-        return self.cast_like(onehot, like)  # type: ignore[arg-type]
-
-    def scatter_nd_add(self, shape: str, indices: str, updates: str) -> str:
-        """``ScatterND(zeros(shape), indices, updates, reduction='add')`` at any opset.
-
-        Repeated indices accumulate. Before opset 16 (no reduction attribute) the index tuples are
-        linearized into rows and the updates of equal rows summed with a one-hot MatMul: over the
-        distinct rows (``Unique``, then a plain ScatterND) from opset 11, memory (index tuples) x
-        (distinct rows); over every addressable row before that, memory (index tuples) x (rows).
-        """
-        k = (self.shape(indices) or (None,))[-1]
-        if not isinstance(k, int):
-            raise GradientArgumentError(
-                f"the last dimension of indices {indices!r} must be static to scatter into it")
-        dims = self.Gather(shape, self.ints(range(k)), axis=0)
-        idx = self._normalize_indices(indices, dims)
-        if self.dtype(idx) != TensorProto.INT64:  # ScatterND and the row arithmetic want int64
-            idx = self.Cast(idx, to=TensorProto.INT64)
-        if self.opset >= 16:
-            wide = self._widened(updates)
-            zeros = self.constant_of_shape(shape, 0.0, like=wide)
-            return self.cast_like(self.op("ScatterND", zeros, idx, wide, reduction="add"), updates)  # type: ignore[arg-type]
-        last = self.rank(indices) - 1
-        rows = self.Gather(idx, self.scalar_int(0), axis=last)
-        depth = self.Gather(dims, self.scalar_int(0), axis=0)
-        for j in range(1, k):  # row-major: row = ((i0 * d1 + i1) * d2 + i2) ...
-            d = self.Gather(dims, self.scalar_int(j), axis=0)
-            rows = self.Add(self.Mul(rows, d), self.Gather(idx, self.scalar_int(j), axis=last))
-            depth = self.Mul(depth, d)
-        rows = self.Reshape(rows, self.ints([-1]))
-        # updates are [index tuples..., addressed dims...]: Flatten keeps the rank inferable
-        flat = self.Flatten(updates, axis=last)
-        if self.opset < 11:
-            summed = self.MatMul(self.Transpose(self._one_hot(rows, depth, -1, like=updates), perm=[1, 0]), flat)
-            return self.Reshape(summed, shape)
-        distinct, _, which, _ = self.emit_outputs("Unique", 4, rows, sorted=1)
-        onehot = self._one_hot(which, self.Size(distinct), -1, like=updates)
-        summed = self.MatMul(self.Transpose(onehot, perm=[1, 0]), flat)
-        width = self.Slice(self.Shape(flat), self.ints([1]), self.ints([2]), self.ints([0]))
-        zeros = self.constant_of_shape(self.Concat(self.Reshape(depth, self.ints([1])), width, axis=0), 0.0,
-                                       like=updates)
-        return self.Reshape(self.ScatterND(zeros, self.unsqueeze(distinct, [1]), summed), shape)
-
-    def scatter_elements_add(self, shape: str, indices: str, updates: str, axis: int,
-                             unique: bool = False) -> str:
-        """``ScatterElements(zeros(shape), indices, updates, axis, reduction='add')`` at any opset.
-
-        ``unique=True`` promises that no index repeats along ``axis`` (TopK, Slice), so plain
-        ScatterElements serves from opset 11. Otherwise, before opset 16, the sum is
-        ``ReduceSum(OneHot(indices) * updates)`` over the indices' axis, zero-padded to ``shape``
-        where ``indices`` is smaller than it off the axis (which needs opset 11).
-        """
-        rank = self.rank(indices)
-        axis = axis % rank
-        if unique and self.opset >= 11:
-            zeros = self.constant_of_shape(shape, 0.0, like=updates)
-            return self.op("ScatterElements", zeros, indices, updates, axis=axis)  # type: ignore[return-value]
-        if self.opset >= 16:
-            wide = self._widened(updates)
-            zeros = self.constant_of_shape(shape, 0.0, like=wide)
-            summed = self.op("ScatterElements", zeros, indices, wide, axis=axis, reduction="add")
-            return self.cast_like(summed, updates)  # type: ignore[arg-type]
-        depth = self.Gather(shape, self.scalar_int(axis), axis=0)
-        idx = self._normalize_indices(indices, depth)
-        onehot = self._one_hot(idx, depth, axis + 1, like=updates)
-        summed = self.reduce_sum(self.Mul(onehot, self.unsqueeze(updates, [axis + 1])), [axis], keepdims=False)
-        target, have = self.constant_value(shape), self.static_shape(indices)
-        if target is not None and have is not None and all(
-                int(t) == h for i, (t, h) in enumerate(zip(target, have)) if i != axis):
-            return summed
-        if self.opset < 11:
-            raise GradientArgumentError("scatter-add into a larger tensor needs static shapes before opset 11")
-        missing = self.Sub(shape, self.Shape(summed))
-        return self.pad(summed, self.Concat(self.ints([0] * rank), missing, axis=0))
-
-    # ---------------------------------------------------------------- broadcasting
-    def sum_to(self, grad: str, x: str, like: str) -> str:
-        """Sum ``grad`` (shaped like ``like``, a broadcast result) back to the shape of ``x``.
-
-        Static where the shapes decide it. With known ranks, the axes the shapes leave open (x's
-        dim may be 1 at run time) are reduced by one ReduceSum whose axes input has a constant
-        length: for each open axis, that axis if x's dim is 1 there, else one of the unit axes
-        appended to the gradient for the purpose, then a Squeeze of the unit and leading axes: the
-        cost of the former run-time axes (``NonZero``-computed), which OpenVINO refuses with a
-        symbolic batch. Only unknown ranks still need those.
-        """
-        return self.sum_to_shape(grad, x, self.shape(like))
-
-    def sum_to_shape(self, grad: str, x: str, ys: Optional[Tuple[Dim, ...]]) -> str:
-        """:meth:`sum_to` for a ``grad`` of static shape ``ys`` (None: unknown)."""
-        xs = self.shape(x)
-        if xs is None or ys is None:
-            return self._sum_to_dynamic(grad, x)
-        if xs == ys and all(d is not None for d in xs):
-            return grad
-        lead = len(ys) - len(xs)
-        if lead < 0:
-            raise GradientArgumentError(f"gradient of {x!r} has lower rank than the tensor itself")
-        axes, open_axes = list(range(lead)), []
-        for i, dx in enumerate(xs):
-            dy = ys[lead + i]
-            if dx == 1 and dy != 1:
-                axes.append(lead + i)
-            elif (dx == dy and dx is not None) or (isinstance(dx, int) and dx != 1) or dy == 1:
-                continue  # same dim, or a dim that is never broadcast
-            else:
-                open_axes.append(i)
-        if open_axes:
-            return self._sum_to_open(grad, x, axes, open_axes, len(ys))
-        if not axes:
-            return grad
-        red = self.reduce_sum(grad, axes, keepdims=True)
-        if lead:
-            static = self.static_shape(x)
-            red = self.reshape(red, list(static) if static is not None else self.shape_of(x))
-        return red
-
-    def _sum_to_open(self, grad: str, x: str, axes: List[int], open_axes: List[int], rank: int) -> str:
-        """sum_to with ``axes`` (of grad) always reduced and ``open_axes`` (of x) reduced where x's
-        run-time dim is 1: one ReduceSum over a constant number of axes (see :meth:`sum_to`)."""
-        self._need_runtime_axes(x)
-        lead, units = rank - len(self.shape(x) or ()), list(range(rank, rank + len(open_axes)))
-        one = self.scalar_int(1)
-        picks = [self.Where(self.Equal(self.Gather(self.shape_of(x), self.scalar_int(i), axis=0), one),
-                            self.ints([lead + i]), self.ints([unit])) for i, unit in zip(open_axes, units)]
-        chosen = picks[0] if len(picks) == 1 else self.Concat(*picks, axis=0)
-        if axes:
-            chosen = self.Concat(self.ints(axes), chosen, axis=0)
-        summed = self.ReduceSum(self.unsqueeze(grad, units), chosen, keepdims=1)
-        red = self.squeeze(summed, list(range(lead)) + units)  # static: those axes have size 1 either way
-        if not self.restate_dims:
-            return red
-        # a no-op Slice to x's dims, for tract: its shape analysis cannot tell which axes the ReduceSum kept
-        return self.Slice(red, self.ints([0] * len(open_axes)), self.dims(x, open_axes), self.ints(open_axes))
-
-    def _need_runtime_axes(self, x: str) -> None:
-        """Raise the clear error for a broadcast undone over run-time axes before opset 13."""
-        if self.opset < 13:
-            raise GradientArgumentError(
-                f"undoing the broadcast of {x!r} depends on shapes known only at run time, which "
-                "needs opset 13 or newer (ReduceSum with axes as an input); give the model's inputs "
-                "static shapes or convert it to opset 13"
-            )
-
-    def _sum_to_dynamic(self, grad: str, x: str) -> str:
-        """Reduce over the axes where the gradient's run-time dim differs from x's (x padded
-        with leading 1s to the gradient's rank), then reshape to x's shape."""
-        self._need_runtime_axes(x)
-        gshape = self.Shape(grad)
-        xshape = self.shape_of(x)
-        lead = self.Sub(self.Size(gshape), self.Size(xshape))
-        ones = self.op("ConstantOfShape", self.Reshape(lead, self.ints([1])),
-                       value=numpy_helper.from_array(np.array([1], np.int64), "value"))
-        padded = self.Concat(ones, xshape, axis=0)
-        axes = self.Reshape(self.NonZero(self.Not(self.Equal(padded, gshape))), self.ints([-1]))
-        red = self.op("ReduceSum", grad, axes, keepdims=1, noop_with_empty_axes=1)
-        return self.reshape(red, self.shape_of(x))  # type: ignore[arg-type]
 
     def is_float(self, name: str) -> bool:
         t = self._types[name] if name in self._types else self.index.tensor_info(name).elem_type

@@ -111,11 +111,18 @@ def backprop_steps(
     ops = _Ops(index)
     is_float = g.is_float
 
+    known_float: Set[str] = set()  # a float type stays float: each tensor's is looked up once
+
     def may_be_float(t: str) -> bool:
         # A tensor of unknown type (say, the output of a custom-domain op that shape inference
         # cannot see through) may carry a gradient: follow it, so that a missing rule is reported
         # instead of a silent None.
-        return is_float(t) or not g.info(t).elem_type
+        if t in known_float:
+            return True
+        if is_float(t):
+            known_float.add(t)
+            return True
+        return not g.info(t).elem_type
 
     # 1. forward reachability from xs' producers, through float tensors only
     from_ops = [ops.producer(x) for x in xs]
@@ -182,6 +189,13 @@ def backprop_steps(
         return g.as_gradient_of(grads[t][0], t)
 
     xs_set = set(xs)
+    entries: Dict[int, registry.GradientRule] = {}  # each node's rule, looked up once
+
+    def entry_of(op: int) -> registry.GradientRule:
+        entry = entries.get(op)
+        if entry is None:
+            entry = entries[op] = _rule_entry(index, op)
+        return entry
 
     def wanted(t: str) -> bool:
         """Whether a gradient for ``t`` is used: t is an x, or its producer will call its rule.
@@ -192,7 +206,7 @@ def backprop_steps(
         p = ops.producer(t)
         if p is None or p >= ops.n_nodes or p not in between or p in stop_ops:
             return t in xs_set
-        return _rule_entry(index, p).status == registry.RULE or t in xs_set
+        return entry_of(p).status == registry.RULE or t in xs_set
 
     ready: Deque[int] = deque()
     seen_to: Set[int] = set()
@@ -211,12 +225,12 @@ def backprop_steps(
         if op < ops.n_nodes and op not in stop_ops and any(dg is not None for dg in out_grads):
             # an input's producer without a rule is the real blocker: report it before this rule
             # fails on what that producer leaves unknown (its output's rank, say)
-            entry = _rule_entry(index, op)
+            entry = entry_of(op)
             if entry.status != registry.NON_DIFFERENTIABLE:
                 for k, t in enumerate(in_names):
                     if t and may_be_float(t) and (entry.inputs is None or k in entry.inputs):
                         wanted(t)
-            in_grads = yield from _call_rule(g, index, op, out_grads, wanted)
+            in_grads = yield from _call_rule(g, index, op, entry, out_grads, wanted)
         for t, dg in zip(in_names, in_grads):
             if t and dg is not None and may_be_float(t):
                 grads.setdefault(t, []).append(dg)
@@ -256,10 +270,9 @@ def _rule_entry(index: GraphIndex, op_id: int) -> registry.GradientRule:
     )
 
 
-def _call_rule(g: Emitter, index: GraphIndex, op_id: int, out_grads: List[Optional[str]],
-               wanted: Callable[[str], bool]) -> "Steps[Sequence[Optional[str]]]":
+def _call_rule(g: Emitter, index: GraphIndex, op_id: int, entry: registry.GradientRule,
+               out_grads: List[Optional[str]], wanted: Callable[[str], bool]) -> "Steps[Sequence[Optional[str]]]":
     node = index.nodes[op_id]
-    entry = _rule_entry(index, op_id)
     if entry.status == registry.NON_DIFFERENTIABLE:
         return ()
     op = Op(node, op_id, index.opset, g.constant_value)

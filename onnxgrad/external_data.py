@@ -77,10 +77,13 @@ def location(t: TensorProto) -> str:
     return next((e.value for e in t.external_data if e.key == "location"), "")
 
 
-def external_files(model: ModelProto) -> list[str]:
-    """The distinct external-data locations the model references, in first-use order."""
+def external_files(model: ModelProto, tensors: Iterable[TensorProto] | None = None) -> list[str]:
+    """The distinct external-data locations the model references, in first-use order.
+
+    ``tensors``: the model's external tensors, when the caller has them (from
+    :func:`check_external_data`): finding them walks every node."""
     seen: dict[str, None] = {}
-    for t in external_tensors(model):
+    for t in external_tensors(model) if tensors is None else tensors:
         for e in t.external_data:
             if e.key == "location":
                 seen.setdefault(e.value, None)
@@ -102,8 +105,9 @@ def expected_bytes(t: TensorProto) -> int | None:
         return None  # an unknown dtype: the checker reports it
 
 
-def check_external_data(model: ModelProto, folder: str | None, what: str) -> None:
-    """Refuse external-data metadata that is malformed, contradictory or leads out of ``folder``.
+def check_external_data(model: ModelProto, folder: str | None, what: str) -> list[TensorProto]:
+    """Refuse external-data metadata that is malformed, contradictory or leads out of ``folder``;
+    return the model's external tensors, all checked.
 
     Nothing is opened or read: a hostile model must not make onnxgrad (or a runtime later) read
     files outside its own folder, and a corrupt one must not yield a gradient model that cannot
@@ -116,7 +120,8 @@ def check_external_data(model: ModelProto, folder: str | None, what: str) -> Non
     """
     real_folder = os.path.realpath(folder) if folder is not None else None
     sizes: dict[str, int] = {}
-    for t in external_tensors(model):
+    tensors = list(external_tensors(model))
+    for t in tensors:
         loc, offset, length = _metadata(t, what)
         _check_location(t, loc, real_folder, what)
         need = expected_bytes(t)
@@ -138,6 +143,7 @@ def check_external_data(model: ModelProto, folder: str | None, what: str) -> Non
             # without 'length' the tensor runs to the end of the file
             _refuse(what, t, f"runs from byte {start} to the end of {loc!r} ({size - start} bytes), but its dims "
                              f"{list(t.dims)} of {_dtype_name(t.data_type)} take {need} bytes")
+    return tensors
 
 
 def _metadata(t: TensorProto, what: str) -> tuple[str, int | None, int | None]:

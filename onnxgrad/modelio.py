@@ -131,14 +131,14 @@ def _save(model: ModelProto, path: str, external_data: bool | str, source: str |
     out = output_path(path, source)
     folder = os.path.dirname(out)
     source_folder = os.path.dirname(os.path.abspath(source)) if source is not None else None
-    check_external_data(model, source_folder, "the gradient model")
-    data_location = _data_location(external_data, out, model)
+    external = check_external_data(model, source_folder, "the gradient model")  # one walk over every node
+    data_location = _data_location(external_data, out, model, external)
     created: list[str] = []
     moved = 0
     originals: list[tuple[TensorProto, TensorProto]] = []
     data_file: _NewFile | None = None
     try:
-        created += _place_external_data(model, folder, source_folder, path)
+        created += _place_external_data(model, external, folder, source_folder, path)
         if data_location is not None:
             data_file = _NewFile(folder, path)
             moved, originals = _externalize(model, data_file, data_location, keep=keep_model)
@@ -174,14 +174,15 @@ def _save(model: ModelProto, path: str, external_data: bool | str, source: str |
     return data_location
 
 
-def _data_location(external_data: bool | str, out: str, model: ModelProto) -> str | None:
+def _data_location(external_data: bool | str, out: str, model: ModelProto,
+                   external: list[TensorProto]) -> str | None:
     """The relative file name for the model's own large tensors, or None to keep them in-file."""
     if external_data is False or external_data is None:
         return None
     name = f"{os.path.basename(out)}.data" if external_data is True else str(external_data)
     if not name or "/" in name or "\\" in name or name in (".", "..") or "\0" in name:
         raise OutputWriteError(f"external data file {name!r} must be a plain file name (it goes beside the output)")
-    if name in external_files(model):
+    if name in external_files(model, external):
         raise OutputWriteError(
             f"external data file {name!r} already holds the input's external weights; choose another name"
         )
@@ -317,15 +318,17 @@ class _FdWriter:
         return len(data)
 
 
-def _place_external_data(model: ModelProto, folder: str, source_folder: str | None, path: str) -> list[str]:
-    """Make every external file the model references reachable from ``folder``; return new paths.
+def _place_external_data(model: ModelProto, external: list[TensorProto], folder: str, source_folder: str | None,
+                         path: str) -> list[str]:
+    """Make every external file the model references (``external``: its external tensors)
+    reachable from ``folder``; return new paths.
 
     On failure the copies made so far are removed before the error propagates.
     """
     created: list[str] = []
     same = source_folder is None or os.path.realpath(source_folder) == os.path.realpath(folder)
     try:
-        for loc in external_files(model):
+        for loc in external_files(model, external):
             dst = os.path.join(folder, loc)
             if same:
                 if not os.path.isfile(dst):

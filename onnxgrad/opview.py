@@ -7,10 +7,10 @@ axes, Split sizes, Slice parameters, Pad pads) read the same whichever form the 
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 import numpy as np
-from onnx import NodeProto, helper
+from onnx import AttributeProto, NodeProto, helper
 
 from .errors import GradientArgumentError
 from .optable import MOVED_TO_INPUT
@@ -39,8 +39,14 @@ class Op:
         self.op_type = node.op_type
         self.inputs: List[str] = list(node.input)
         self.outputs: List[str] = list(node.output)
-        self._attrs = {a.name: a for a in node.attribute}
+        self._attributes: Optional[Dict[str, AttributeProto]] = None  # by name, read on first use
         self._constant = constant
+
+    @property
+    def _attrs(self) -> Dict[str, AttributeProto]:
+        if self._attributes is None:
+            self._attributes = {a.name: a for a in self.node.attribute}
+        return self._attributes
 
     @property
     def name(self) -> str:

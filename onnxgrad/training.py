@@ -34,7 +34,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto, TensorProto, helper, numpy_helper
 
-from .api import gradients
+from .api import append_gradients
 from .emitter import Emitter, np_dtype
 from .errors import GradientArgumentError, ModelReadError, OutputWriteError
 from .graph import FLOAT_TYPES, GraphIndex, subgraph_outer_names
@@ -401,9 +401,13 @@ def training_step(
     chosen, exact = select_params(index, [params] if isinstance(params, str) else params,
                                   [exclude] if isinstance(exclude, str) else exclude)
     masters = _read_through_casts(proto, chosen) if mixed_precision else {}
+    if masters:  # Cast nodes now read the half-precision parameters: index the changed graph
+        index = GraphIndex(proto)
 
-    result = gradients(proto, loss, [masters.get(p, p) for p in chosen], name="gradients",
-                       grad_ys=None if loss_scale == 1 else float(loss_scale))
+    # the model is private (load_model copied it) and already indexed: extended in place, not
+    # copied, validated and shape-inferred again
+    result = append_gradients(index, loss, [masters.get(p, p) for p in chosen], name="gradients",
+                              grad_ys=None if loss_scale == 1 else float(loss_scale))
     named = [p for p, gname in zip(chosen, result.names) if gname is None and p in exact]
     if named:
         raise GradientArgumentError(f"the loss {loss!r} does not depend on parameter {named[0]!r}: it cannot be "

@@ -102,7 +102,7 @@ CASES += [
 ]
 
 CASES += [
-    # STFT with a run-time frame step (two-sided, see test_rules_misc.py for why)
+    # STFT with a run-time frame step (two-sided, see test_rules_spectral.py for why)
     Case("STFT/runtime-step-window", "STFT", [("s", rand(2, 10, 1)), ("step", np.array(2, np.int64)),
                                               ("w", rand(4, seed=1, low=0.5))], attrs={"onesided": 0}, opset=17),
     Case("STFT/runtime-step-complex", "STFT", [("s", rand(1, 9, 2)), ("step", np.array(3, np.int64)),

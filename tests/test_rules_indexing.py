@@ -137,14 +137,6 @@ CASES += [
          constant=["k"]),
     Case("Trilu/upper-k-neg", "Trilu", [("x", rand(4, 3)), ("k", np.array(-1, np.int64))], opset=18),
     Case("Trilu/N", "Trilu", [("x", rand(2, 3, 3))], {"upper": 0}, opset=18, symbolic_dims=["x"]),
-    # CumSum: axis is an input; exclusive and reverse
-    Case("CumSum/op11", "CumSum", [("x", rand(3, 4)), ("a", np.array(1, np.int64))], opset=11),
-    Case("CumSum/op14/exclusive", "CumSum", [("x", rand(3, 4)), ("a", np.array(0, np.int32))], {"exclusive": 1},
-         opset=14, constant=["a"]),
-    Case("CumSum/op14/reverse", "CumSum", [("x", rand(3, 4)), ("a", np.array(-1, np.int64))], {"reverse": 1},
-         opset=14, constant=["a"]),
-    Case("CumSum/op18/both-N", "CumSum", [("x", rand(3, 4)), ("a", np.array(0, np.int64))],
-         {"reverse": 1, "exclusive": 1}, opset=18, constant=["a"], symbolic_dims=["x"]),
     # TopK: k an attribute at opset 9, an input from 10; largest/sorted from 11
     Case("TopK/op9", "TopK", [("x", rand(3, 5))], {"k": 2}, opset=9, n_outputs=2),
     Case("TopK/op10/axis0", "TopK", [("x", rand(4, 3)), ("k", i64(3))], {"axis": 0}, opset=10, n_outputs=2,
@@ -156,6 +148,23 @@ CASES += [
          n_outputs=2, constant=["k"], reference=False),
     Case("TopK/op18/N", "TopK", [("x", rand(3, 5)), ("k", i64(2))], opset=18, n_outputs=2, constant=["k"],
          symbolic_dims=["x"]),
+]
+
+CASES += [
+    # Scatter (deprecated ScatterElements of opsets 9-10, which onnx.reference does not implement)
+    Case("Scatter/axis0", "Scatter", [("d", rand(3, 3)), ("i", np.array([[1, 0, 2], [0, 2, 1]], np.int64)),
+                                      ("u", rand(2, 3, seed=1))], opset=10, reference=False),
+    Case("Scatter/axis1", "Scatter", [("d", rand(2, 4)), ("i", np.array([[3, 1], [0, 2]], np.int64)),
+                                      ("u", rand(2, 2, seed=1))], attrs={"axis": 1}, opset=9,
+         reference=False),
+    # TensorScatter (opset 24)
+    Case("TensorScatter/linear", "TensorScatter", [("cache", rand(2, 5, 3)), ("upd", rand(2, 2, 3, seed=1)),
+                                                   ("w", i64(1, 3))], opset=24),
+    Case("TensorScatter/circular-axis1", "TensorScatter",
+         [("cache", rand(2, 4, 3, 2)), ("upd", rand(2, 3, 3, 2, seed=1)), ("w", i64(2, 0))],
+         attrs={"mode": "circular", "axis": 1}, opset=24),
+    Case("TensorScatter/no-write-indices", "TensorScatter", [("cache", rand(2, 3, 4)), ("upd", rand(2, 1, 4, seed=2))],
+         opset=24),
 ]
 
 

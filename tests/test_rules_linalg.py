@@ -1,4 +1,4 @@
-"""Numeric tests of MatMul and Gemm (one table, one checker), plus symbolic batch dimensions."""
+"""Numeric tests of MatMul, Gemm and Det (one table, one checker), plus symbolic batch dimensions."""
 
 import numpy as np
 import onnx
@@ -46,6 +46,15 @@ CASES += [
     Case("Gemm/c-scalar", "Gemm", [("a", A), ("b", B), ("c", rand(seed=2))], attrs={"beta": 2.0}, opset=11),
     Case("Gemm/c-scalar-opset9", "Gemm", [("a", A), ("b", B), ("c", rand(1, seed=2))], opset=9),
     Case("Gemm/beta0", "Gemm", [("a", A), ("b", B), ("c", rand(M, N, seed=2))], attrs={"beta": 0.0}),
+]
+
+# Det: cofactors via Det of minors (also singular-safe); onnxruntime runs Det in float32 only
+F32 = ("float32",)
+CASES += [
+    Case("Det/3x3", "Det", [("x", rand(3, 3) + 2 * np.eye(3))], opset=11, dtypes=F32),
+    Case("Det/batch", "Det", [("x", rand(2, 4, 4, seed=1))], opset=22, dtypes=F32),
+    Case("Det/2x2-batch2", "Det", [("x", rand(2, 3, 2, 2, seed=2))], dtypes=F32),
+    Case("Det/1x1", "Det", [("x", rand(2, 1, 1, seed=4, low=0.5))], dtypes=F32),
 ]
 
 

@@ -1,4 +1,4 @@
-"""Numeric tests of the sequence gradients in onnxgrad/rules/sequence.py.
+"""Numeric tests of the sequence and optional gradients in onnxgrad/rules/sequence.py.
 
 Sequence ops consume or produce sequences, so each case is a small model from tensors to
 tensors, checked like every rule: central differences in onnxruntime (float32 and float64), the
@@ -13,8 +13,8 @@ from typing import Dict, List
 import numpy as np
 import onnx
 import pytest
-from onnx import helper, numpy_helper
-from rulecheck import DTYPES, compare_with_reference, feeds_for, rand
+from onnx import TensorProto, helper, numpy_helper
+from rulecheck import DTYPES, Case, check_case, compare_with_reference, feeds_for, params, rand
 
 import onnxgrad
 from onnxgrad.checking import check_gradients, session
@@ -164,3 +164,24 @@ def test_sequence_of_unknown_make_before_opset_13_says_why() -> None:
         {"p": scalar(1)}, opset=12).build("float32")
     with pytest.raises(onnxgrad.GradientArgumentError, match="opset 13"):
         onnxgrad.gradients(model, "y", ["a", "b"])
+
+
+# Optional around a tensor: the gradient passes through the optional value
+OPTIONAL = [Case("OptionalGetElement/tensor", "OptionalGetElement", [("x", rand(2, 3))], opset=18)]
+
+
+@pytest.mark.parametrize("case,dtype", params(OPTIONAL))
+def test_rule(case: Case, dtype: str) -> None:
+    check_case(case, dtype)
+
+
+def test_optional_round_trip() -> None:
+    """Optional(x) -> OptionalGetElement: the gradient passes through the optional value."""
+    nodes = [node("Optional", ["x"], ["o"]), node("OptionalGetElement", ["o"], ["t"]), node("Mul", ["t", "t"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 10
+    report = check_gradients(m, ["x"], feeds={"x": rand(2, 3).astype(np.float32)})
+    onnx.checker.check_model(report.gradient_model, full_check=True)
+    assert report.ok and len(report.checks) == 1

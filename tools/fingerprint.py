@@ -14,7 +14,7 @@ import glob
 import hashlib
 import os
 import sys
-from typing import Iterator, List, Tuple
+from typing import Any, Iterator, List, Tuple
 
 import onnx
 
@@ -70,8 +70,24 @@ def _rule_cases() -> Iterator[Tuple[str, onnx.ModelProto, List[str], List[str]]]
                 if isinstance(case, rulecheck.Case) and case.id not in seen:
                     seen.add(case.id)
                     dtype = "float32" if "float32" in case.dtypes else case.dtypes[0]
-                    model, _, xs, ys = rulecheck.build(case, dtype)
+                    model, _, xs, ys = _build(rulecheck, case, dtype)
                     yield f"rule:{module.__name__}:{case.id}", model, ys, xs
+
+
+def _build(rulecheck: Any, case: Any, dtype: str) -> tuple:
+    """``rulecheck.build``, with onnx.reference completing the output shapes of a forward node
+    onnxruntime refuses (GRU without ``hidden_size``), as that case's own test does."""
+    from onnx.reference import ReferenceEvaluator
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+    try:
+        return rulecheck.build(case, dtype)
+    except Fail:
+        saved, rulecheck.session = rulecheck.session, ReferenceEvaluator
+        try:
+            return rulecheck.build(case, dtype)
+        finally:
+            rulecheck.session = saved
 
 
 def main(argv: List[str]) -> int:

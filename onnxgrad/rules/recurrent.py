@@ -38,7 +38,7 @@ from ..registry import register_gradient
 # sequence.py uses them too.
 
 
-def _body_input(b: Emitter, hint: str, elem_type: int, shape: Optional[list] = None) -> str:
+def body_input(b: Emitter, hint: str, elem_type: int, shape: Optional[list] = None) -> str:
     """A fresh name for an input of the body ``b`` emits, typed so formulas can use it."""
     name = b.fresh(hint)
     b.set_info(name, elem_type, shape)
@@ -58,8 +58,8 @@ def _stacked(g: Emitter, x: str, tail: List[Union[int, str]]) -> str:
     return g.Reshape(x, g.Concat(*parts, axis=0))
 
 
-def _graph(b: Emitter, name: str, inputs: Sequence[Tuple[str, int, Optional[list]]], outputs: Sequence[str],
-           sequences: AbstractSet[str] = frozenset()) -> GraphProto:
+def body_graph(b: Emitter, name: str, inputs: Sequence[Tuple[str, int, Optional[list]]], outputs: Sequence[str],
+               sequences: AbstractSet[str] = frozenset()) -> GraphProto:
     """The GraphProto of the nodes ``b`` emitted: ``inputs`` as (name, element type, shape or None);
     the inputs and outputs named in ``sequences`` are sequences of that element type."""
     def typed(n: str, t: int, s: Optional[list]) -> ValueInfoProto:
@@ -132,7 +132,7 @@ _DERIVATIVE: Dict[str, Callable[[Emitter, str, str, _Act], str]] = {
 # (takes alpha, takes beta, default alpha, default beta). The defaults are onnxruntime's, so the
 # gradient matches the forward values it computes: the ONNX operators' for LeakyRelu, HardSigmoid
 # and Elu, 0 for the others (the ThresholdedRelu operator's default would be 1).
-_PARAMS: Dict[str, Tuple[bool, bool, float, float]] = {
+ACTIVATION_PARAMS: Dict[str, Tuple[bool, bool, float, float]] = {
     "relu": (False, False, 0.0, 0.0), "tanh": (False, False, 0.0, 0.0), "sigmoid": (False, False, 0.0, 0.0),
     "affine": (True, True, 0.0, 0.0), "leakyrelu": (True, False, 0.01, 0.0),
     "thresholdedrelu": (True, False, 0.0, 0.0), "scaledtanh": (True, True, 0.0, 0.0),
@@ -140,23 +140,23 @@ _PARAMS: Dict[str, Tuple[bool, bool, float, float]] = {
     "softsign": (False, False, 0.0, 0.0), "softplus": (False, False, 0.0, 0.0),
 }
 
-_DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"], "RNN": ["Tanh"]}
+DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"], "RNN": ["Tanh"]}
 _GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 
 def _activations(op: Op, directions: int) -> List[List[_Act]]:
     """The activations of each direction, alpha and beta consumed in order by those that take them."""
-    per_dir = len(_DEFAULT_ACTIVATIONS[op.op_type])
-    names = op.attr("activations") or _DEFAULT_ACTIVATIONS[op.op_type] * directions
+    per_dir = len(DEFAULT_ACTIVATIONS[op.op_type])
+    names = op.attr("activations") or DEFAULT_ACTIVATIONS[op.op_type] * directions
     if len(names) == per_dir and directions == 2:
         names = names * 2
     alphas, betas = list(op.attr("activation_alpha") or []), list(op.attr("activation_beta") or [])
     acts = []
     for name in names:
         key = name.lower()
-        if key not in _PARAMS:
+        if key not in ACTIVATION_PARAMS:
             raise GradientArgumentError(f"{op.op_type} node {op.name!r}: unknown activation {name!r}")
-        takes_a, takes_b, alpha, beta = _PARAMS[key]
+        takes_a, takes_b, alpha, beta = ACTIVATION_PARAMS[key]
         if takes_a and alphas:
             alpha = float(alphas.pop(0))
         if takes_b and betas:
@@ -373,8 +373,8 @@ def _loop(g: Emitter, d: _Direction, body: GraphProto, carried: Sequence[str], n
 
 def _counter(b: Emitter) -> List[Tuple[str, int, Optional[list]]]:
     """The iteration number and condition every Loop body starts with."""
-    return [(_body_input(b, "step", TensorProto.INT64, []), TensorProto.INT64, []),
-            (_body_input(b, "cond", TensorProto.BOOL, []), TensorProto.BOOL, [])]
+    return [(body_input(b, "step", TensorProto.INT64, []), TensorProto.INT64, []),
+            (body_input(b, "cond", TensorProto.BOOL, []), TensorProto.BOOL, [])]
 
 
 def _forward(g: Emitter, d: _Direction) -> Tuple[List[str], str]:
@@ -384,7 +384,7 @@ def _forward(g: Emitter, d: _Direction) -> Tuple[List[str], str]:
     et = g.dtype(d.A)
     counter = _counter(b)
     i, cond = counter[0][0], counter[1][0]
-    states = [_body_input(b, "h", et)] + ([_body_input(b, "c", et)] if d.c0 else [])
+    states = [body_input(b, "h", et)] + ([body_input(b, "c", et)] if d.c0 else [])
     t = d.time(b, i)
     h, c = states[0], states[1] if d.c0 else None
     out, C, _ = _CELLS[d.kind](b, b.Gather(d.A, t, axis=0), h, c, d.params)
@@ -393,7 +393,7 @@ def _forward(g: Emitter, d: _Direction) -> Tuple[List[str], str]:
     if m is not None:  # past its length a sequence keeps its state
         new = [b.Add(s, b.Mul(m, b.Sub(n, s))) for s, n in zip(states, new)]
     outputs = [b.Identity(cond), *new, *[_scan_output(b, s) for s in states], _scan_output(b, b.Sub(d.last, i))]
-    body = _graph(b, "recompute", counter + [(s, et, None) for s in states], outputs)
+    body = body_graph(b, "recompute", counter + [(s, et, None) for s in states], outputs)
     n = len(states)
     res = _loop(g, d, body, [d.h0] + ([d.c0] if d.c0 else []), n + 1)
     g.set_info(res[-1], TensorProto.INT64)
@@ -421,8 +421,8 @@ def _backward(g: Emitter, d: _Direction, stored: List[str], dY: Optional[str], d
     p = d.params
     counter = _counter(b)
     i, cond = counter[0][0], counter[1][0]
-    d_states = [_body_input(b, name, et) for name in ("dh", "dc")[:len(d_final)]]
-    sums = [_body_input(b, "dR", et)] + ([_body_input(b, "dP", et)] if p.P else [])
+    d_states = [body_input(b, name, et) for name in ("dh", "dc")[:len(d_final)]]
+    sums = [body_input(b, "dR", et)] + ([body_input(b, "dP", et)] if p.P else [])
     k = b.Sub(d.last, i)  # the processing step, last first
     t = d.time(b, k)
     state = [b.Gather(s, k, axis=0) for s in stored]
@@ -440,8 +440,8 @@ def _backward(g: Emitter, d: _Direction, stored: List[str], dY: Optional[str], d
         keep = b.Sub(_c(b, 1, m), m)
         to_previous = [b.Add(x, b.Mul(keep, dx)) for x, dx in zip(to_previous, d_states)]
     summed = [b.Add(sums[0], s.dR)] + ([b.Add(sums[1], s.dP)] if s.dP else [])
-    body = _graph(b, "backprop", counter + [(x, et, None) for x in d_states + sums],
-                  [b.Identity(cond), *to_previous, *summed, _scan_output(b, s.da), _scan_output(b, s.dhr)])
+    body = body_graph(b, "backprop", counter + [(x, et, None) for x in d_states + sums],
+                      [b.Identity(cond), *to_previous, *summed, _scan_output(b, s.da), _scan_output(b, s.dhr)])
     G, H = _GATES[d.kind], p.hidden
     init = d_final + [g.const(np.zeros((G * H, H)), like=d.A)] + ([g.const(np.zeros(3 * H), like=d.A)] if p.P else [])
     res = _loop(g, d, body, init, 2)
