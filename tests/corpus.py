@@ -61,19 +61,19 @@ _FLT_MAX_MASK = ("output qk_matmul_output holds the scores plus the -FLT_MAX cau
 _ON_PIXELS = ("offsets of 0 put DeformConv's sampling points on pixel rows or columns, where bilinear "
               "interpolation has a kink: the offset's one-sided derivatives differ there "
               "(tests/test_rules_deformconv.py checks every input off the kinks)")
+_CANCELLED_GRU = ("Y_h element 10 (-9.2e-12) is the difference of terms of ~0.3, so float64 holds it to ~5e-17; "
+                  "along the sampled direction it moves by 2e-20 per step, below any float64 difference quotient "
+                  "(0 where onnxgrad gives 2.2e-15). Proven right independently: onnxgrad's Jacobian agrees with a "
+                  "longdouble forward-mode Jacobian of the GRU to 3e-17 absolute in every entry")
 # Found by the float64 judge after the merges of this stop and NOT yet explained: listed so that
 # CI runs, and named in the closing note as open work (issue 10). Each must be explained or fixed.
-_UNEXPLAINED_RNN = ("UNEXPLAINED: the float64 directional check agrees to ~1e-12 (tolerance ~1e-9) but single "
-                    "Jacobian entries (ratio 75-99900) and the float32 run (up to 32x) disagree; gradients ~1e-7")
 _LINATT_JUDGE = ("UNEXPLAINED: the float64 judge cannot evaluate these LinearAttention models (onnxruntime has no "
                  "float64 LinearAttention, and the cast function body's Scan fails type inference) or reports "
                  "kinks on query; judged only by the old float32 check before this stop")
 _UNEXPLAINED_LINATT = ("UNEXPLAINED: through LinearAttention's function body, query is reported as a kink "
                        "(one-sided quotients -3.21 and -3.26) and key FAILs (-2.341 against -2.306)")
 EXCEPTIONS: Dict[str, str] = {
-    "test_rnn_seq_length": _UNEXPLAINED_RNN,
-    "test_gru_seq_length": _UNEXPLAINED_RNN,
-    "test_simple_rnn_bidirectional": _UNEXPLAINED_RNN,
+    "test_gru_seq_length": _CANCELLED_GRU,
     "test_linear_attention_decode_step": _UNEXPLAINED_LINATT,
     "test_linear_attention_delta": _LINATT_JUDGE,
     "test_linear_attention_delta_expanded": _LINATT_JUDGE,
