@@ -563,6 +563,38 @@ def reference_kernels(opset: int) -> List[type]:
             o = self.gate(0, pre[:, H:2 * H] + Po * C)
             return o * self.acts[2](C), C
 
+    class LinearAttention(OpRun):  # onnx.reference computes in float32 whatever the input type
+        op_domain = ""
+
+        def _run(self, query: np.ndarray, key: np.ndarray, value: np.ndarray, past_state: Optional[np.ndarray] = None,
+                 decay: Optional[np.ndarray] = None, beta: Optional[np.ndarray] = None,
+                 chunk_size: Optional[int] = None, kv_num_heads: int = 1, q_num_heads: int = 1,
+                 scale: Optional[float] = None, update_rule: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
+            # the recurrence of the ONNX specification, token by token, in the inputs' precision
+            rule = update_rule or "gated_delta"
+            b, t, _ = query.shape
+            d_k, d_v = query.shape[2] // q_num_heads, value.shape[2] // kv_num_heads
+
+            def heads(x: np.ndarray, n: int) -> np.ndarray:  # (B, T, n*D) -> (B, n, T, D)
+                return x.reshape(b, t, n, -1).transpose(0, 2, 1, 3)
+
+            q, k, v = heads(query, q_num_heads), heads(key, kv_num_heads), heads(value, kv_num_heads)
+            state = (np.zeros((b, kv_num_heads, d_k, d_v), query.dtype) if past_state is None
+                     else past_state.astype(query.dtype))
+            factor = 1 / math.sqrt(d_k) if not scale else float(scale)
+            out = np.zeros((b, q_num_heads, t, d_v), query.dtype)
+            for i in range(t):
+                if decay is not None and rule in ("gated", "gated_delta"):  # per head or per key dimension
+                    state = state * np.exp(heads(decay, kv_num_heads)[:, :, i, :])[..., None]
+                kt, vt = k[:, :, i, :], v[:, :, i, :]
+                if beta is not None and rule in ("delta", "gated_delta"):
+                    vt = heads(beta, beta.shape[2])[:, :, i, :] * (vt - np.einsum("bhdm,bhd->bhm", state, kt))
+                state = state + kt[..., None] * vt[..., None, :]
+                shared = np.repeat(state, q_num_heads // kv_num_heads, axis=1)  # GQA: kv head of each q head
+                out[:, :, i, :] = factor * np.einsum("bhd,bhdm->bhm", q[:, :, i, :], shared)
+            present = state.astype(query.dtype if past_state is None else past_state.dtype)
+            return out.transpose(0, 2, 1, 3).reshape(b, t, -1), present
+
     kernels: List[type] = [BatchNormalization]
     if opset < 13:
         # before opset 13, Softmax and LogSoftmax coerce x to 2-D at ``axis`` (default 1); onnx.reference
@@ -586,7 +618,8 @@ def reference_kernels(opset: int) -> List[type]:
         kernels += [Softmax, LogSoftmax]
     return kernels + [ConvTranspose, Erf, Gelu, GridSample, DequantizeLinear, DynamicQuantizeLinear,
                       CausalConvWithState, MaxUnpool, LRN,
-                      MeanVarianceNormalization, GlobalLpPool, MaxRoiPool, Resize, Upsample, LSTM, GRU, RNN]
+                      MeanVarianceNormalization, GlobalLpPool, MaxRoiPool, Resize, Upsample, LSTM, GRU, RNN,
+                      LinearAttention]
 
 
 # ------------------------------------------------------------------------------------ float64 cast
@@ -665,6 +698,9 @@ def to_float64(model: ModelProto) -> ModelProto:
         for node in node_lists.pop():
             if node.op_type == "Constant" and node.output[0] in keep:
                 continue
+            if node.op_type == "ConstantOfShape" and not any(a.name == "value" for a in node.attribute):
+                # its default is a float32 zero (function bodies rely on it: LinearAttention's state)
+                node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(np.zeros(1))))
             single = len([o for o in node.output if o]) == 1  # a float32 Mean/InvStdDev output fixes the stash
             if single:
                 missing = {a for op, a in _STASH_DEFAULT_FLOAT if op == node.op_type and _has_attr(op, opset, a)}
