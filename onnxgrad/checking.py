@@ -599,19 +599,25 @@ def reference_kernels(opset: int) -> List[type]:
     if opset < 13:
         # before opset 13, Softmax and LogSoftmax coerce x to 2-D at ``axis`` (default 1); onnx.reference
         # normalizes over that one axis only
+        def coerced(node_run: OpRun, x: np.ndarray) -> np.ndarray:
+            """x as the 2-D [N, D] at the node's axis; its default is 1 here, not the -1 that
+            onnx.reference passes for an absent attribute (the newest schema's default)."""
+            axis = next((a.i for a in node_run.onnx_node.attribute if a.name == "axis"), 1)
+            return x.reshape(int(np.prod(x.shape[:axis % x.ndim])), -1)
+
         class Softmax(OpRun):
             op_domain = ""
 
-            def _run(self, x: np.ndarray, axis: int = 1) -> Tuple[np.ndarray]:
-                flat = x.reshape(int(np.prod(x.shape[:axis % x.ndim])), -1)
+            def _run(self, x: np.ndarray, axis: Optional[int] = None) -> Tuple[np.ndarray]:
+                flat = coerced(self, x)
                 e = np.exp(flat - flat.max(axis=1, keepdims=True))
                 return ((e / e.sum(axis=1, keepdims=True)).reshape(x.shape),)
 
         class LogSoftmax(OpRun):
             op_domain = ""
 
-            def _run(self, x: np.ndarray, axis: int = 1) -> Tuple[np.ndarray]:
-                flat = x.reshape(int(np.prod(x.shape[:axis % x.ndim])), -1)
+            def _run(self, x: np.ndarray, axis: Optional[int] = None) -> Tuple[np.ndarray]:
+                flat = coerced(self, x)
                 shifted = flat - flat.max(axis=1, keepdims=True)
                 return ((shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))).reshape(x.shape),)
 

@@ -16,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxgrad import registry
-from onnxgrad.checking import FAIL, KINK, check_gradients, no_float64_op, to_float64
+from onnxgrad.checking import FAIL, KINK, check_gradients, no_float64_op, session, to_float64
 from onnxgrad.rules import conv as conv_rules
 
 
@@ -205,6 +205,23 @@ def test_stop_gradients_are_held_in_the_differences() -> None:
     report = check_gradients(model, ["x", "t"], ["y"], stop_gradients=["t"])
     assert report.ok, report.checks
 
+
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+def test_opset11_softmax_default_axis_in_the_reference_evaluator(op: str) -> None:
+    """Before opset 13 Softmax's default axis is 1 (a 4-D [1, 5, 1, 1] is normalized over its 5
+    classes, as SqueezeNet's last layer is); onnx.reference passes the newest default, -1, which
+    made the float64 forward of the light zoo's SqueezeNet a constant. float64: onnxruntime has
+    the kernel, so onnx.reference is forced here (no float64 Conv takes it there in a network)."""
+    model = single(op, [1, 5, 1, 1], elem=TensorProto.DOUBLE, opset=11)
+    from onnx.reference import ReferenceEvaluator
+
+    from onnxgrad.checking import reference_kernels
+
+    x = np.random.default_rng(0).standard_normal((1, 5, 1, 1))
+    (y,) = ReferenceEvaluator(model, new_ops=reference_kernels(11)).run(None, {"x": x})
+    (expected,) = session(model).run(None, {"x": x})
+    np.testing.assert_allclose(y, expected, rtol=1e-12)
 
 
 # ------------------------------------------------------------------------------ round-off of tiny entries
