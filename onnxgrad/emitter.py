@@ -262,9 +262,9 @@ class Emitter:
         self.add_node(op_type, names, outs, outs[0], attrs, domain)
         present = [i for i in names if i]
         et = spec.dtype(self, present, attrs) if spec is not None else first_typed(self, present, attrs)
-        for o, t in zip(outs, et if isinstance(et, list) else [et] * len(outs)):  # a list: one per output
-            if t:
-                self._types[o] = t
+        for o in outs:
+            if et:
+                self._types[o] = et
         if spec is not None and spec.shape is not None:
             shape = spec.shape(self, names, attrs)
             if shape is not None:

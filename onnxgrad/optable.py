@@ -37,9 +37,8 @@ if TYPE_CHECKING:
 END = int(np.iinfo(np.int64).max)
 
 Shape = Optional[Tuple[Dim, ...]]
-#: (emitter, inputs, attributes) -> element type of every output, or a list of one per output
-#: (0 = unknown)
-DtypeRule = Callable[["Emitter", Sequence[str], Dict[str, Any]], Union[int, List[int]]]
+#: (emitter, inputs, attributes) -> element type of every output (0 = unknown)
+DtypeRule = Callable[["Emitter", Sequence[str], Dict[str, Any]], int]
 #: (emitter, inputs, attributes) -> shape of output 0, or None when not statically known
 ShapeRule = Callable[["Emitter", Sequence[str], Dict[str, Any]], Shape]
 #: (emitter, inputs, attributes) -> the (inputs, attributes) to emit at the emitter's opset, or the
@@ -230,12 +229,6 @@ def _value_type(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any]) -> i
     return value.data_type if value is not None else TensorProto.FLOAT
 
 
-def _loop_outputs(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any]) -> List[int]:
-    """A Loop's outputs (carried values, then scan outputs) take the types of its body's outputs
-    after the condition."""
-    return [o.type.tensor_type.elem_type for o in attrs["body"].output[1:]]
-
-
 # ---------------------------------------------------------------- shape rules
 def _constant_shape(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any]) -> Shape:
     value = attrs.get("value")
@@ -292,7 +285,7 @@ OPS: Dict[str, OpSpec] = {
         ReverseSequence RoiAlign RotaryEmbedding Round Scatter ScatterElements ScatterND Selu Shrink Sigmoid
         Sign Sin Sinh Softmax Softplus Softsign SpaceToDepth Sqrt Sub Sum Tan Tanh TensorScatter Tile TopK
         Transpose Trilu Upsample Attention Swish ThresholdedRelu Hardmax LRN MeanVarianceNormalization
-        Compress If Scan MaxUnpool
+        Compress If Loop Scan MaxUnpool
         SequenceAt SequenceConstruct SequenceInsert SequenceErase ConcatFromSequence SplitToSequence
     """.split()},
     **{op: _INT64 for op in "Shape Size ArgMax ArgMin NonZero SequenceLength".split()},
@@ -316,7 +309,6 @@ OPS: Dict[str, OpSpec] = {
     "LessOrEqual": OpSpec(dtype=_fixed(TensorProto.BOOL), adapt=_or_equal("Less", "Greater")),
     "GreaterOrEqual": OpSpec(dtype=_fixed(TensorProto.BOOL), adapt=_or_equal("Greater", "Less")),
     "Gemm": OpSpec(adapt=_gemm),
-    "Loop": OpSpec(dtype=_loop_outputs),
     "DepthToSpace": OpSpec(adapt=_depth_to_space),
     "DFT": OpSpec(adapt=_moves("DFT")),
 }

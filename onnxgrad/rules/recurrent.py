@@ -368,10 +368,13 @@ class _Direction:
 
 
 def _loop(g: Emitter, d: _Direction, body: GraphProto, carried: Sequence[str], n_scans: int) -> List[str]:
-    """A Loop over the T steps (its outputs typed by the op table from ``body``'s outputs)."""
+    """A Loop over the T steps; its outputs get the recurrence's element type."""
     outs = g.op("Loop", d.steps, g.const(True, dtype=TensorProto.BOOL), *carried,
                 outputs=len(carried) + n_scans, body=body)
-    return outs if isinstance(outs, list) else [outs]
+    outs = outs if isinstance(outs, list) else [outs]
+    for o in outs:
+        g.set_info(o, g.dtype(d.A))
+    return outs
 
 
 def _counter(b: Emitter) -> List[Tuple[str, int, Optional[list]]]:
@@ -399,6 +402,7 @@ def _forward(g: Emitter, d: _Direction) -> Tuple[List[str], str]:
     body = _graph(b, "recompute", counter + [(s, et, None) for s in states], outputs)
     n = len(states)
     res = _loop(g, d, body, [d.h0] + ([d.c0] if d.c0 else []), n + 1)
+    g.set_info(res[-1], TensorProto.INT64)
     tail: List[Union[int, str]] = [d.batch, d.params.hidden]
     return [_stacked(g, s, tail) for s in res[n:2 * n]], g.reshape(res[-1], [-1])
 
