@@ -65,7 +65,7 @@ _CANCELLED_GRU = ("Y_h element 10 (-9.2e-12) is (1 - z) c of the first step with
                   "rounds z near 1, so 1 - z holds 9.2e-12 only to 1.1e-16 and along the sampled direction the "
                   "element moves by 2e-20 per step, below any float64 difference quotient (0 where onnxgrad gives "
                   "2.2e-15). Proven right independently: onnxgrad's Jacobian agrees with a longdouble forward-mode "
-                  "Jacobian of the GRU to 3e-17 absolute in every entry")
+                  "Jacobian of the GRU to 3e-17 absolute in every entry (tests/test_rules_recurrent.py)")
 EXCEPTIONS: Dict[str, str] = {
     "test_gru_seq_length": _CANCELLED_GRU,
     "test_basic_deform_conv_with_padding": _ON_PIXELS,

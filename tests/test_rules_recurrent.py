@@ -198,3 +198,83 @@ def test_layout1_with_sequence_lens_matches_layout0(op: str) -> None:
     for x, g0, g1 in zip(xs, *grads):
         expected = np.transpose(g0, to_batch_major[x]) if x in to_batch_major else g0
         np.testing.assert_allclose(g1, expected, rtol=1e-10, atol=1e-12, err_msg=x)
+
+
+# ---------------------------------------------------------------- an independent proof in longdouble
+def _sech2(z: np.ndarray) -> np.ndarray:
+    return 1 / np.cosh(z) ** 2
+
+
+def _sig(z: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-z))
+
+
+def _jvp(op: str, f: Dict[str, np.ndarray], t: Dict[str, np.ndarray]) -> np.ndarray:
+    """d Y_h along the tangent ``t``, by forward mode in np.longdouble (ONNX defaults: tanh RNN,
+    GRU with sigmoid/tanh and linear_before_reset 0, no sequence_lens)."""
+    X, W, R = f["X"], f["W"], f["R"]  # noqa: N806
+    hidden, dirs = R.shape[-1], W.shape[0]
+    g = GATES[op] * hidden
+    zero = np.zeros(2 * g, np.longdouble)
+    out = []
+    for d in range(dirs):
+        Bd, dBd = (f["B"][d], t["B"][d]) if "B" in f else (zero, zero)  # noqa: N806
+        h = dh = np.zeros((X.shape[1], hidden), np.longdouble)
+        for k in (range(X.shape[0] - 1, -1, -1) if d else range(X.shape[0])):
+            a = X[k] @ W[d].T + Bd[:g]
+            da = t["X"][k] @ W[d].T + X[k] @ t["W"][d].T + dBd[:g]
+            if op == "RNN":
+                z = a + h @ R[d].T + Bd[g:]
+                dz = da + dh @ R[d].T + h @ t["R"][d].T + dBd[g:]
+                h, dh = np.tanh(z), _sech2(z) * dz
+                continue
+
+            def part(i: int, m: np.ndarray) -> np.ndarray:
+                return m[..., i * hidden:(i + 1) * hidden]
+
+            Rd, dRd, Rb, dRb = R[d], t["R"][d], Bd[g:], dBd[g:]  # noqa: N806
+            zz = part(0, a) + h @ part(0, Rd.T) + part(0, Rb)
+            zr = part(1, a) + h @ part(1, Rd.T) + part(1, Rb)
+            dzz = part(0, da) + dh @ part(0, Rd.T) + h @ part(0, dRd.T) + part(0, dRb)
+            dzr = part(1, da) + dh @ part(1, Rd.T) + h @ part(1, dRd.T) + part(1, dRb)
+            z, r = _sig(zz), _sig(zr)
+            dz, dr = _sig(zz) * _sig(-zz) * dzz, _sig(zr) * _sig(-zr) * dzr
+            zc = part(2, a) + (r * h) @ part(2, Rd.T) + part(2, Rb)
+            dzc = part(2, da) + (dr * h + r * dh) @ part(2, Rd.T) + (r * h) @ part(2, dRd.T) + part(2, dRb)
+            c, dc = np.tanh(zc), _sech2(zc) * dzc
+            h, dh = (1 - z) * c + z * h, -dz * c + (1 - z) * dc + dz * h + z * dh
+        out.append(dh)
+    return np.stack(out).reshape(-1)
+
+
+@pytest.mark.parametrize("name", ["test_rnn_seq_length", "test_simple_rnn_bidirectional", "test_gru_seq_length"])
+def test_saturated_corpus_jacobians_against_longdouble(name: str) -> None:
+    """ONNX's corpus cases whose gates saturate (inputs up to 18): every entry of onnxgrad's
+    float64 Jacobian of Y_h (one-hot seeds, onnx.reference with the judge's kernels) against a
+    forward-mode Jacobian in np.longdouble from the ONNX equations (slopes as sech^2 and
+    sigmoid(x) sigmoid(-x), no onnxgrad code). Entries range from 1 to 1e-100; they agree to a
+    few ulps of the O(1) intermediate values (the finite-difference judge cannot resolve the
+    tiny ones: tests/corpus.py, test_gru_seq_length)."""
+    import corpus
+
+    from onnxgrad.checking import reference_kernels, to_float64
+
+    entry = next(e for e in corpus.entries() if e.name == name)
+    model = to_float64(entry.load())
+    op = model.graph.node[0].op_type
+    feeds = {k: np.asarray(v, np.float64) for k, v in entry.feeds.items()}
+    f = {k: v.astype(np.longdouble) for k, v in feeds.items()}
+    y_shape = (f["W"].shape[0], f["X"].shape[1], f["R"].shape[-1])  # Y_h: [directions, batch, hidden]
+    n_y = int(np.prod(y_shape))
+    result = onnxgrad.gradients(model, ["Y_h"], entry.xs, grad_ys=["seed"])
+    ref = ReferenceEvaluator(result.model, new_ops=reference_kernels(22))
+    rows = [ref.run(result.names, {**feeds, "seed": np.eye(n_y)[i].reshape(y_shape)}) for i in range(n_y)]
+    for k, x in enumerate(entry.xs):
+        ours = np.stack([np.asarray(r[k]).reshape(-1) for r in rows])
+        exact = np.zeros(ours.shape, np.longdouble)
+        for j in range(f[x].size):
+            tangent = {n: np.zeros_like(v) for n, v in f.items()}
+            tangent[x].reshape(-1)[j] = 1
+            exact[:, j] = _jvp(op, f, tangent)
+        error = float(np.max(np.abs(ours - exact)))
+        assert error <= 64 * np.finfo(np.float64).eps, (x, error)
