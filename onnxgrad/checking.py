@@ -14,7 +14,11 @@ How a check works (``check_gradients``):
    does not make it vanish); ``noise`` is the round-off of the difference quotient itself,
    ``NOISE_ULPS * eps * sum_j |u_j| max|y_j(x +- h v)| / 2h`` summed only over the outputs that
    the step actually changed: an output that does not depend on x (a -FLT_MAX mask, an unrelated
-   head) adds nothing. There is no retry at another step.
+   head) adds nothing. There is no retry at another step. Where a comparison fails, the
+   round-off of the directions involved is measured before the verdict (``_roundoff``): an
+   output computed by cancellation rounds in ulps of its terms, not of its value, and an output
+   the step leaves unchanged (a saturated tanh) while it depends on x has a quotient of 0 with
+   the same round-off as a changed one; an output that does not depend on x still adds nothing.
 4. Kinks and ties: when the central difference disagrees, the one-sided quotients
    ``(F(x+hv) - F(x)) / h`` and ``(F(x) - F(x-hv)) / h`` are compared. For a smooth F they
    differ by ``h F''`` only; if they disagree beyond their tolerance, x sits on a kink (Relu at
@@ -66,6 +70,19 @@ NOISE_ULPS = 64
 _EPS64 = float(np.finfo(np.float64).eps)
 _EPS: Dict[int, float] = {TensorProto.DOUBLE: _EPS64, TensorProto.FLOAT: 1.19e-7, TensorProto.FLOAT16: 9.77e-4,
         TensorProto.BFLOAT16: 7.81e-3}
+#: Measured round-off allowed in a failing comparison: a central quotient's round-off is at most
+#: (|e+| + |e-|) / 2h for evaluation errors e; ``_roundoff`` measures max |e| (a lower bound: a
+#: least-squares fit absorbs part of it), so twice that.
+ROUNDOFF_FACTOR = 2.0
+#: The largest round-off ``_roundoff`` accepts as measured, in ulps of the output: cancellation
+#: of terms up to 2^16 times the output's size.
+ROUNDOFF_CAP = 2.0 ** 16
+#: The step telling an output the fixed step leaves unchanged, but that depends on x, from one
+#: that does not depend on x (``_roundoff``).
+DEPENDENCE_STEP = 1e-2
+_NINE = np.vander(np.arange(-4.0, 5.0), 4)
+#: Residuals of the least-squares cubic through 9 equally spaced values: their round-off.
+_OFF_CUBIC = np.eye(9) - _NINE @ np.linalg.pinv(_NINE)
 #: Agreement required between a model's own-dtype gradient and its float64 gradient, relative to
 #: the largest float64 gradient entry: a few roundings of that dtype through a backward pass.
 NATIVE_RTOL: Dict[int, float] = {TensorProto.FLOAT: 1e-3, TensorProto.FLOAT16: 3e-2, TensorProto.BFLOAT16: 1.5e-1}
@@ -546,30 +563,69 @@ def reference_kernels(opset: int) -> List[type]:
             o = self.gate(0, pre[:, H:2 * H] + Po * C)
             return o * self.acts[2](C), C
 
+    class LinearAttention(OpRun):  # onnx.reference computes in float32 whatever the input type
+        op_domain = ""
+
+        def _run(self, query: np.ndarray, key: np.ndarray, value: np.ndarray, past_state: Optional[np.ndarray] = None,
+                 decay: Optional[np.ndarray] = None, beta: Optional[np.ndarray] = None,
+                 chunk_size: Optional[int] = None, kv_num_heads: int = 1, q_num_heads: int = 1,
+                 scale: Optional[float] = None, update_rule: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
+            # the recurrence of the ONNX specification, token by token, in the inputs' precision
+            rule = update_rule or "gated_delta"
+            b, t, _ = query.shape
+            d_k, d_v = query.shape[2] // q_num_heads, value.shape[2] // kv_num_heads
+
+            def heads(x: np.ndarray, n: int) -> np.ndarray:  # (B, T, n*D) -> (B, n, T, D)
+                return x.reshape(b, t, n, -1).transpose(0, 2, 1, 3)
+
+            q, k, v = heads(query, q_num_heads), heads(key, kv_num_heads), heads(value, kv_num_heads)
+            state = (np.zeros((b, kv_num_heads, d_k, d_v), query.dtype) if past_state is None
+                     else past_state.astype(query.dtype))
+            factor = 1 / math.sqrt(d_k) if not scale else float(scale)
+            out = np.zeros((b, q_num_heads, t, d_v), query.dtype)
+            for i in range(t):
+                if decay is not None and rule in ("gated", "gated_delta"):  # per head or per key dimension
+                    state = state * np.exp(heads(decay, kv_num_heads)[:, :, i, :])[..., None]
+                kt, vt = k[:, :, i, :], v[:, :, i, :]
+                if beta is not None and rule in ("delta", "gated_delta"):
+                    vt = heads(beta, beta.shape[2])[:, :, i, :] * (vt - np.einsum("bhdm,bhd->bhm", state, kt))
+                state = state + kt[..., None] * vt[..., None, :]
+                shared = np.repeat(state, q_num_heads // kv_num_heads, axis=1)  # GQA: kv head of each q head
+                out[:, :, i, :] = factor * np.einsum("bhd,bhdm->bhm", q[:, :, i, :], shared)
+            present = state.astype(query.dtype if past_state is None else past_state.dtype)
+            return out.transpose(0, 2, 1, 3).reshape(b, t, -1), present
+
     kernels: List[type] = [BatchNormalization]
     if opset < 13:
         # before opset 13, Softmax and LogSoftmax coerce x to 2-D at ``axis`` (default 1); onnx.reference
         # normalizes over that one axis only
+        def coerced(node_run: OpRun, x: np.ndarray) -> np.ndarray:
+            """x as the 2-D [N, D] at the node's axis; its default is 1 here, not the -1 that
+            onnx.reference passes for an absent attribute (the newest schema's default)."""
+            axis = next((a.i for a in node_run.onnx_node.attribute if a.name == "axis"), 1)
+            return x.reshape(int(np.prod(x.shape[:axis % x.ndim])), -1)
+
         class Softmax(OpRun):
             op_domain = ""
 
-            def _run(self, x: np.ndarray, axis: int = 1) -> Tuple[np.ndarray]:
-                flat = x.reshape(int(np.prod(x.shape[:axis % x.ndim])), -1)
+            def _run(self, x: np.ndarray, axis: Optional[int] = None) -> Tuple[np.ndarray]:
+                flat = coerced(self, x)
                 e = np.exp(flat - flat.max(axis=1, keepdims=True))
                 return ((e / e.sum(axis=1, keepdims=True)).reshape(x.shape),)
 
         class LogSoftmax(OpRun):
             op_domain = ""
 
-            def _run(self, x: np.ndarray, axis: int = 1) -> Tuple[np.ndarray]:
-                flat = x.reshape(int(np.prod(x.shape[:axis % x.ndim])), -1)
+            def _run(self, x: np.ndarray, axis: Optional[int] = None) -> Tuple[np.ndarray]:
+                flat = coerced(self, x)
                 shifted = flat - flat.max(axis=1, keepdims=True)
                 return ((shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))).reshape(x.shape),)
 
         kernels += [Softmax, LogSoftmax]
     return kernels + [ConvTranspose, Erf, Gelu, GridSample, DequantizeLinear, DynamicQuantizeLinear,
                       CausalConvWithState, MaxUnpool, LRN,
-                      MeanVarianceNormalization, GlobalLpPool, MaxRoiPool, Resize, Upsample, LSTM, GRU, RNN]
+                      MeanVarianceNormalization, GlobalLpPool, MaxRoiPool, Resize, Upsample, LSTM, GRU, RNN,
+                      LinearAttention]
 
 
 # ------------------------------------------------------------------------------------ float64 cast
@@ -648,6 +704,9 @@ def to_float64(model: ModelProto) -> ModelProto:
         for node in node_lists.pop():
             if node.op_type == "Constant" and node.output[0] in keep:
                 continue
+            if node.op_type == "ConstantOfShape" and not any(a.name == "value" for a in node.attribute):
+                # its default is a float32 zero (function bodies rely on it: LinearAttention's state)
+                node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(np.zeros(1))))
             single = len([o for o in node.output if o]) == 1  # a float32 Mean/InvStdDev output fixes the stash
             if single:
                 missing = {a for op, a in _STASH_DEFAULT_FLOAT if op == node.op_type and _has_attr(op, opset, a)}
@@ -786,6 +845,43 @@ def _quotients(f: Callable[[np.ndarray], List[np.ndarray]], x0: np.ndarray, dire
         return np.where(a == b, 0.0, a - b)
 
     return np.stack([diff(plus, minus) / (2 * h), diff(base, minus) / h, diff(plus, base) / h, _noise(plus, minus, h)])
+
+
+def _roundoff(f: Callable[[np.ndarray], List[np.ndarray]], x0: np.ndarray, direction: np.ndarray,
+              base: np.ndarray, h: float, q: np.ndarray, q2: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``q`` (quotients at h) and ``q2`` (at h / 10) with each element's noise raised to the
+    round-off its evaluation measurably has, for a comparison that failed (module docstring,
+    step 4). ``_noise`` assumes a few ulps of the output's value; two cases have more:
+
+    * an output computed by cancellation (a GRU state ``(1 - z) c + z h`` of 2e-4 made of terms
+      near 1) rounds in ulps of its terms. That round-off is measured as in Moré and Wild's
+      ECnoise: sixth differences of the output at 9 points spaced h along the direction (a
+      smooth function's are ~h^6 f^(6), 1e-30 of its scale). Only a measure below
+      ``ROUNDOFF_CAP`` ulps of the output counts: a kink within the points (sixth differences
+      ~ its slope jump times h) is not round-off and keeps its KINK or FAIL;
+    * an output the step leaves unchanged although it depends on x (a saturated tanh, whose
+      derivative 5e-12 moves 1 - 1e-12 by less than an ulp in a step of 1e-5): its quotient 0
+      carries the round-off of a changed output, ``_noise``'s. It gets it only when a step of
+      ``DEPENDENCE_STEP`` changes it, so an output that does not depend on x (a -FLT_MAX mask)
+      still adds nothing.
+    """
+    try:
+        vals = np.stack([_flat(f(x0 + k * h * direction)) if k else base for k in range(-4, 5)])
+        far = [_flat(f(x0 + s * DEPENDENCE_STEP * direction)) for s in (1, -1)]
+    except _ShapeJump:
+        return q, q2
+    with np.errstate(invalid="ignore", over="ignore"):
+        wobble = np.max(np.abs(_OFF_CUBIC @ vals), axis=0)  # what no cubic in the step explains
+        wobble = np.where(wobble <= ROUNDOFF_CAP * _EPS64 * np.max(np.abs(vals), axis=0), wobble, 0.0)
+    depends = ((far[0] != base) | (far[1] != base)) & np.isfinite(base)
+    out = []
+    for quotients, step in ((q, h), (q2, h / 10)):
+        quotients = quotients.copy()
+        noise = quotients[3]
+        unresolved = np.where(depends & (noise == 0), NOISE_ULPS * _EPS64 * np.abs(base) / (2 * step), 0.0)
+        quotients[3] = np.maximum(np.maximum(noise, unresolved), ROUNDOFF_FACTOR * wobble / step)
+        out.append(quotients)
+    return out[0], out[1]
 
 
 def _noise(plus: np.ndarray, minus: np.ndarray, h: float) -> np.ndarray:
@@ -1058,7 +1154,9 @@ def _directional(x: str, x0: np.ndarray, g: np.ndarray, f: Callable[[np.ndarray]
     q = dotted(along)
     ratio, rank = _judge(np.array([analytic]), q, scale, tol_r)
     if rank[0] != _RANK[PASS]:
-        ratio, rank = _judge(np.array([analytic]), q, scale, tol_r, dotted(_quotients(f, x0, v, base, h / 10)))
+        along, fine = _roundoff(f, x0, v, base, h, along, _quotients(f, x0, v, base, h / 10))
+        q = dotted(along)
+        ratio, rank = _judge(np.array([analytic]), q, scale, tol_r, dotted(fine))
     central = float(q[0][0])
     tol = abs(analytic - central) / ratio[0] if ratio[0] > 0 else tol_r * max(scale[0], abs(central)) + q[3][0]
     check = XCheck(x, tuple(x0.shape), analytic, central, abs(analytic - central), float(tol), _verdict(rank), step=h)
@@ -1119,12 +1217,21 @@ def _jacobian(check: XCheck, x0: np.ndarray, g: np.ndarray, f: Callable[[np.ndar
                         _floored(np.abs(u) @ np.abs(cq[0]), floor)))
         return out
 
-    cq = columns(h)
-    judged = [_judge(a, q, sc, tol_r) for a, q, sc in parts(cq, along[1])]
+    cq, dq = columns(h), along[1]
+    judged = [_judge(a, q, sc, tol_r) for a, q, sc in parts(cq, dq)]
     if any(np.any(rank) for _, rank in judged):
-        # classify the failures with the quotients at h / 10 (the verdict's tolerance is unchanged)
-        fine = parts(columns(h / 10), along[2]())
-        judged = [_judge(a, q, sc, tol_r, fq[1]) for (a, q, sc), fq in zip(parts(cq, along[1]), fine)]
+        # classify the failures with the quotients at h / 10, after measuring the round-off of
+        # the directions that failed (_roundoff): the block's and the gradient's columns, v's rows
+        cq2, dq2 = columns(h / 10), along[2]()
+        failed = np.zeros(cols.size, bool)
+        failed |= np.any(judged[0][1], axis=0)
+        if sampled:
+            failed |= judged[2][1] != 0
+        for j in np.flatnonzero(failed):
+            cq[:, :, j], cq2[:, :, j] = _roundoff(f, x0, units[j], base, h, cq[:, :, j], cq2[:, :, j])
+        if sampled and np.any(judged[1][1]):
+            dq, dq2 = _roundoff(f, x0, v.reshape(x0.shape), base, h, dq, dq2)
+        judged = [_judge(a, q, sc, tol_r, fq[1]) for (a, q, sc), fq in zip(parts(cq, dq), parts(cq2, dq2))]
     check.jacobian_ratio = float(max((np.max(r) for r, _ in judged if r.size), default=0.0))
     check.jacobian_sampled = sampled
     verdict = _verdict(np.concatenate([rank.reshape(-1) for _, rank in judged]))

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import onnx
-from onnx import FunctionProto, GraphProto, NodeProto, helper
+from onnx import FunctionProto, GraphProto, NodeProto, TensorProto, helper
 
 from . import registry
 from .emitter import Emitter, Op
@@ -71,7 +71,34 @@ def _function(g: Emitter, node: NodeProto) -> FunctionProto:
                  onnx.TypeProto().SerializeToString() for i in node.input]
         body.ParseFromString(schema.get_context_dependent_function_with_opset_version(
             max(versions), node.SerializeToString(), types))
+        if not body.output and _double_stash(g, node):
+            _double_stash_body(schema, max(versions), node, types, body)
     return body
+
+
+def _double_stash(g: Emitter, node: NodeProto) -> bool:
+    """A node of float64 inputs asking for a float64 stash: onnx builds no body for stash_type
+    double (LayerNormalization), though the float stash's body computes the same once its casts
+    to the stash type cast to double."""
+    stash = next((a.i for a in node.attribute if a.name == "stash_type"), None)
+    floats = [i for i in node.input if i and g.is_float(i)]
+    return stash == TensorProto.DOUBLE and bool(floats) and all(g.dtype(i) == TensorProto.DOUBLE for i in floats)
+
+
+def _double_stash_body(schema: Any, version: int, node: NodeProto, types: List[bytes], body: FunctionProto) -> None:
+    """Fill ``body`` with the body for stash_type float, its casts to float made casts to double:
+    with every float input double, only the stash is float in that body."""
+    as_float = NodeProto()
+    as_float.CopyFrom(node)
+    for a in as_float.attribute:
+        if a.name == "stash_type":
+            a.i = TensorProto.FLOAT
+    body.ParseFromString(schema.get_context_dependent_function_with_opset_version(
+        version, as_float.SerializeToString(), types))
+    for n in body.node:
+        for a in n.attribute:
+            if n.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT:
+                a.i = TensorProto.DOUBLE
 
 
 def instantiate(g: Emitter, node: NodeProto, body: FunctionProto) -> Tuple[List[NodeProto], List[str]]:

@@ -16,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxgrad import registry
-from onnxgrad.checking import FAIL, KINK, check_gradients, no_float64_op, to_float64
+from onnxgrad.checking import FAIL, KINK, check_gradients, no_float64_op, session, to_float64
 from onnxgrad.rules import conv as conv_rules
 
 
@@ -206,6 +206,71 @@ def test_stop_gradients_are_held_in_the_differences() -> None:
     assert report.ok, report.checks
 
 
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+def test_opset11_softmax_default_axis_in_the_reference_evaluator(op: str) -> None:
+    """Before opset 13 Softmax's default axis is 1 (a 4-D [1, 5, 1, 1] is normalized over its 5
+    classes, as SqueezeNet's last layer is); onnx.reference passes the newest default, -1, which
+    made the float64 forward of the light zoo's SqueezeNet a constant. float64: onnxruntime has
+    the kernel, so onnx.reference is forced here (no float64 Conv takes it there in a network)."""
+    model = single(op, [1, 5, 1, 1], elem=TensorProto.DOUBLE, opset=11)
+    from onnx.reference import ReferenceEvaluator
+
+    from onnxgrad.checking import reference_kernels
+
+    x = np.random.default_rng(0).standard_normal((1, 5, 1, 1))
+    (y,) = ReferenceEvaluator(model, new_ops=reference_kernels(11)).run(None, {"x": x})
+    (expected,) = session(model).run(None, {"x": x})
+    np.testing.assert_allclose(y, expected, rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------ round-off of tiny entries
+def _cancelled(scale: float) -> onnx.ModelProto:
+    """y = (1 + scale * x) - 1 in float64: y rounds in ulps of 1 (2.2e-16), not of its value."""
+    one = numpy_helper.from_array(np.ones(3), "one")
+    k = numpy_helper.from_array(np.full(3, scale), "k")
+    nodes = [helper.make_node("Mul", ["x", "k"], ["t"]), helper.make_node("Add", ["t", "one"], ["u"]),
+             helper.make_node("Sub", ["u", "one"], ["y"])]
+    graph = helper.make_graph(nodes, "cancel", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [3])],
+                              [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [3])], [one, k])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    return model
+
+
+def test_saturated_entries_below_the_step_resolution_pass(patched_rule) -> None:
+    """tanh(14) = 1 - 1.4e-12 with slope 2.8e-12: a step of 1e-5 moves it by 2.8e-17, less than an
+    ulp of 1, so its Jacobian entry's difference quotient is 0. That entry has the round-off of
+    any output near 1 (it depends on x: a step of 1e-2 moves it), not a zero tolerance. Where
+    every entry is that small (an RNN whose tanh saturates: corpus test_simple_rnn_bidirectional)
+    nothing else hides it; a 5% mutant still fails wherever the entries are resolved."""
+    saturated = {"x": np.array([[14.0, -14.5, 15.0], [13.5, -16.0, 14.2]])}
+    model = single("Tanh", [2, 3], elem=TensorProto.DOUBLE)  # float64: the judge alone, no own-dtype run
+    report = check_gradients(model, ["x"], ["y"], feeds=saturated)
+    assert report.ok, report.checks
+    patched_rule("Tanh", scaled(registry.lookup("Tanh", "", 18).fn, 1.05))
+    mixed = {"x": np.array([[14.0, 0.3, -0.7], [1.2, -14.5, 0.05]])}
+    assert check_gradients(model, ["x"], ["y"], feeds=mixed).checks[0].verdict == FAIL
+
+
+def test_cancelled_output_round_off_is_measured() -> None:
+    """y = (1 + 1e-7 x) - 1 at x ~ 300: y ~ 3e-5, but its differences are multiples of 2.2e-16,
+    20% of the 1e-12 a step moves it. The judge measures that round-off (9 points along the step)
+    instead of assuming ulps of y (4e-21), so the right gradient passes and a 2x wrong one (a
+    given gradient model) still fails: the allowance is the measured round-off, ~1e-11, not the
+    error."""
+    model = _cancelled(1e-7)
+    feeds = {"x": np.array([310.0, -250.0, 400.0])}
+    assert check_gradients(model, ["x"], ["y"], feeds=feeds).ok
+    from onnxgrad import gradients
+
+    grad = gradients(model, ["y"], ["x"]).model
+    out = grad.graph.output[-1].name
+    for node in grad.graph.node:
+        node.output[:] = [o + "/raw" if o == out else o for o in node.output]
+    grad.graph.initializer.append(numpy_helper.from_array(np.array(2.0), "two"))
+    grad.graph.node.append(helper.make_node("Mul", [out + "/raw", "two"], [out]))
+    assert check_gradients(model, ["x"], ["y"], feeds=feeds, grad_model=grad).checks[0].verdict == FAIL
 
 # ------------------------------------------------------------------------------ the check command
 def _ir3_model(path: str, elem: int = TensorProto.FLOAT, opset: int = 9, ir_version: int = 3) -> str:

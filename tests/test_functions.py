@@ -12,8 +12,7 @@ from rulecheck import Case, check_case, compare_with_reference, feeds_for, rand
 
 import onnxgrad
 from onnxgrad import registry
-from onnxgrad.errors import NoGradientError
-from onnxgrad.checking import check_gradients
+from onnxgrad.checking import check_gradients, session
 
 D = TensorProto.DOUBLE
 DOMAIN = "pkg.torch.nn.modules"
@@ -151,29 +150,40 @@ SCHEMA_CASES = [
 ]
 
 
-# The float64 judge gives a float32 LayerNormalization stash_type=double when it casts the model (a
-# float32 stash would put float32 rounding into the differences); onnx builds no function body for
-# that (test_schema_without_body_for_these_attributes), so the float32 case cannot be judged through
-# the body. The float64 case is.
-_NO_BODY_WHEN_CAST = {("LayerNormalization", "float32")}
+def test_double_stash_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    """float64 inputs with stash_type double (what the float64 judge makes of a float32
+    LayerNormalization): the body computes in double throughout and its gradient is the rule's."""
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph([node("LayerNormalization", ["x", "s", "b"], ["y"], stash_type=TensorProto.DOUBLE)], "ln",
+                              [vi("x", D, [2, 4]), vi("s", D, [4]), vi("b", D, [4])], [vi("y", D, [2, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    feeds = {"x": rand(2, 4).astype(np.float64), "s": rand(4, seed=1).astype(np.float64),
+             "b": rand(4, seed=2).astype(np.float64)}
+    by_rule = onnxgrad.gradients(model, "y", ["x", "s", "b"])
+    monkeypatch.setitem(registry._REGISTRY, ("", "LayerNormalization"), [])
+    by_body = onnxgrad.gradients(model, "y", ["x", "s", "b"])
+    casts = [a.i for n in by_body.model.graph.node if n.op_type == "Cast" for a in n.attribute if a.name == "to"]
+    assert casts and set(casts) == {TensorProto.DOUBLE}
+    runs = [session(r.model).run(r.names, feeds) for r in (by_rule, by_body)]
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("case,dtype", [
-    pytest.param(c, d, id=f"{c.id}-{d}", marks=[pytest.mark.xfail(strict=True, raises=NoGradientError,
-                                                               reason="no function body for stash_type double")]
-                 if (c.id, d) in _NO_BODY_WHEN_CAST else [])
-    for c in SCHEMA_CASES for d in c.dtypes])
+@pytest.mark.parametrize("case,dtype", [pytest.param(c, d, id=f"{c.id}-{d}") for c in SCHEMA_CASES for d in c.dtypes])
 def test_schema_function_body(case: Case, dtype: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(registry._REGISTRY, ("", case.op_type), [])
     check_case(case, dtype)
 
 
 def test_schema_without_body_for_these_attributes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """onnx builds no LayerNormalization body for stash_type double: a clear error, not a silent None."""
+    """onnx builds no LayerNormalization body for stash_type double; onnxgrad builds it from the
+    float stash's only for float64 inputs (then only the stash is float there), so float32 inputs
+    with a double stash get a clear error, not a silent None."""
     monkeypatch.setitem(registry._REGISTRY, ("", "LayerNormalization"), [])
     vi = helper.make_tensor_value_info
+    F = TensorProto.FLOAT
     graph = helper.make_graph([node("LayerNormalization", ["x", "s", "b"], ["y"], stash_type=TensorProto.DOUBLE)], "ln",
-                              [vi("x", D, [2, 4]), vi("s", D, [4]), vi("b", D, [4])], [vi("y", D, [2, 4])])
+                              [vi("x", F, [2, 4]), vi("s", F, [4]), vi("b", F, [4])], [vi("y", F, [2, 4])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     with pytest.raises(LookupError, match="builds no function body"):
         onnxgrad.gradients(model, "y", "x")

@@ -113,15 +113,21 @@ _FORWARD: Dict[str, Callable[[Emitter, str, _Act], str]] = {
     "softplus": lambda b, x, a: b.Add(b.Relu(x), b.Log(b.Add(_c(b, 1, x), b.Exp(b.Neg(b.Abs(x)))))),
 }
 
+def _tanh_slope(b: Emitter, x: str) -> str:
+    """tanh'(x) = 4 sigmoid(2x) sigmoid(-2x), accurate where tanh saturates: 1 - tanh(x)^2 cancels
+    there (float32 rounds tanh(10) to 1 - 6e-8, so 1 - y^2 is 1.2e-7 or 0 where the slope is 8e-9)."""
+    return b.Mul(_c(b, 4, x), b.Mul(b.Sigmoid(b.Mul(_c(b, 2, x), x)), b.Sigmoid(b.Mul(_c(b, -2, x), x))))
+
+
+# Slopes are computed from x where the form from y cancels in saturation (tanh, sigmoid).
 _DERIVATIVE: Dict[str, Callable[[Emitter, str, str, _Act], str]] = {
     "relu": lambda b, x, y, a: _indicator(b, b.Greater(x, _c(b, 0, x)), x),
-    "tanh": lambda b, x, y, a: b.Sub(_c(b, 1, x), b.Mul(y, y)),
-    "sigmoid": lambda b, x, y, a: b.Mul(y, b.Sub(_c(b, 1, x), y)),
+    "tanh": lambda b, x, y, a: _tanh_slope(b, x),
+    "sigmoid": lambda b, x, y, a: b.Mul(y, b.Sigmoid(b.Neg(x))),
     "affine": lambda b, x, y, a: _c(b, a.alpha, x),
     "leakyrelu": lambda b, x, y, a: b.Where(b.Less(x, _c(b, 0, x)), _c(b, a.alpha, x), _c(b, 1, x)),
     "thresholdedrelu": lambda b, x, y, a: _indicator(b, b.Greater(x, _c(b, a.alpha, x)), x),
-    "scaledtanh": lambda b, x, y, a: b.Mul(_c(b, a.alpha * a.beta, x),
-                                           b.Sub(_c(b, 1, x), b.Pow(b.Tanh(b.Mul(_c(b, a.beta, x), x)), _c(b, 2, x)))),
+    "scaledtanh": lambda b, x, y, a: b.Mul(_c(b, a.alpha * a.beta, x), _tanh_slope(b, b.Mul(_c(b, a.beta, x), x))),
     "hardsigmoid": lambda b, x, y, a: b.Mul(_c(b, a.alpha, x), b.Mul(_indicator(b, b.Greater(y, _c(b, 0, x)), x),
                                                                      _indicator(b, b.Less(y, _c(b, 1, x)), x))),
     "elu": lambda b, x, y, a: b.Where(b.Less(x, _c(b, 0, x)), b.Add(y, _c(b, a.alpha, x)), _c(b, 1, x)),
