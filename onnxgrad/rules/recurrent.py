@@ -30,6 +30,7 @@ import numpy as np
 from onnx import GraphProto, TensorProto, ValueInfoProto, helper
 
 from ..emitter import Emitter, Op
+from ..tensorinfo import TensorInfo
 from ..errors import GradientArgumentError
 from ..registry import register_gradient
 
@@ -40,9 +41,7 @@ from ..registry import register_gradient
 
 def body_input(b: Emitter, hint: str, elem_type: int, shape: Optional[list] = None) -> str:
     """A fresh name for an input of the body ``b`` emits, typed so formulas can use it."""
-    name = b.fresh(hint)
-    b.set_info(name, elem_type, shape)
-    return name
+    return b.graph_input(hint, TensorInfo(elem_type, None if shape is None else tuple(shape)))
 
 
 def _scan_output(b: Emitter, x: str) -> str:
@@ -368,13 +367,10 @@ class _Direction:
 
 
 def _loop(g: Emitter, d: _Direction, body: GraphProto, carried: Sequence[str], n_scans: int) -> List[str]:
-    """A Loop over the T steps; its outputs get the recurrence's element type."""
+    """A Loop over the T steps (the op table types its outputs from the body's)."""
     outs = g.op("Loop", d.steps, g.const(True, dtype=TensorProto.BOOL), *carried,
                 outputs=len(carried) + n_scans, body=body)
-    outs = outs if isinstance(outs, list) else [outs]
-    for o in outs:
-        g.set_info(o, g.dtype(d.A))
-    return outs
+    return outs if isinstance(outs, list) else [outs]
 
 
 def _counter(b: Emitter) -> List[Tuple[str, int, Optional[list]]]:
@@ -402,7 +398,6 @@ def _forward(g: Emitter, d: _Direction) -> Tuple[List[str], str]:
     body = body_graph(b, "recompute", counter + [(s, et, None) for s in states], outputs)
     n = len(states)
     res = _loop(g, d, body, [d.h0] + ([d.c0] if d.c0 else []), n + 1)
-    g.set_info(res[-1], TensorProto.INT64)
     tail: List[Union[int, str]] = [d.batch, d.params.hidden]
     return [_stacked(g, s, tail) for s in res[n:2 * n]], g.reshape(res[-1], [-1])
 
