@@ -102,13 +102,24 @@ def zoo_cases(names: Optional[Sequence[str]] = None) -> List[Case]:
 
 
 def symbolic_batch(case: Case) -> Case:
-    """``case`` with dim 0 of every graph input of rank >= 1 renamed to the symbol ``N``."""
+    """``case`` with dim 0 of every graph input of rank >= 1 renamed to the symbol ``N``, and dim 0
+    of every graph output of rank >= 1 left unknown.
+
+    An output still declared with the static batch (the light zoo's ``[1, 1000]``) would tell
+    onnxgrad that the batch is 1 after all: its gradient model then mixes a constant 1 with ``N``
+    (``Reshape(dy, [1000, 1, 1, 1])`` beside ``Transpose(x)`` of ``[.., N, ..]``), valid only for
+    N = 1, which tract's shape analysis rightly refuses.
+    """
     m = onnx.ModelProto()
     m.CopyFrom(case.model)
     for vi in m.graph.input:
         dims = vi.type.tensor_type.shape.dim
         if len(dims):
             dims[0].dim_param = "N"
+    for vi in m.graph.output:
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims):
+            dims[0].Clear()
     del m.graph.value_info[:]
     return Case(case.name, m, case.feed, case.y, case.xs, symbolic=True)
 
