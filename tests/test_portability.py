@@ -1,4 +1,4 @@
-"""Gradient models in other runtimes: onnx.reference, OpenVINO and tract against onnxruntime.
+"""Gradient models in other runtimes: onnx.reference, OpenVINO, tract and onnxruntime-web against onnxruntime.
 
 Three parts:
 
@@ -12,8 +12,9 @@ Three parts:
   match onnxruntime to ``RTOL`` relative, except the runtime limitations listed in ``KNOWN``
   (each asserted to fail exactly as documented in docs/runtime-bugs/, so a fixed runtime shows).
 
-A runtime whose Python package is not installed (``pip install '.[portability]'``) is skipped
-with that reason.
+A runtime whose Python package is not installed (``pip install '.[portability]'``), or
+onnxruntime-web when Node does not find it (``npm install --prefix DIR onnxruntime-web``, then
+``ONNXGRAD_NODE_MODULES=DIR/node_modules``; ``.ci/run`` does both), is skipped with that reason.
 """
 
 from __future__ import annotations
@@ -270,7 +271,8 @@ def _check_runtimes(case: portability.Case) -> None:
         assert status == expected and text in detail, f"{case.name} {batch} {runtime}: {status} {detail}"
     missing = sorted(set(portability.RUNTIMES) - set(present))
     if missing:
-        pytest.skip(f"runtime packages not installed: {missing} (pip install '.[portability]')")
+        pytest.skip(f"runtimes not installed: {missing} (pip install '.[portability]'; onnxruntime-web: "
+                    "npm install --prefix DIR onnxruntime-web, ONNXGRAD_NODE_MODULES=DIR/node_modules)")
 
 
 @pytest.mark.parametrize("case", _cases(FAST), ids=lambda c: f"{c.name}-{'symbolic' if c.symbolic else 'static'}")

@@ -3,7 +3,8 @@
 Run from the repository root: ``python tools/portability.py [--targets T,..] [--models a,b] [--out F]``.
 It differentiates each model's scalar loss with respect to its trainable parameters, with the
 model's static batch and with the batch dimension made symbolic, runs the gradient model in
-onnxruntime (the reference), ``onnx.reference``, OpenVINO (CPU, f32) and tract, and writes the
+onnxruntime (the reference), ``onnx.reference``, OpenVINO (CPU, f32), tract and onnxruntime-web
+(WebAssembly under Node, found through ``$ONNXGRAD_NODE_MODULES``), and writes the
 runtime x model matrix to ``docs/portability.md`` (``--out -`` prints it instead).
 
 Every model is first moved away from its kinks (:func:`away_from_kinks`): where float32 rounding
@@ -44,7 +45,7 @@ import onnxgrad  # noqa: E402
 from onnxgrad import targets  # noqa: E402
 
 RTOL = 1e-5
-RUNTIMES = ["onnx.reference", "openvino", "tract"]
+RUNTIMES = ["onnx.reference", "openvino", "tract", "onnxruntime-web"]
 Feed = Dict[str, np.ndarray]
 
 
@@ -270,6 +271,7 @@ def run_onnxruntime(model: onnx.ModelProto, feed: Feed, outputs: List[str]) -> L
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
+    opts.log_severity_level = 4  # a refusal raises with its message; the log would print it again
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     return sess.run(outputs, feed)
 
@@ -314,16 +316,57 @@ def run_tract(model: onnx.ModelProto, feed: Feed, outputs: List[str]) -> List[np
     return [t.to_numpy() for t in runnable.run([feed[vi.name] for vi in m.graph.input])]
 
 
+def _node_env() -> Dict[str, str]:
+    """The environment in which ``node`` finds onnxruntime-web: ``$ONNXGRAD_NODE_MODULES`` (a
+    node_modules folder, as ``.ci/run`` installs it) on ``NODE_PATH``."""
+    env = dict(os.environ)
+    extra = os.environ.get("ONNXGRAD_NODE_MODULES")
+    if extra:
+        env["NODE_PATH"] = os.pathsep.join(p for p in (extra, env.get("NODE_PATH")) if p)
+    return env
+
+
+def run_ort_web(model: onnx.ModelProto, feed: Feed, outputs: List[str]) -> List[np.ndarray]:
+    """onnxruntime-web's WebAssembly backend under Node (``tools/ort_web_run.cjs``), one thread."""
+    import json
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx.save(model, os.path.join(tmp, "model.onnx"))
+        feeds = {}
+        for i, (name, value) in enumerate(feed.items()):
+            np.ascontiguousarray(value).tofile(os.path.join(tmp, f"in{i}.bin"))
+            feeds[name] = {"type": str(value.dtype), "dims": list(value.shape), "file": f"in{i}.bin"}
+        with open(os.path.join(tmp, "spec.json"), "w", encoding="utf-8") as f:
+            json.dump({"outputs": outputs, "feeds": feeds}, f)
+        done = subprocess.run(["node", os.path.join(ROOT, "tools", "ort_web_run.cjs"), tmp], env=_node_env(),
+                              capture_output=True, text=True, timeout=1800)
+        if done.returncode:
+            raise RuntimeError(done.stderr.strip().splitlines()[0] if done.stderr.strip() else "node failed")
+        with open(os.path.join(tmp, "out.json"), encoding="utf-8") as f:
+            described = json.load(f)
+        return [np.fromfile(os.path.join(tmp, t["file"]), np.dtype(t["type"])).reshape(t["dims"]) for t in described]
+
+
 RUNNERS: Dict[str, Callable[[onnx.ModelProto, Feed, List[str]], List[np.ndarray]]] = {
     "onnxruntime": run_onnxruntime, "onnx.reference": run_reference, "openvino": run_openvino, "tract": run_tract,
+    "onnxruntime-web": run_ort_web,
 }
-PACKAGES = {"onnx.reference": "onnx", "openvino": "openvino", "tract": "tract"}
+PACKAGES = {"onnx.reference": "onnx", "openvino": "openvino", "tract": "tract",
+            "onnxruntime-web": "onnxruntime-web (npm)"}
 
 
 def available(runtime: str) -> bool:
-    """True when the runtime's Python package can be imported."""
+    """True when the runtime's Python package can be imported (onnxruntime-web: Node resolves it)."""
     import importlib.util
 
+    if runtime == "onnxruntime-web":
+        import shutil
+        import subprocess
+
+        return shutil.which("node") is not None and subprocess.run(
+            ["node", "-e", "require.resolve('onnxruntime-web')"], env=_node_env(), capture_output=True,
+            timeout=60).returncode == 0
     return importlib.util.find_spec(PACKAGES.get(runtime, runtime)) is not None
 
 
