@@ -22,6 +22,7 @@ forward one), or ``absent`` (the runtime's Python package is not installed).
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import os
 import re
@@ -356,6 +357,7 @@ PACKAGES = {"onnx.reference": "onnx", "openvino": "openvino", "tract": "tract",
             "onnxruntime-web": "onnxruntime-web (npm)"}
 
 
+@functools.lru_cache(maxsize=None)
 def available(runtime: str) -> bool:
     """True when the runtime's Python package can be imported (onnxruntime-web: Node resolves it)."""
     import importlib.util
