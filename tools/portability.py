@@ -147,10 +147,10 @@ class Kinks:
 
 
 def away_from_kinks(case: Case, margin: float = KINK_MARGIN, rounds: int = 10) -> Tuple[Case, Kinks]:
-    """``case`` with each ReLU input and MaxPool input moved off its kinks by a constant added to it.
+    """``case`` with each ReLU input and MaxPool input moved off its kinks by an offset added to it.
 
     In onnxruntime's forward values, a ReLU input within ``margin`` x (its tensor's max|x|) of 0
-    gets a constant that puts it at 2 x that distance on its own side, and a max-pool window whose
+    gets an offset that puts it at 2 x that distance on its own side, and a max-pool window whose
     largest value (if positive) leads the second largest by less gets its largest raised to lead by
     2 x that distance. Moving one element moves those downstream of it, so the rounds repeat until
     none is left within the margin. The added offsets (``Add(x, kink/i)`` before node i, ``kink/i``
