@@ -146,7 +146,7 @@ class Kinks:
     moved: int
 
 
-def away_from_kinks(case: Case, margin: float = KINK_MARGIN, rounds: int = 10) -> Tuple[Case, Kinks]:
+def away_from_kinks(case: Case, margin: float = KINK_MARGIN, rounds: int = 40) -> Tuple[Case, Kinks]:
     """``case`` with each ReLU input and MaxPool input moved off its kinks by an offset added to it.
 
     In onnxruntime's forward values, a ReLU input within ``margin`` x (its tensor's max|x|) of 0
