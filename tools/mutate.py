@@ -163,7 +163,7 @@ class _HidingOp(Op):
 
     def __init__(self, op: Op, hidden: Optional[str], recorder: Optional[_Recorder] = None) -> None:
         self.__dict__.update(op.__dict__)
-        self._attrs = {k: v for k, v in op._attrs.items() if k != hidden}
+        self._attributes = {k: v for k, v in op._attrs.items() if k != hidden}
         self._rec = recorder
 
     def attr(self, name: str, default: Any = None) -> Any:
