@@ -230,7 +230,15 @@ def backprop_steps(
                 for k, t in enumerate(in_names):
                     if t and may_be_float(t) and (entry.inputs is None or k in entry.inputs):
                         wanted(t)
-            in_grads = yield from _call_rule(g, index, op, entry, out_grads, wanted)
+                node = index.nodes[op]
+                # the rule is called here rather than through a generator of its own: two generator
+                # frames per node were a measurable share of the walk's constant cost
+                with g.scoped(f"{_safe(node.name or node.output[0])}_grad"):
+                    forward = Op(node, op, index.opset, g.constant_value)
+                    given = _call_rule(g, forward, entry, out_grads)
+                    if isinstance(given, GeneratorType):  # a rule with nested backward passes (see run)
+                        given = yield from given
+                    in_grads = _checked(g, index, forward, entry, given, wanted)
         for t, dg in zip(in_names, in_grads):
             if t and dg is not None and may_be_float(t):
                 grads.setdefault(t, []).append(dg)
@@ -270,27 +278,21 @@ def _rule_entry(index: GraphIndex, op_id: int) -> registry.GradientRule:
     )
 
 
-def _call_rule(g: Emitter, index: GraphIndex, op_id: int, entry: registry.GradientRule,
-               out_grads: List[Optional[str]], wanted: Callable[[str], bool]) -> "Steps[Sequence[Optional[str]]]":
-    node = index.nodes[op_id]
-    if entry.status == registry.NON_DIFFERENTIABLE:
-        return ()
-    op = Op(node, op_id, index.opset, g.constant_value)
-    with g.scoped(f"{_safe(node.name or node.output[0])}_grad"):
-        return (yield from _apply(g, index, op, entry, out_grads, wanted))
-
-
-def _apply(g: Emitter, index: GraphIndex, op: Op, entry: registry.GradientRule, out_grads: List[Optional[str]],
-           wanted: Callable[[str], bool]) -> "Steps[Sequence[Optional[str]]]":
-    """Call ``entry``'s rule on ``op``: zero-fill float outputs without a gradient, check the
-    count of gradients returned, undo broadcasting when the rule asks for it."""
-    node = op.node
+def _call_rule(g: Emitter, op: Op, entry: registry.GradientRule,
+               out_grads: List[Optional[str]]) -> Any:
+    """Call ``entry``'s rule on ``op``, zero-filling float outputs without a gradient: what it
+    returns (the gradients, or a generator of nested backward passes giving them, see :func:`run`)."""
     # (a sequence's zeros take a Loop over its elements: left to the rule, which knows whether it needs them)
     dys = [dg if dg is not None or not (o and g.is_float(o)) or g.info(o).sequence else g.zeros_like(o)
            for o, dg in zip(op.outputs, out_grads)]
-    given = entry.fn(g, op, *dys)  # type: ignore[misc]
-    if isinstance(given, GeneratorType):  # a rule with nested backward passes (see run)
-        given = yield from given
+    return entry.fn(g, op, *dys)  # type: ignore[misc]
+
+
+def _checked(g: Emitter, index: GraphIndex, op: Op, entry: registry.GradientRule, given: Sequence[Optional[str]],
+             wanted: Callable[[str], bool]) -> Sequence[Optional[str]]:
+    """The gradients ``entry``'s rule gave for ``op``'s inputs: their count checked, broadcasting
+    undone when the rule asks for it."""
+    node = op.node
     result = list(given)
     # a node with subgraphs also gives a gradient to each enclosing-scope value they read (after its inputs)
     n_in = len(index.node_inputs[op.index])
