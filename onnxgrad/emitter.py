@@ -445,10 +445,20 @@ class Emitter:
 
     def ints(self, values: Union[Sequence[int], np.ndarray]) -> str:
         """A 1-D int64 constant (shapes, axes, pads, starts...)."""
+        if type(values) in (list, tuple) and all(type(v) is int for v in values):
+            # most calls (axes, shapes): found by value, as const() finds a Python scalar
+            key = (TensorProto.INT64, tuple, tuple(values))
+            cached = self._scalar_consts.get(key)
+            if cached is None:
+                cached = self._scalar_consts[key] = self.const(np.asarray(values, dtype=np.int64),
+                                                               dtype=TensorProto.INT64)
+            return cached
         return self.const(np.asarray(list(values), dtype=np.int64), dtype=TensorProto.INT64)
 
     def scalar_int(self, value: int) -> str:
         """A 0-D int64 constant."""
+        if type(value) is int and -(1 << 63) <= value < (1 << 63):
+            return self.const(value, dtype=TensorProto.INT64)  # found by value when made before
         return self.const(np.asarray(value, dtype=np.int64), dtype=TensorProto.INT64)
 
     # ---------------------------------------------------------------- shape helpers
