@@ -125,44 +125,45 @@ def backprop_steps(
         return not g.info(t).elem_type
 
     # 1. forward reachability from xs' producers, through float tensors only
+    # (op ids are dense: flags in a bytearray and counts in a list, not sets and dicts of ints)
+    n_ops = ops.n_nodes + len(ops.source_name)
     from_ops = [ops.producer(x) for x in xs]
-    reached: Set[int] = set()
+    reached = bytearray(n_ops)
     queue = deque(p for p in from_ops if p is not None)
     while queue:
         op = queue.popleft()
-        if op in reached:
+        if reached[op]:
             continue
-        reached.add(op)
+        reached[op] = 1
         for out in ops.outputs(op):
             if out and may_be_float(out):
                 queue.extend(index.consumers.get(out, ()))
 
     # 2. between ops and pending counts
-    between: Set[int] = set()
-    unvisited = set(reached)
+    between = bytearray(n_ops)
     queue = deque(p for p in (ops.producer(y) for y in ys) if p is not None)
     while queue:
         op = queue.popleft()
-        if op in unvisited:
-            unvisited.discard(op)
-            between.add(op)
+        if reached[op] and not between[op]:
+            between[op] = 1
             for t in ops.inputs(op):
                 p = ops.producer(t) if t else None
                 if p is not None:
                     queue.append(p)
-    pending: Dict[int, int] = {}
-    for op in between:
-        for t in ops.inputs(op):
-            p = ops.producer(t) if t else None
-            if p is not None and p in between:
-                pending[p] = pending.get(p, 0) + 1
+    pending = [0] * n_ops
+    for op in range(ops.n_nodes):  # a source has no inputs
+        if between[op]:
+            for t in ops.inputs(op):
+                p = ops.producer(t) if t else None
+                if p is not None and between[p]:
+                    pending[p] += 1
 
     # stop ops
     stop_ops: Set[int] = set()
     for p in from_ops:
         if p is None:
             continue
-        if not any(t and ops.producer(t) in between for t in ops.inputs(p)):
+        if not any(t and (q := ops.producer(t)) is not None and between[q] for t in ops.inputs(p)):
             stop_ops.add(p)
     for t in stop_tensors:
         p = ops.producer(t)
@@ -204,7 +205,7 @@ def backprop_steps(
         gradient: its output's shape (needed to undo broadcasting) is often unknown too.
         """
         p = ops.producer(t)
-        if p is None or p >= ops.n_nodes or p not in between or p in stop_ops:
+        if p is None or p >= ops.n_nodes or not between[p] or p in stop_ops:
             return t in xs_set
         return entry_of(p).status == registry.RULE or t in xs_set
 
@@ -212,7 +213,7 @@ def backprop_steps(
     seen_to: Set[int] = set()
     for y in ys:
         p = ops.producer(y)
-        if p is not None and p in between and pending.get(p, 0) == 0 and p not in seen_to:
+        if p is not None and between[p] and pending[p] == 0 and p not in seen_to:
             seen_to.add(p)
             ready.append(p)
 
@@ -244,7 +245,7 @@ def backprop_steps(
                 grads.setdefault(t, []).append(dg)
         for t in in_names:
             p = ops.producer(t) if t else None
-            if p is not None and p in between:
+            if p is not None and between[p]:
                 pending[p] -= 1
                 if pending[p] == 0:
                     ready.append(p)
