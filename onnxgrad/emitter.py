@@ -109,6 +109,9 @@ class Emitter:
         self._counts: Dict[str, int] = {}
         self._taken: Set[str] = set(index.all_names()) | {n.name for n in index.nodes if n.name}
         self._const_cache: Dict[Tuple[int, bytes, Tuple[int, ...]], str] = {}
+        #: the same constants, for a Python int or float given as is (most rules' constants): by
+        #: (dtype, type, value), found without building the array and its bytes
+        self._scalar_consts: Dict[Tuple[int, type, Any], str] = {}
         self._const_values: Dict[str, np.ndarray] = {}
         self._shape_of_cache: Dict[str, str] = {}
         self._defined: Dict[str, bool] = {}  # op type -> whether the opset defines it
@@ -135,6 +138,7 @@ class Emitter:
         b._types, b._shapes, b._counts, b._taken = self._types, self._shapes, self._counts, self._taken
         b._sequences = self._sequences
         b._const_cache, b._shape_of_cache = dict(self._const_cache), dict(self._shape_of_cache)
+        b._scalar_consts = dict(self._scalar_consts)
         b._const_values, b._defined = self._const_values, self._defined
         b.zeros, b.combiners, b.extra_inputs = self.zeros, self.combiners, self.extra_inputs
         return b
@@ -406,6 +410,13 @@ class Emitter:
         """A constant tensor with the element type of ``like`` (or ``dtype``); cached."""
         if dtype is None:
             dtype = self.dtype(like) if like is not None else TensorProto.FLOAT
+        kind = type(value)
+        # 0.0 and -0.0 compare (and hash) equal, NaN never: those take the array path below
+        scalar = (dtype, kind, value) if kind is int or (kind is float and value == value and value != 0.0) else None
+        if scalar is not None:
+            cached = self._scalar_consts.get(scalar)
+            if cached is not None:
+                return cached
         arr = np.asarray(value)
         bf16 = dtype == TensorProto.BFLOAT16
         if not bf16:
@@ -413,6 +424,8 @@ class Emitter:
         key = (dtype, arr.astype(np.float32).tobytes() if bf16 else arr.tobytes(), tuple(arr.shape))
         cached = self._const_cache.get(key)
         if cached is not None:  # before building the TensorProto: most constants repeat
+            if scalar is not None:
+                self._scalar_consts[scalar] = cached
             return cached
         if bf16:
             tensor = helper.make_tensor("value", dtype, arr.shape, arr.astype(np.float32).ravel().tolist())
@@ -425,15 +438,27 @@ class Emitter:
         self._types[name] = dtype
         self._shapes[name] = tuple(arr.shape)
         self._const_cache[key] = name
+        if scalar is not None:
+            self._scalar_consts[scalar] = name
         self._const_values[name] = arr
         return name
 
     def ints(self, values: Union[Sequence[int], np.ndarray]) -> str:
         """A 1-D int64 constant (shapes, axes, pads, starts...)."""
+        if type(values) in (list, tuple) and all(type(v) is int for v in values):
+            # most calls (axes, shapes): found by value, as const() finds a Python scalar
+            key = (TensorProto.INT64, tuple, tuple(values))
+            cached = self._scalar_consts.get(key)
+            if cached is None:
+                cached = self._scalar_consts[key] = self.const(np.asarray(values, dtype=np.int64),
+                                                               dtype=TensorProto.INT64)
+            return cached
         return self.const(np.asarray(list(values), dtype=np.int64), dtype=TensorProto.INT64)
 
     def scalar_int(self, value: int) -> str:
         """A 0-D int64 constant."""
+        if type(value) is int and -(1 << 63) <= value < (1 << 63):
+            return self.const(value, dtype=TensorProto.INT64)  # found by value when made before
         return self.const(np.asarray(value, dtype=np.int64), dtype=TensorProto.INT64)
 
     # ---------------------------------------------------------------- shape helpers

@@ -125,44 +125,45 @@ def backprop_steps(
         return not g.info(t).elem_type
 
     # 1. forward reachability from xs' producers, through float tensors only
+    # (op ids are dense: flags in a bytearray and counts in a list, not sets and dicts of ints)
+    n_ops = ops.n_nodes + len(ops.source_name)
     from_ops = [ops.producer(x) for x in xs]
-    reached: Set[int] = set()
+    reached = bytearray(n_ops)
     queue = deque(p for p in from_ops if p is not None)
     while queue:
         op = queue.popleft()
-        if op in reached:
+        if reached[op]:
             continue
-        reached.add(op)
+        reached[op] = 1
         for out in ops.outputs(op):
             if out and may_be_float(out):
                 queue.extend(index.consumers.get(out, ()))
 
     # 2. between ops and pending counts
-    between: Set[int] = set()
-    unvisited = set(reached)
+    between = bytearray(n_ops)
     queue = deque(p for p in (ops.producer(y) for y in ys) if p is not None)
     while queue:
         op = queue.popleft()
-        if op in unvisited:
-            unvisited.discard(op)
-            between.add(op)
+        if reached[op] and not between[op]:
+            between[op] = 1
             for t in ops.inputs(op):
                 p = ops.producer(t) if t else None
                 if p is not None:
                     queue.append(p)
-    pending: Dict[int, int] = {}
-    for op in between:
-        for t in ops.inputs(op):
-            p = ops.producer(t) if t else None
-            if p is not None and p in between:
-                pending[p] = pending.get(p, 0) + 1
+    pending = [0] * n_ops
+    for op in range(ops.n_nodes):  # a source has no inputs
+        if between[op]:
+            for t in ops.inputs(op):
+                p = ops.producer(t) if t else None
+                if p is not None and between[p]:
+                    pending[p] += 1
 
     # stop ops
     stop_ops: Set[int] = set()
     for p in from_ops:
         if p is None:
             continue
-        if not any(t and ops.producer(t) in between for t in ops.inputs(p)):
+        if not any(t and (q := ops.producer(t)) is not None and between[q] for t in ops.inputs(p)):
             stop_ops.add(p)
     for t in stop_tensors:
         p = ops.producer(t)
@@ -204,7 +205,7 @@ def backprop_steps(
         gradient: its output's shape (needed to undo broadcasting) is often unknown too.
         """
         p = ops.producer(t)
-        if p is None or p >= ops.n_nodes or p not in between or p in stop_ops:
+        if p is None or p >= ops.n_nodes or not between[p] or p in stop_ops:
             return t in xs_set
         return entry_of(p).status == registry.RULE or t in xs_set
 
@@ -212,7 +213,7 @@ def backprop_steps(
     seen_to: Set[int] = set()
     for y in ys:
         p = ops.producer(y)
-        if p is not None and p in between and pending.get(p, 0) == 0 and p not in seen_to:
+        if p is not None and between[p] and pending[p] == 0 and p not in seen_to:
             seen_to.add(p)
             ready.append(p)
 
@@ -230,13 +231,21 @@ def backprop_steps(
                 for k, t in enumerate(in_names):
                     if t and may_be_float(t) and (entry.inputs is None or k in entry.inputs):
                         wanted(t)
-            in_grads = yield from _call_rule(g, index, op, entry, out_grads, wanted)
+                node = index.nodes[op]
+                # the rule is called here rather than through a generator of its own: two generator
+                # frames per node were a measurable share of the walk's constant cost
+                with g.scoped(f"{_safe(node.name or node.output[0])}_grad"):
+                    forward = Op(node, op, index.opset, g.constant_value)
+                    given = _call_rule(g, forward, entry, out_grads)
+                    if isinstance(given, GeneratorType):  # a rule with nested backward passes (see run)
+                        given = yield from given
+                    in_grads = _checked(g, index, forward, entry, given, wanted)
         for t, dg in zip(in_names, in_grads):
             if t and dg is not None and may_be_float(t):
                 grads.setdefault(t, []).append(dg)
         for t in in_names:
             p = ops.producer(t) if t else None
-            if p is not None and p in between:
+            if p is not None and between[p]:
                 pending[p] -= 1
                 if pending[p] == 0:
                     ready.append(p)
@@ -270,27 +279,21 @@ def _rule_entry(index: GraphIndex, op_id: int) -> registry.GradientRule:
     )
 
 
-def _call_rule(g: Emitter, index: GraphIndex, op_id: int, entry: registry.GradientRule,
-               out_grads: List[Optional[str]], wanted: Callable[[str], bool]) -> "Steps[Sequence[Optional[str]]]":
-    node = index.nodes[op_id]
-    if entry.status == registry.NON_DIFFERENTIABLE:
-        return ()
-    op = Op(node, op_id, index.opset, g.constant_value)
-    with g.scoped(f"{_safe(node.name or node.output[0])}_grad"):
-        return (yield from _apply(g, index, op, entry, out_grads, wanted))
-
-
-def _apply(g: Emitter, index: GraphIndex, op: Op, entry: registry.GradientRule, out_grads: List[Optional[str]],
-           wanted: Callable[[str], bool]) -> "Steps[Sequence[Optional[str]]]":
-    """Call ``entry``'s rule on ``op``: zero-fill float outputs without a gradient, check the
-    count of gradients returned, undo broadcasting when the rule asks for it."""
-    node = op.node
+def _call_rule(g: Emitter, op: Op, entry: registry.GradientRule,
+               out_grads: List[Optional[str]]) -> Any:
+    """Call ``entry``'s rule on ``op``, zero-filling float outputs without a gradient: what it
+    returns (the gradients, or a generator of nested backward passes giving them, see :func:`run`)."""
     # (a sequence's zeros take a Loop over its elements: left to the rule, which knows whether it needs them)
     dys = [dg if dg is not None or not (o and g.is_float(o)) or g.info(o).sequence else g.zeros_like(o)
            for o, dg in zip(op.outputs, out_grads)]
-    given = entry.fn(g, op, *dys)  # type: ignore[misc]
-    if isinstance(given, GeneratorType):  # a rule with nested backward passes (see run)
-        given = yield from given
+    return entry.fn(g, op, *dys)  # type: ignore[misc]
+
+
+def _checked(g: Emitter, index: GraphIndex, op: Op, entry: registry.GradientRule, given: Sequence[Optional[str]],
+             wanted: Callable[[str], bool]) -> Sequence[Optional[str]]:
+    """The gradients ``entry``'s rule gave for ``op``'s inputs: their count checked, broadcasting
+    undone when the rule asks for it."""
+    node = op.node
     result = list(given)
     # a node with subgraphs also gives a gradient to each enclosing-scope value they read (after its inputs)
     n_in = len(index.node_inputs[op.index])
