@@ -293,11 +293,13 @@ def weight_grad(g: Emitter, inp: str, dout: str, geo: Geometry, group: int, end_
     if shape is None:
         raise GradientArgumentError("the weight gradient of a grouped convolution needs the weight's static shape")
     b, a_per_group, k = shape[0], shape[1], int(np.prod(geo.kernel))
-    grouped = g.reshape(cols, [group, a_per_group * k, -1])
-    # dout [N, B, Q...] -> [group, N*Q, B/group]
-    per_group = g.transpose(g.reshape(dout, [0, group, b // group, -1]), [1, 0, 3, 2])
-    dw = g.MatMul(grouped, g.reshape(per_group, [group, -1, b // group]))  # [group, A/group*k, B/group]
-    return g.reshape(g.transpose(dw, [0, 2, 1]), list(shape))
+    # one Gemm per group on contiguous row blocks of dout [B, N*Q] and cols [A*k, N*Q]: both keep
+    # N*Q last, so nothing is transposed (a batched MatMul needs one operand with N*Q first: that
+    # Transpose of dy was 18 % of ShuffleNet's step)
+    dout2 = g.Flatten(_channels_first(g, dout), axis=1)
+    blocks = zip(g.split(dout2, [b // group] * group, axis=0), g.split(cols, [a_per_group * k] * group, axis=0))
+    dw = g.Concat(*[g.gemm(d, c, trans_b=True) for d, c in blocks], axis=0)  # [B, A/group*k]
+    return g.reshape(dw, list(shape))
 
 
 #: Below this many im2col elements (A * k * N * Q) the weight gradient is one Conv instead: a few
