@@ -1,9 +1,10 @@
 """The benchmark's ONNX graphs run by PyTorch autograd (CPU), for a side-by-side reference.
 
 :func:`runner` interprets an ONNX model node by node with ``torch.nn.functional`` (the op types of
-the light zoo, ``small_cnn`` and ``segnet512``; others raise :class:`Unsupported`), with the
-weights as leaf tensors that require gradients. The same network, the same weights: the forward
-loss must equal onnxruntime's (checked by the benchmark before timing).
+the benchmark's models: the light zoo, ``small_cnn``, ``transformer_block`` and ``segnet512``;
+others raise :class:`Unsupported`), with the weights as leaf tensors that require gradients. The
+same network, the same weights: the forward loss must equal onnxruntime's (checked by the
+benchmark before timing).
 """
 
 from __future__ import annotations
@@ -51,14 +52,20 @@ def _node(torch, node: onnx.NodeProto, ins: list, opset: int) -> list:
         k = list(a["kernel_shape"])
         n = len(k)
         fill = float("-inf") if op == "MaxPool" else 0.0
-        if op == "AveragePool" and a.get("count_include_pad", 0) == 0 and any(a.get("pads", [0])):
-            x, pad = ins[0], list(a["pads"])[:n]
-            if list(a["pads"])[:n] != list(a["pads"])[n:]:
-                raise Unsupported("asymmetric AveragePool pads excluded from the count")
-        else:
-            x, pad = _pads(torch, ins[0], list(a.get("pads", [0] * 2 * n)), fill)
         strides = list(a.get("strides", [1] * n))
         ceil = bool(a.get("ceil_mode", 0))
+        pads = list(a.get("pads", [0] * 2 * n))
+        if op == "AveragePool" and a.get("count_include_pad", 0) == 0 and pads[:n] != pads[n:]:
+            # asymmetric pads left out of the count: window sums over the zero-padded input
+            # divided by the pooled count of real positions
+            pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[n - 1]
+            padded, _ = _pads(torch, ins[0], pads, 0.0)
+            ones, _ = _pads(torch, torch.ones_like(ins[0][:1, :1]), pads, 0.0)
+            return [pool(padded, k, strides, 0, ceil, True) / pool(ones, k, strides, 0, ceil, True)]
+        if op == "AveragePool" and a.get("count_include_pad", 0) == 0 and any(pads):
+            x, pad = ins[0], pads[:n]
+        else:
+            x, pad = _pads(torch, ins[0], list(a.get("pads", [0] * 2 * n)), fill)
         if op == "MaxPool":
             pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[n - 1]
             return [pool(x, k, strides, pad, list(a.get("dilations", [1] * n)), ceil)]
@@ -132,6 +139,49 @@ def _node(torch, node: onnx.NodeProto, ins: list, opset: int) -> list:
         kind = "nearest" if mode == "nearest" else ("linear", "bilinear", "trilinear")[n - 1]
         extra = {} if kind == "nearest" else {"align_corners": False}
         return [F.interpolate(ins[0], scale_factor=scales[2:], mode=kind, **extra)]
+    if op == "Gather":
+        axis = a.get("axis", 0) % ins[0].dim()
+        idx = ins[1].long()
+        idx = torch.where(idx < 0, idx + ins[0].shape[axis], idx)
+        picked = ins[0].index_select(axis, idx.reshape(-1))
+        return [picked.reshape(ins[0].shape[:axis] + idx.shape + ins[0].shape[axis + 1:])]
+    if op == "LayerNormalization":
+        axis = a.get("axis", -1) % ins[0].dim()
+        return [F.layer_norm(ins[0], ins[0].shape[axis:], ins[1], ins[2] if len(ins) > 2 else None,
+                             a.get("epsilon", 1e-5))]
+    if op == "Split":
+        axis = a.get("axis", 0)
+        given = ins[1] if len(ins) > 1 and ins[1] is not None else a.get("split")
+        sizes = [int(v) for v in given] if given is not None else ins[0].shape[axis] // len(node.output)
+        return list(torch.split(ins[0], sizes, dim=axis))
+    if op == "Slice":
+        if len(ins) < 3:
+            raise Unsupported("Slice before opset 10")
+        starts, ends = ins[1].tolist(), ins[2].tolist()
+        axes = ins[3].tolist() if len(ins) > 3 and ins[3] is not None else list(range(len(starts)))
+        steps = ins[4].tolist() if len(ins) > 4 and ins[4] is not None else [1] * len(starts)
+        if any(st != 1 for st in steps):
+            raise Unsupported("Slice with steps")
+        index = [slice(None)] * ins[0].dim()
+        for b, e, ax in zip(starts, ends, axes):
+            index[ax] = slice(b, e)  # Python clamps out-of-range ends as ONNX does
+        return [ins[0][tuple(index)]]
+    if op == "Cast":
+        kinds = {1: torch.float32, 6: torch.int32, 7: torch.int64, 9: torch.bool, 11: torch.float64}
+        if a["to"] not in kinds:
+            raise Unsupported(f"Cast to {a['to']}")
+        return [ins[0].to(kinds[a["to"]])]
+    if op == "Where":
+        return [torch.where(ins[0], ins[1], ins[2])]
+    if op == "Tanh":
+        return [torch.tanh(ins[0])]
+    if op == "SoftmaxCrossEntropyLoss":
+        if len(ins) > 2 and ins[2] is not None:
+            raise Unsupported("SoftmaxCrossEntropyLoss weights")
+        reduction = a.get("reduction", b"mean")
+        reduction = reduction.decode() if isinstance(reduction, bytes) else reduction
+        extra = {"ignore_index": a["ignore_index"]} if "ignore_index" in a else {}
+        return [F.cross_entropy(ins[0], ins[1].long(), reduction=reduction, **extra)]
     raise Unsupported(op)
 
 

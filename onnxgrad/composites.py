@@ -81,20 +81,22 @@ def _one_hot(g: Emitter, indices: str, depth: str, axis: int, like: str) -> str:
     return g.cast_like(onehot, like)  # type: ignore[arg-type]
 
 
-def scatter_nd_add(g: Emitter, shape: str, indices: str, updates: str) -> str:
+def scatter_nd_add(g: Emitter, shape: str, indices: str, updates: str, nonnegative: bool = False) -> str:
     """``ScatterND(zeros(shape), indices, updates, reduction='add')`` at any opset.
 
-    Repeated indices accumulate. Before opset 16 (no reduction attribute) the index tuples are
-    linearized into rows and the updates of equal rows summed with a one-hot MatMul: over the
-    distinct rows (``Unique``, then a plain ScatterND) from opset 11, memory (index tuples) x
-    (distinct rows); over every addressable row before that, memory (index tuples) x (rows).
+    Repeated indices accumulate; negative ones count from the end, unless the caller knows there
+    are none (``nonnegative``: MaxPool's ``Indices``), which saves three passes over the indices.
+    Before opset 16 (no reduction attribute) the index tuples are linearized into rows and the
+    updates of equal rows summed with a one-hot MatMul: over the distinct rows (``Unique``, then a
+    plain ScatterND) from opset 11, memory (index tuples) x (distinct rows); over every
+    addressable row before that, memory (index tuples) x (rows).
     """
     k = (g.shape(indices) or (None,))[-1]
     if not isinstance(k, int):
         raise GradientArgumentError(
             f"the last dimension of indices {indices!r} must be static to scatter into it")
     dims = g.Gather(shape, g.ints(range(k)), axis=0)
-    idx = _normalize_indices(g, indices, dims)
+    idx = indices if nonnegative else _normalize_indices(g, indices, dims)
     if g.dtype(idx) != TensorProto.INT64:  # ScatterND and the row arithmetic want int64
         idx = g.Cast(idx, to=TensorProto.INT64)
     if g.opset >= 16:

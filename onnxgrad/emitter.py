@@ -547,11 +547,16 @@ class Emitter:
 
     def slice(self, x: str, starts: Sequence[int], ends: Sequence[Optional[int]], axes: Sequence[int],
               steps: Optional[Sequence[int]] = None) -> str:
-        """Static Slice; an end of None runs to the end of its axis. Steps other than 1 need opset 10."""
-        ends = [END if e is None else int(e) for e in ends]
+        """Static Slice; an end of None runs to the end of its axis. Steps other than 1 need opset 10.
+        ``x`` itself when the slice keeps every axis whole (a node less, which counts on small models)."""
+        stops = [END if e is None else int(e) for e in ends]
+        if steps is None or all(s == 1 for s in steps):
+            shape = self.static_shape(x)
+            if shape is not None and all(b == 0 and e >= shape[a] for b, e, a in zip(starts, stops, axes)):
+                return x
         if steps is not None and all(s == 1 for s in steps) and self.opset < 10:
             steps = None
-        return self.Slice(x, starts=list(starts), ends=ends, axes=list(axes),
+        return self.Slice(x, starts=list(starts), ends=stops, axes=list(axes),
                           steps=None if steps is None else list(steps))
 
     def transpose(self, x: str, perm: Sequence[int]) -> str:

@@ -85,6 +85,14 @@ def test_slice_to_the_end_and_pad_in_both_forms(opset):
     assert g.nodes[-1].op_type == "Pad" and (len(g.nodes[-1].input) == 2) is (opset >= 11)
 
 
+def test_slice_keeping_every_axis_whole_is_its_input():
+    g = _emitter(13)
+    assert g.slice("x", [0, 0], [3, None], [1, 2]) == "x" and g.slice("x", [0], [9], [-1], steps=[1]) == "x"
+    assert not g.nodes
+    assert g.slice("x", [0], [2], [1]) != "x" and g.slice("x", [0], [4], [2], steps=[2]) != "x"
+    assert _ops(g).count("Slice") == 2
+
+
 def test_slice_steps_before_opset_10_are_refused():
     with pytest.raises(GradientArgumentError, match="Slice with steps needs opset 10"):
         _emitter(9).slice("x", [0], [2], [0], steps=[2])

@@ -211,3 +211,19 @@ def test_symbolic_sides_before_opset_13_name_the_blocker():
     model, _, xs, ys = build(case, "float32")
     with pytest.raises(GradientArgumentError, match="before opset 13 .* static sides along resized axis 0"):
         onnxgrad.gradients(model, ys, xs)
+
+
+def test_last_axis_is_gathered_on_a_swapped_copy():
+    """The adjoint gathers whole rows: the last axis is contracted after swapping it with the one
+    before (a Gather along the last axis moves one element per index, several times slower)."""
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear")
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 10])],
+        [onnx.numpy_helper.from_array(f32(1, 1, 2, 2), "scales")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    nodes = onnxgrad.gradients(model, ["y"], ["x"]).model.graph.node
+    # the weight tables are gathered from flattened [in * out] vectors (axis 0), dy along axis 2
+    axes = [helper.get_attribute_value(a) for n in nodes if n.op_type == "Gather" for a in n.attribute
+            if a.name == "axis"]
+    assert sorted(axes) == [0, 0, 2, 2], axes

@@ -72,7 +72,7 @@ def maxpool_grad(g: Emitter, op: Op, dy: str, *unused_indices_grad: str) -> list
     indices = _indices(g, op, geo)
     if has_attribute(g, "ScatterND", "reduction"):
         size = g.reshape(g.Size(x), [1])
-        flat = g.scatter_nd_add(size, g.reshape(indices, [-1, 1]), g.reshape(dy, [-1]))
+        flat = g.scatter_nd_add(size, g.reshape(indices, [-1, 1]), g.reshape(dy, [-1]), nonnegative=True)
         return [g.reshape(flat, g.shape_of(x))]
     # windows m apart along an axis (m * stride >= extent) never share a position
     every = [-(-e // s) for e, s in zip(geo.extent, geo.strides)]

@@ -103,7 +103,15 @@ def _adjoint_along(g: Emitter, t: str, axis: int, rank: int, a_t: str, in_size: 
                    k: Optional[int]) -> str:
     """``t`` contracted along ``axis`` with the rows of A^T [in, out]: per input position its K
     nonzero entries (TopK of |A^T|) gathered from t and weighted. K is the most nonzeros any
-    position has, read at run time, or the bound ``k`` (which keeps the shapes static)."""
+    position has, read at run time, or the bound ``k`` (which keeps the shapes static).
+
+    The last axis is contracted on a copy with the last two axes swapped: a Gather along the last
+    axis moves one element per index, along the one before it a whole row (onnxruntime: 1 ms
+    against about 0.2 ms plus the two Transposes on segnet512's 64-channel 64x64 decoder)."""
+    swap = None
+    if axis == rank - 1 and rank > 2:
+        swap = list(range(rank - 2)) + [rank - 1, rank - 2]
+        t, axis = g.transpose(t, swap), rank - 2
     if k is None:
         nonzero = g.cast_like(g.Greater(g.Abs(a_t), g.const(0.0, like=a_t)), a_t)
         most = g.reduce("ReduceMax", g.reduce_sum(nonzero, [1], keepdims=False), [0])  # [1]
@@ -118,7 +126,8 @@ def _adjoint_along(g: Emitter, t: str, axis: int, rank: int, a_t: str, in_size: 
     else:
         weights = g.unsqueeze(g.GatherElements(a_t, picks, axis=1), range(2, 2 + len(trailing)))
     gathered = g.Gather(t, picks, axis=axis)  # axis becomes [in, K]
-    return g.reduce_sum(g.Mul(gathered, weights), [axis + 1], keepdims=False)
+    summed = g.reduce_sum(g.Mul(gathered, weights), [axis + 1], keepdims=False)
+    return summed if swap is None else g.transpose(summed, swap)
 
 
 def _k_bound(op: Op, in_size: int, out_size: int, scale: float, crop: Optional[float]) -> int:
