@@ -339,6 +339,15 @@ def _flatten_shape(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any]) -
     return None if have is None else flattened(have, int(attrs.get("axis", 1)))
 
 
+def _transpose_shape(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any]) -> Shape:
+    """x's dims in ``perm`` order (reversed without one)."""
+    have = g.shape(inputs[0])
+    if have is None:
+        return None
+    perm = attrs.get("perm") or range(len(have) - 1, -1, -1)
+    return tuple(have[int(p)] for p in perm)
+
+
 def _concat_shape(g: "Emitter", inputs: Sequence[str], attrs: Dict[str, Any]) -> Shape:
     return concatenated([g.shape(i) for i in inputs if i], int(attrs["axis"]))
 
@@ -497,7 +506,7 @@ OPS: Dict[str, OpSpec] = {
         MatMul Max Mean Min Mish Mod Mul Neg Pow PRelu RMSNormalization Range Reciprocal Relu
         ReverseSequence RoiAlign RotaryEmbedding Round Scatter ScatterElements ScatterND Selu Shrink Sigmoid
         Sign Sin Sinh Softmax Softplus Softsign SpaceToDepth Sqrt Sub Sum Tan Tanh TensorScatter Tile
-        Transpose Trilu Upsample Attention Swish ThresholdedRelu Hardmax LRN MeanVarianceNormalization
+        Trilu Upsample Attention Swish ThresholdedRelu Hardmax LRN MeanVarianceNormalization
         Compress MaxUnpool SequenceAt ConcatFromSequence
     """.split()},
     **{op: _INT64 for op in "Shape ArgMax ArgMin NonZero".split()},
@@ -515,6 +524,7 @@ OPS: Dict[str, OpSpec] = {
     "Unsqueeze": OpSpec(shape=_unsqueeze_shape, adapt=_moves("Unsqueeze")),
     "Reshape": OpSpec(shape=_reshape_shape),
     "Flatten": OpSpec(shape=_flatten_shape),
+    "Transpose": OpSpec(shape=_transpose_shape),
     "Concat": OpSpec(shape=_concat_shape),
     "Constant": OpSpec(dtype=_value_type, shape=_constant_shape),
     "ConstantOfShape": OpSpec(dtype=_value_type, shape=_constant_of_shape_shape, adapt=_constant_of_shape),
