@@ -362,9 +362,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when installed")
     p.add_argument("--ort-training", metavar="PYTHON",
                    help="the Python of a separate environment with onnxruntime-training (benchmarks/ort_training.py)")
-    p.add_argument("--profile", nargs="*", choices=MODELS, help="profile these gradient models instead of timing")
+    # no choices=: argparse refuses an empty list against them (``--profile`` alone means every model)
+    p.add_argument("--profile", nargs="*", metavar="MODEL",
+                   help="profile these gradient models (all without a name) instead of timing")
     p.add_argument("--build-into", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.profile is not None:
+        unknown = sorted(set(args.profile) - set(MODELS))
+        if unknown:
+            p.error(f"--profile: unknown model {', '.join(unknown)} (choose from {', '.join(MODELS)})")
+        args.profile = args.profile or MODELS
     if args.build_into:
         build(args.models, args.build_into)
         return 0
