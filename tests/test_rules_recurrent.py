@@ -278,3 +278,14 @@ def test_saturated_corpus_jacobians_against_longdouble(name: str) -> None:
             exact[:, j] = _jvp(op, f, tangent)
         error = float(np.max(np.abs(ours - exact)))
         assert error <= 64 * np.finfo(np.float64).eps, (x, error)
+
+
+@pytest.mark.parametrize("op,lens,loops", [("GRU", None, 2), ("RNN", None, 2), ("GRU", [2, 3], 4),
+                                           ("RNN", [2, 3], 4), ("LSTM", None, 4)])
+def test_states_come_from_y_where_it_holds_them(op: str, lens: Optional[List[int]], loops: int) -> None:
+    """A bidirectional GRU or RNN without sequence_lens reads the states entering each step from
+    its own Y: one (backward) Loop per direction. With sequence_lens (Y is zero past a sequence's
+    end) and for LSTM (Y has no cell states) each direction also recomputes the recurrence."""
+    model, _, xs, ys = rulecheck.build(case("loops", op, d=2, lens=lens), "float32")
+    nodes = onnxgrad.gradients(model, ys, xs).model.graph.node
+    assert sum(n.op_type == "Loop" for n in nodes) == loops
