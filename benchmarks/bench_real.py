@@ -23,7 +23,7 @@ import json
 import os
 import sys
 import tempfile
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import onnx
@@ -39,20 +39,18 @@ from bench_models import machine, profile, time_model  # noqa: E402
 MARK_BEGIN, MARK_END = "<!-- bench_real table: begin -->", "<!-- bench_real table: end -->"
 
 
-def exported() -> List[str]:
-    """Ids of the real models that were exported (the manifest's other entries record why not)."""
+def exported() -> Dict[str, dict]:
+    """The manifest entries of the real models that were exported (the others record why not)."""
     with open(os.path.join(DATA, "manifest.json")) as f:
         manifest = json.load(f)
-    return sorted(m for m, rec in manifest.items() if rec["status"] == "exported")
+    return {m: rec for m, rec in sorted(manifest.items()) if rec["status"] == "exported"}
 
 
-def build(mid: str, out: str) -> int:
+def build(mid: str, rec: dict, out: str) -> int:
     """Writes ``mid``.fwd.onnx, .grad.onnx and .npz (the stored inputs) into ``out``; returns the
-    number of nodes the gradient adds (subgraph nodes included)."""
+    number of nodes the gradient adds (subgraph nodes included). ``rec``: its manifest entry."""
     import onnxgrad
 
-    with open(os.path.join(DATA, "manifest.json")) as f:
-        rec = json.load(f)[mid]
     model = onnx.load(os.path.join(DATA, mid + ".onnx"))
     ref = np.load(os.path.join(DATA, mid + ".npz"))
     xs = sorted(k[len("grad/"):] for k in ref.files if k.startswith("grad/")) + sorted(rec["unmapped"])
@@ -95,25 +93,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--top", type=int, default=3, help="op types listed per model from the profile")
     p.add_argument("--write-readme", action="store_true", help="write the table into benchmarks/README.md")
     args = p.parse_args(argv)
-    models = args.models or exported()
-    unknown = sorted(set(models) - set(exported()))
+    manifest = exported()
+    models = args.models or list(manifest)
+    unknown = sorted(set(models) - set(manifest))
     if unknown:
         p.error(f"not an exported real model: {', '.join(unknown)}")
     out = tempfile.mkdtemp(prefix="bench_real_")
     header = ("| model | forward ms | fwd+bwd ms | ratio | backward nodes | costliest op types "
               "(share of kernel time / of FLOPs) |\n|---|---|---|---|---|---|")
-    rows = []
+    rows, ratios = [], []
     for i, mid in enumerate(models, 1):
-        added = build(mid, out)
+        added = build(mid, manifest[mid], out)
         times = time_model(mid, {"onnxgrad": out}, args.rounds, torch=False)
         fwd, grad = float(np.median(times["forward"])), float(np.median(times["onnxgrad"]))
         top = ", ".join(f"{op} {100 * t:.0f}/{100 * f:.0f} %" for op, t, f in _body_profile(mid, out)[:args.top])
         row = f"| {mid} | {1e3 * fwd:.3g} | {1e3 * grad:.3g} | {grad / fwd:.2f}x | {added} | {top} |"
         rows.append(row)
+        ratios.append(grad / fwd)
         print(f"[{i}/{len(models)}] {row}", flush=True)
-    ratios = sorted(float(r.split("|")[4].strip()[:-1]) for r in rows)
     note = (f"{machine()}\nMedians of {args.rounds} interleaved rounds, CPU time (both intra-op threads); "
-            f"ratios {ratios[0]:.2f}x - {ratios[-1]:.2f}x, median {float(np.median(ratios)):.2f}x.")
+            f"ratios {min(ratios):.2f}x - {max(ratios):.2f}x, median {float(np.median(ratios)):.2f}x.")
     table = "\n".join([header] + rows)
     print("\n" + table + "\n\n" + note)
     if args.write_readme:

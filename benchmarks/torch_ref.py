@@ -55,17 +55,18 @@ def _node(torch, node: onnx.NodeProto, ins: list, opset: int) -> list:
         strides = list(a.get("strides", [1] * n))
         ceil = bool(a.get("ceil_mode", 0))
         pads = list(a.get("pads", [0] * 2 * n))
-        if op == "AveragePool" and a.get("count_include_pad", 0) == 0 and pads[:n] != pads[n:]:
+        uncounted = op == "AveragePool" and a.get("count_include_pad", 0) == 0  # pads left out of the count
+        if uncounted and pads[:n] != pads[n:]:
             # asymmetric pads left out of the count: window sums over the zero-padded input
             # divided by the pooled count of real positions
             pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[n - 1]
             padded, _ = _pads(torch, ins[0], pads, 0.0)
             ones, _ = _pads(torch, torch.ones_like(ins[0][:1, :1]), pads, 0.0)
             return [pool(padded, k, strides, 0, ceil, True) / pool(ones, k, strides, 0, ceil, True)]
-        if op == "AveragePool" and a.get("count_include_pad", 0) == 0 and any(pads):
+        if uncounted and any(pads):
             x, pad = ins[0], pads[:n]
         else:
-            x, pad = _pads(torch, ins[0], list(a.get("pads", [0] * 2 * n)), fill)
+            x, pad = _pads(torch, ins[0], pads, fill)
         if op == "MaxPool":
             pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[n - 1]
             return [pool(x, k, strides, pad, list(a.get("dilations", [1] * n)), ceil)]

@@ -461,7 +461,7 @@ class _TimeMajor:
     kind: str
     hidden: int
     x: str  # [T, B, I]
-    y: Optional[str]  # the node's own Y, [T, D, B, H], when it outputs it
+    y: Optional[str]  # the node's own Y, [T, D, B, H], where it holds the states (_states_from_output)
     static_steps: Optional[int]
     dY: Optional[str]  # [T, D, B, H]
     d_final: List[Optional[str]]  # gradients of Y_h (and Y_c), [D, B, H] each
@@ -496,8 +496,13 @@ def _time_major(g: Emitter, op: Op, hidden: int, dys: Sequence[Optional[str]]) -
     L = op.input(4)
     lens = g.Cast(L, to=TensorProto.INT64) if L else None
     dy = dys[0]
+    # Y is every step's state only for a state that is h alone (GRU, RNN), without sequence_lens
+    # (past its end a sequence's Y is zero, not its carried state), and the step order is a
+    # constant only for a static T
+    holds_states = kind != "LSTM" and lens is None and isinstance(static_t, int)
     return _TimeMajor(
-        kind, hidden, x, tm(op.output(0), [1, 2, 0, 3]), static_t if isinstance(static_t, int) else None,
+        kind, hidden, x, tm(op.output(0), [1, 2, 0, 3]) if holds_states else None,
+        static_t if isinstance(static_t, int) else None,
         tm(None if g.is_zero(dy) else dy, [1, 2, 0, 3]),
         [tm(None if g.is_zero(d) else d, [1, 0, 2]) for d in dys[1:1 + n_states]],
         [tm(op.input(5 + k), [1, 0, 2]) for k in range(n_states)], steps, batch, last, lens,
@@ -509,11 +514,10 @@ def _states_from_output(g: Emitter, s: _TimeMajor, dd: str, h0: str, reverse: bo
                         ) -> Optional[Tuple[List[str], str]]:
     """:func:`_forward`'s result without its Loop, where the node's own ``Y`` holds it: GRU and RNN
     carry only h, and Y is every step's h, so the states entering the processing steps are
-    [h0, Y_0 .. Y_{T-2}] (a reverse direction: [h0, Y_{T-1} .. Y_1]). Only when the node outputs
-    Y, every sequence runs all T steps (no sequence_lens: past its end a sequence's Y is zero, not
-    its carried state) and T is static (the step order is a constant). On onnxruntime the forward
-    Loop was about a third of the nodes run per step (torch's GRU: 22 of 78)."""
-    if s.kind == "LSTM" or s.y is None or s.lens is not None or not s.static_steps:
+    [h0, Y_0 .. Y_{T-2}] (a reverse direction: [h0, Y_{T-1} .. Y_1]); None where ``Y`` does not
+    hold them (see :func:`_time_major`). On onnxruntime the forward Loop was about a third of the
+    nodes run per step (torch's GRU: 22 of 78)."""
+    if s.y is None or not s.static_steps:
         return None
     steps = s.static_steps
     first = g.unsqueeze(h0, [0])
