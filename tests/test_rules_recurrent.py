@@ -6,7 +6,7 @@ same checker with onnx.reference as the runtime: float64, and layout 1, for the 
 onnx.reference implements (it ignores activations, clip, sequence_lens and input_forget).
 """
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import pytest
@@ -174,19 +174,23 @@ def test_no_hidden_size_attribute(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 
+@pytest.mark.parametrize("without_y", [False, True], ids=["Y", "without-Y"])
 @pytest.mark.parametrize("op", ["RNN", "GRU", "LSTM"])
-def test_layout1_with_sequence_lens_matches_layout0(op: str) -> None:
+def test_layout1_with_sequence_lens_matches_layout0(op: str, without_y: bool) -> None:
     """Layout 1 with sequence_lens, which no runtime here evaluates (onnxruntime refuses layout 1,
     onnx.reference ignores sequence_lens): the gradients of the batch-major node equal those of
-    the time-major node (checked numerically above) on the transposed problem. The gradient
-    graphs recompute the recurrence themselves, so onnx.reference runs them correctly."""
+    the time-major node (checked numerically above) on the transposed problem. Without Y the
+    gradient graphs recompute the recurrence themselves, so onnx.reference runs them correctly;
+    with Y they read the states from onnx.reference's Y, computed without the masks, the same
+    wrong way in both layouts."""
+    build = _build_without_y if without_y else rulecheck.build
     time_major = case("lens-layout0", op, d=2, lens=[1, 3])
-    model0, feeds0, xs, ys = rulecheck.build(time_major, "float64")
+    model0, feeds0, xs, ys = build(time_major, "float64")
     to_batch_major = {"X": [1, 0, 2], "h0": [1, 0, 2], "c0": [1, 0, 2]}
     batch_major = Case("lens-layout1", op, [(n, np.transpose(v, to_batch_major[n]) if n in to_batch_major else v)
                                             for n, v in time_major.inputs],
                        attrs={**time_major.attrs, "layout": 1}, n_outputs=time_major.n_outputs)
-    model1, feeds1, _, _ = rulecheck.build(batch_major, "float64")
+    model1, feeds1, _, _ = build(batch_major, "float64")
     rng = np.random.default_rng(0)
     seeds0 = {y: rng.standard_normal(v.shape) for y, v in zip(ys, ReferenceEvaluator(model0).run(ys, feeds0))}
     seeds1 = {y: np.transpose(u, [2, 0, 1, 3] if u.ndim == 4 else [1, 0, 2]) for y, u in seeds0.items()}
@@ -280,12 +284,86 @@ def test_saturated_corpus_jacobians_against_longdouble(name: str) -> None:
         assert error <= 64 * np.finfo(np.float64).eps, (x, error)
 
 
-@pytest.mark.parametrize("op,lens,loops", [("GRU", None, 2), ("RNN", None, 2), ("GRU", [2, 3], 4),
-                                           ("RNN", [2, 3], 4), ("LSTM", None, 4)])
-def test_states_come_from_y_where_it_holds_them(op: str, lens: Optional[List[int]], loops: int) -> None:
-    """A bidirectional GRU or RNN without sequence_lens reads the states entering each step from
-    its own Y: one (backward) Loop per direction. With sequence_lens (Y is zero past a sequence's
-    end) and for LSTM (Y has no cell states) each direction also recomputes the recurrence."""
-    model, _, xs, ys = rulecheck.build(case("loops", op, d=2, lens=lens), "float32")
+# Nodes per step of each scan a bidirectional node's gradient runs per direction, in the order
+# emitted: LSTM's cell-state recurrence (h comes from Y), then the backward recurrence. The old
+# graphs recomputed the recurrence in a forward Loop and every gate again in the backward Loop
+# (22-93 nodes per step).
+SCAN_STEPS = [
+    ("RNN", {}, [3]),
+    ("RNN", {"lens": [2, 3]}, [4]),
+    ("GRU", {"linear_before_reset": 1}, [6]),
+    ("GRU", {}, [10]),
+    ("GRU", {"lens": [2, 3]}, [10]),
+    ("LSTM", {"peep": False}, [3, 7]),
+    ("LSTM", {"peep": False, "lens": [2, 3]}, [3, 9]),
+    ("LSTM", {}, [11, 7]),  # peepholes: the cell-state recurrence computes i and f too
+]
+
+
+def _scan_steps(op: str, attrs: Dict[str, Any], without_y: bool = False) -> List[int]:
+    model, _, xs, ys = rulecheck.build(case("scans", op, d=2, **attrs), "float32")
+    if without_y:
+        model, ys = _without_y(model, ys)
     nodes = onnxgrad.gradients(model, ys, xs).model.graph.node
-    assert sum(n.op_type == "Loop" for n in nodes) == loops
+    assert not [n for n in nodes if n.op_type == "Loop"]
+    return [len(a.g.node) for n in nodes if n.op_type == "Scan" for a in n.attribute if a.name == "body"]
+
+
+@pytest.mark.parametrize("op,attrs,steps", SCAN_STEPS, ids=[f"{o}-{a}" for o, a, _ in SCAN_STEPS])
+def test_states_come_from_y(op: str, attrs: Dict[str, Any], steps: List[int]) -> None:
+    """The states entering each step come from the node's own Y (with sequence_lens too: Y is zero
+    only past a sequence's end, where no state is read), LSTM's cell states from a scan of
+    ``c_t = f_t c_{t-1} + i_t g_t``; every gate is computed for all steps at once outside the
+    scans, and the backward scan only applies the coefficients they give."""
+    found = _scan_steps(op, attrs)
+    assert len(found) == 2 * len(steps)
+    assert all(n <= bound for n, bound in zip(found, steps * 2)), found
+
+
+@pytest.mark.parametrize("op", ["RNN", "GRU", "LSTM"])
+def test_without_y_the_scan_recomputes_the_states(op: str) -> None:
+    """A node that does not output Y: one scan per direction recomputes the recurrence (for LSTM
+    h and c together), then the same backward scan."""
+    backward = dict((o, s[-1]) for o, a, s in SCAN_STEPS if not a)
+    found = _scan_steps(op, {}, without_y=True)
+    assert len(found) == 4
+    assert found[1] <= backward[op] and found[3] <= backward[op], found
+
+
+def _without_y(model: Any, ys: List[str]) -> Tuple[Any, List[str]]:
+    """The model with its recurrent node's Y left out (output ""): nothing holds the states."""
+    model.graph.node[0].output[0] = ""
+    kept = [o for o in model.graph.output if o.name != "y0"]
+    del model.graph.output[:]
+    model.graph.output.extend(kept)
+    return model, [y for y in ys if y != "y0"]
+
+
+_BUILD = rulecheck.build
+
+
+def _build_without_y(c: Case, dtype: str) -> tuple:
+    model, feeds, xs, ys = _BUILD(c, dtype)
+    model, ys = _without_y(model, ys)
+    return model, feeds, xs, ys
+
+
+CASES_WITHOUT_Y = [c for c in CASES if c.id.split("/")[1] in (
+    "forward", "reverse", "lens-reverse", "lens-bidirectional-dynamic-steps", "lens-empty-sequence", "clip",
+    "linear-before-reset-lens-clip", "input-forget-lens-clip", "no-peepholes", "Y_h-and-Y_c")]
+
+
+@pytest.mark.parametrize("case", CASES_WITHOUT_Y, ids=str)
+def test_recurrent_without_y(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table's cases that cover the recomputed recurrence, on a node that does not output Y."""
+    monkeypatch.setattr(rulecheck, "build", _build_without_y)
+    check_case(case, "float32")
+
+
+@pytest.mark.parametrize("case", [c for c in CASES_REFERENCE if c.id.split("/")[1] in (
+    "layout1-bidirectional", "dynamic-steps", "layout1-reverse-opset14")], ids=str)
+def test_recurrent_reference_without_y(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Float64, layout 1 and a dynamic number of steps through onnx.reference, on a node that does
+    not output Y."""
+    monkeypatch.setattr(rulecheck, "build", _build_without_y)
+    test_recurrent_reference(case, "float64", monkeypatch)

@@ -3,18 +3,24 @@
 Backpropagation through time in standard ONNX ops. For each direction the gradient graph holds
 
 1. ``A = X W^T + Wb`` for every step at once (one MatMul),
-2. a forward ``Loop`` that recomputes the recurrence and stacks the state *entering* each step
-   (the op outputs neither the cell states nor the states of steps past a sequence's end); GRU
-   and RNN read those states from the node's own ``Y`` instead when it has them all,
-3. a backward ``Loop`` over the steps in reverse: it recomputes the step's gates from the stored
-   state, backpropagates through the cell, carries ``dL/dh`` (and ``dL/dc``) to the step before and
-   accumulates the gradients of ``R`` and the peepholes; it stacks ``dL/dA`` and ``dL/d(h R^T+Rb)``,
-4. ``dX = dA W``, ``dW = sum_t dA_t^T X_t`` and the bias gradients as sums, outside the loops.
+2. the states entering each step, stacked: the node's own ``Y`` holds every step's ``h`` (shifted
+   by one step, the initial state first); LSTM's cell states then take a ``Scan`` of
+   ``c_t = f_t c_{t-1} + i_t g_t`` alone, its gates computed for all steps at once beforehand.
+   Only a node whose ``Y`` is not an output recomputes the whole recurrence in a ``Scan``,
+3. every gate of every step recomputed at once from those states, and from them the coefficients
+   of the backward recurrence: how ``dL/dh`` (and ``dL/dc``) arriving at a step reach the
+   pre-activations and the states entering it. It is linear in them, so
+4. a backward ``Scan`` over the steps in reverse is a few products, one MatMul with ``R`` (two for
+   GRU's default candidate) and a stack of the pre-activations' gradients,
+5. ``dX = dA W``, ``dW = sum_t dA_t^T X_t``, ``dR`` the same over the states entering the steps,
+   the bias and peephole gradients as sums, all outside the loops.
 
-A reverse direction runs the same recurrence over the steps ``T-1 .. 0``. ``sequence_lens`` masks
-each step: past a batch entry's length the state is carried unchanged and ``Y`` is zero, which is
-what runtimes compute for both directions (a reversed sequence starts at its own last step). An
-entry of length 0 outputs zero ``Y_h``/``Y_c``. Memory grows linearly with the number of steps.
+Every stack is in time order; a scan running the other way reads and writes it reversed (one
+Gather each). A reverse direction processes the steps ``T-1 .. 0``. ``sequence_lens`` masks each
+step: past a batch entry's length the state is carried unchanged and ``Y`` is zero, which is what
+runtimes compute for both directions (a reversed sequence starts at its own last step), so the
+states entering a sequence's own steps are still ``Y``'s, or the initial state. An entry of length
+0 outputs zero ``Y_h``/``Y_c``. Memory grows linearly with the number of steps.
 
 Semantics follow the ONNX operator specification and onnxruntime's kernels where the text leaves
 room: ``clip`` bounds each gate's full pre-activation (peephole term included), not the cell state
@@ -25,51 +31,14 @@ consumed in order by the activations that take them, missing ones take onnxrunti
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import AbstractSet, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
-from onnx import GraphProto, TensorProto, ValueInfoProto, helper
+from onnx import TensorProto
 
 from ..emitter import Emitter, Op
-from ..tensorinfo import TensorInfo
 from ..errors import GradientArgumentError
 from ..registry import register_gradient
-
-# ---------------------------------------------------------------- nested graphs
-# The helpers of this section build Loop bodies with the emitter's nested emitter (Emitter.nested);
-# sequence.py uses them too.
-
-
-def body_input(b: Emitter, hint: str, elem_type: int, shape: Optional[list] = None) -> str:
-    """A fresh name for an input of the body ``b`` emits, typed so formulas can use it."""
-    return b.graph_input(hint, TensorInfo(elem_type, None if shape is None else tuple(shape)))
-
-
-def _scan_output(b: Emitter, x: str) -> str:
-    """``x`` flattened, as a Loop scan output: onnx.reference stacks scan outputs with
-    ``np.vstack`` (joining 2-D ones along their first axis instead of stacking them), 1-D ones
-    stack the same everywhere."""
-    return b.Reshape(x, b.ints([-1]))
-
-
-def _stacked(g: Emitter, x: str, tail: List[Union[int, str]]) -> str:
-    """A Loop's stack of ``_scan_output`` rows reshaped to [steps, *tail] (int dims or 1-D int64 tensors)."""
-    parts = [g.ints([-1])] + [g.ints([d]) if isinstance(d, int) else d for d in tail]
-    return g.Reshape(x, g.Concat(*parts, axis=0))
-
-
-def body_graph(b: Emitter, name: str, inputs: Sequence[Tuple[str, int, Optional[list]]], outputs: Sequence[str],
-               sequences: AbstractSet[str] = frozenset()) -> GraphProto:
-    """The GraphProto of the nodes ``b`` emitted: ``inputs`` as (name, element type, shape or None);
-    the inputs and outputs named in ``sequences`` are sequences of that element type."""
-    def typed(n: str, t: int, s: Optional[list]) -> ValueInfoProto:
-        if n in sequences:
-            return helper.make_tensor_sequence_value_info(n, t, s)
-        return helper.make_tensor_value_info(n, t, s)
-
-    return helper.make_graph(b.nodes, name, [typed(n, t, s) for n, t, s in inputs],
-                             [typed(o, b.dtype(o), None) for o in outputs])
-
+from ..tensorinfo import TensorInfo
 
 # ---------------------------------------------------------------- activations
 def _indicator(b: Emitter, cond: str, like: str) -> str:
@@ -124,7 +93,7 @@ _DERIVATIVE: Dict[str, Callable[[Emitter, str, str, _Act], str]] = {
     "relu": lambda b, x, y, a: _indicator(b, b.Greater(x, _c(b, 0, x)), x),
     "tanh": lambda b, x, y, a: _tanh_slope(b, x),
     "sigmoid": lambda b, x, y, a: b.Mul(y, b.Sigmoid(b.Neg(x))),
-    "affine": lambda b, x, y, a: _c(b, a.alpha, x),
+    "affine": lambda b, x, y, a: b.Expand(_c(b, a.alpha, x), b.Shape(x)),  # a stack, for a scan to slice
     "leakyrelu": lambda b, x, y, a: b.Where(b.Less(x, _c(b, 0, x)), _c(b, a.alpha, x), _c(b, 1, x)),
     "thresholdedrelu": lambda b, x, y, a: _indicator(b, b.Greater(x, _c(b, a.alpha, x)), x),
     "scaledtanh": lambda b, x, y, a: b.Mul(_c(b, a.alpha * a.beta, x), _tanh_slope(b, b.Mul(_c(b, a.beta, x), x))),
@@ -171,7 +140,21 @@ def _activations(op: Op, directions: int) -> List[List[_Act]]:
     return [acts[d * per_dir:(d + 1) * per_dir] for d in range(directions)]
 
 
-# ---------------------------------------------------------------- one step of each cell
+# ---------------------------------------------------------------- gates and the cells' forward step
+@dataclass(frozen=True)
+class _Rec:
+    """A block of rows of the recurrent weights R, its transpose and its bias."""
+
+    R: str
+    RT: str
+    Rb: Optional[str]
+
+    def __call__(self, b: Emitter, h: str) -> str:
+        """``h R^T + Rb``, the recurrent half of the block's pre-activations."""
+        hr = b.MatMul(h, self.RT)
+        return b.Add(hr, self.Rb) if self.Rb else hr
+
+
 @dataclass
 class _Params:
     """What a cell reads from the enclosing scope for one direction (names of outer tensors)."""
@@ -179,281 +162,147 @@ class _Params:
     hidden: int
     acts: List[_Act]
     clip: Optional[float]
-    R: str  # [G*H, H]
-    RT: str  # R^T
-    Rb: Optional[str]  # [G*H]
+    rec: _Rec  # every gate's block: R [G*H, H]
     P: Optional[List[str]]  # LSTM peepholes [i, o, f], each [H]
     input_forget: bool = False
     linear_before_reset: bool = False
+    #: GRU without linear_before_reset: the update and reset gates' block, and the candidate's
+    #: (whose recurrent half reads r * h)
+    zr: Optional[_Rec] = None
+    cand: Optional[_Rec] = None
 
 
-def _clipped(b: Emitter, z: str, p: _Params) -> Tuple[str, Optional[str]]:
-    """(clip(z), 1 where clip passes z through) or (z, None) without clip."""
+@dataclass(frozen=True)
+class _Gate:
+    """``y = act(clip(z))``."""
+
+    z: str
+    clipped: str
+    y: str
+    act: _Act
+    bound: Optional[str]  # the clip, if any
+
+    def slope(self, b: Emitter) -> str:
+        """dy/dz: the activation's slope where the clip passes z through, else 0."""
+        s = self.act.derivative(b, self.clipped, self.y)
+        if self.bound is None:
+            return s
+        return b.Mul(s, _indicator(b, b.Not(b.Greater(b.Abs(self.z), self.bound)), self.z))
+
+
+def _gate(b: Emitter, z: str, act: _Act, p: _Params) -> _Gate:
     if p.clip is None:
-        return z, None
+        return _Gate(z, z, act(b, z), act, None)
     bound = _c(b, p.clip, z)
-    inside = _indicator(b, b.Not(b.Greater(b.Abs(z), bound)), z)
-    return b.Max(b.Neg(bound), b.Min(bound, z)), inside
+    clipped = b.Max(b.Neg(bound), b.Min(bound, z))
+    return _Gate(z, clipped, act(b, clipped), act, bound)
 
 
-def _through_clip(b: Emitter, dz: str, inside: Optional[str]) -> str:
-    return dz if inside is None else b.Mul(dz, inside)
+# The forward formulas serve one step ([B, G*H] tensors, gate ``axis`` 1) and all steps at once
+# ([T, B, G*H], axis 2), from the states entering the steps.
+@dataclass
+class _RNNStep:
+    z: _Gate
+    h: str
 
 
-def _gate(b: Emitter, z: str, act: _Act, p: _Params) -> Tuple[str, Callable[[str], str]]:
-    """``act(clip(z))`` and the map from its gradient to the gradient of ``z``."""
-    zc, inside = _clipped(b, z, p)
-    y = act(b, zc)
-    return y, lambda dy: _through_clip(b, b.Mul(dy, act.derivative(b, zc, y)), inside)
-
-
-def _hr(b: Emitter, h: str, p: _Params) -> str:
-    """``h R^T + Rb``, the recurrent half of every gate's pre-activation."""
-    hr = b.MatMul(h, p.RT)
-    return b.Add(hr, p.Rb) if p.Rb else hr
+def _rnn_forward(b: Emitter, a: str, h: str, p: _Params) -> _RNNStep:
+    """``H = f(a + h R^T + Rb)``."""
+    z = _gate(b, b.Add(a, p.rec(b, h)), p.acts[0], p)
+    return _RNNStep(z, z.y)
 
 
 @dataclass
-class _StepGrads:
-    """Gradients of one step: previous h and c, the input half ``a`` and the recurrent half
-    ``h R^T + Rb`` of the pre-activations, R, and the peepholes (summed over the batch)."""
-
-    dh: str
-    dc: Optional[str]
-    da: str
-    dhr: str
-    dR: str
-    dP: Optional[str] = None
+class _GRUStep:
+    z: _Gate
+    r: _Gate
+    cand: _Gate
+    hh: Optional[str]  # linear_before_reset: h Rh^T + Rbh
+    rh: Optional[str]  # otherwise: r * h
+    delta: str  # h - cand
+    h: str
 
 
-#: a cell's new state h, new cell state c (LSTM), and its backward step: gradients of one step
-_Cell = Tuple[str, Optional[str], Callable[..., "_StepGrads"]]
-
-
-def _rnn_cell(b: Emitter, a: str, h: str, c: Optional[str], p: _Params) -> _Cell:
-    """``H = f(a + h R^T + Rb)``; returns (H, None, backward(dH, dC))."""
-    y, back = _gate(b, b.Add(a, _hr(b, h, p)), p.acts[0], p)
-
-    def backward(dH: str, dC: Optional[str] = None) -> _StepGrads:
-        dz = back(dH)
-        return _StepGrads(b.MatMul(dz, p.R), None, dz, dz, b.MatMul(b.Transpose(dz, perm=[1, 0]), h))
-
-    return y, None, backward
-
-
-def _gru_cell(b: Emitter, a: str, h: str, c: Optional[str], p: _Params) -> _Cell:
-    """GRU (gates z, r, h):  H = (1 - z) * g(...) + z * h; returns (H, None, backward)."""
+def _gru_forward(b: Emitter, a: str, h: str, p: _Params, axis: int) -> _GRUStep:
+    """GRU (gates z, r, candidate):  ``H = (1 - z) cand + z h = cand + z (h - cand)``."""
     H = p.hidden
     f, g = p.acts
-    one = _c(b, 1, a)
-    hr = _hr(b, h, p)
-    az, ar, ah = b.split(a, [H, H, H], axis=1)
-    hz, hrr, hh = b.split(hr, [H, H, H], axis=1)
-    z, back_z = _gate(b, b.Add(az, hz), f, p)
-    r, back_r = _gate(b, b.Add(ar, hrr), f, p)
+    az, ar, ah = b.split(a, [H] * 3, axis=axis)
+    hh = rh = None
     if p.linear_before_reset:
-        pre_h = b.Add(ah, b.Mul(r, hh))
-    else:  # the candidate's recurrent half is (r * h) Rh^T + Rbh, not r * (h Rh^T + Rbh)
-        rh = b.Mul(r, h)
-        Rh = b.slice(p.R, [2 * H], [3 * H], [0])
-        pre_h = b.Add(ah, b.MatMul(rh, b.Transpose(Rh, perm=[1, 0])))
-        if p.Rb:
-            pre_h = b.Add(pre_h, b.slice(p.Rb, [2 * H], [3 * H], [0]))
-    cand, back_h = _gate(b, pre_h, g, p)
-    out = b.Add(b.Mul(b.Sub(one, z), cand), b.Mul(z, h))
-
-    def backward(dH: str, dC: Optional[str] = None) -> _StepGrads:
-        dpre_h = back_h(b.Mul(dH, b.Sub(one, z)))
-        dz = back_z(b.Mul(dH, b.Sub(h, cand)))
-        dh = b.Mul(dH, z)
-        tr = [1, 0]
-        if p.linear_before_reset:
-            dr = b.Mul(dpre_h, hh)
-            dhh = b.Mul(dpre_h, r)
-            dr_pre = back_r(dr)
-            dhr = b.Concat(dz, dr_pre, dhh, axis=1)
-            dh = b.Add(dh, b.MatMul(dhr, p.R))
-            dR = b.MatMul(b.Transpose(dhr, perm=tr), h)
-        else:
-            drh = b.MatMul(dpre_h, Rh)
-            dr_pre = back_r(b.Mul(drh, h))
-            dzr = b.Concat(dz, dr_pre, axis=1)
-            dh = b.Add(b.Add(dh, b.Mul(drh, r)), b.MatMul(dzr, b.slice(p.R, [0], [2 * H], [0])))
-            dhr = b.Concat(dzr, dpre_h, axis=1)
-            dR = b.Concat(b.MatMul(b.Transpose(dzr, perm=tr), h), b.MatMul(b.Transpose(dpre_h, perm=tr), rh), axis=0)
-        return _StepGrads(dh, None, b.Concat(dz, dr_pre, dpre_h, axis=1), dhr, dR)
-
-    return out, None, backward
-
-
-def _lstm_cell(b: Emitter, a: str, h: str, c: Optional[str], p: _Params) -> _Cell:
-    """LSTM (gates i, o, f, c, peepholes P = [Pi, Po, Pf]); returns (H, C, backward(dH, dC))."""
-    assert c is not None
-    H = p.hidden
-    f, g, hact = p.acts
-    one = _c(b, 1, a)
-    pre = b.Add(a, _hr(b, h, p))
-    zi, zo, zf, zc = b.split(pre, [H] * 4, axis=1)
-    Pi, Po, Pf = p.P if p.P else (None, None, None)
-    i, back_i = _gate(b, b.Add(zi, b.Mul(Pi, c)) if Pi else zi, f, p)
-    if p.input_forget:
-        ft, back_f = b.Sub(one, i), None
+        hz, hr, hh = b.split(p.rec(b, h), [H] * 3, axis=axis)
     else:
-        ft, back_f = _gate(b, b.Add(zf, b.Mul(Pf, c)) if Pf else zf, f, p)
-    cand, back_c = _gate(b, zc, g, p)
-    C = b.Add(b.Mul(ft, c), b.Mul(i, cand))
-    o, back_o = _gate(b, b.Add(zo, b.Mul(Po, C)) if Po else zo, f, p)
-    hC = hact(b, C)
-    out = b.Mul(o, hC)
-
-    def backward(dH: str, dC: Optional[str] = None) -> _StepGrads:
-        dzo = back_o(b.Mul(dH, hC))
-        dCt = b.Mul(b.Mul(dH, o), hact.derivative(b, C, hC))
-        if dC is not None:
-            dCt = b.Add(dCt, dC)
-        if Po:
-            dCt = b.Add(dCt, b.Mul(dzo, Po))
-        di = b.Mul(dCt, cand)
-        dft = b.Mul(dCt, c)
-        dc = b.Mul(dCt, ft)
-        dzc = back_c(b.Mul(dCt, i))
-        if back_f is None:  # f = 1 - i
-            di = b.Sub(di, dft)
-            dzf = b.zeros_like(dft)
-        else:
-            dzf = back_f(dft)
-        dzi = back_i(di)
-        dpre = b.Concat(dzi, dzo, dzf, dzc, axis=1)
-        dh = b.MatMul(dpre, p.R)
-        dR = b.MatMul(b.Transpose(dpre, perm=[1, 0]), h)
-        dP = None
-        if p.P:
-            dc = b.Add(dc, b.Mul(dzi, Pi))
-            if back_f is not None:
-                dc = b.Add(dc, b.Mul(dzf, Pf))
-            dP = b.reduce_sum(b.Concat(b.Mul(dzi, c), b.Mul(dzo, C), b.Mul(dzf, c), axis=1), [0], keepdims=False)
-        return _StepGrads(dh, dc, dpre, dpre, dR, dP)
-
-    return out, C, backward
-
-
-_CELLS = {"LSTM": _lstm_cell, "GRU": _gru_cell, "RNN": _rnn_cell}
-
-
-# ---------------------------------------------------------------- the two loops of one direction
-@dataclass
-class _Direction:
-    """One direction's recurrence in the enclosing scope (outer tensor names)."""
-
-    kind: str
-    params: _Params
-    A: str  # X W^T + Wb, [T, B, G*H]
-    h0: str  # [B, H]
-    c0: Optional[str]
-    steps: str  # T (int64 scalar)
-    batch: str  # B (1-D int64)
-    last: str  # T - 1
-    lens: Optional[str]  # sequence_lens as int64 [B]
-    reverse: bool
-
-    def time(self, b: Emitter, k: str) -> str:
-        """The time index of processing step ``k``."""
-        return b.Sub(self.last, k) if self.reverse else k
-
-    def mask(self, b: Emitter, t: str, like: str) -> Optional[str]:
-        """[B, 1]: 1 for the batch entries whose sequence reaches time ``t``."""
-        if self.lens is None:
-            return None
-        return b.unsqueeze(b.Cast(b.Less(t, self.lens), to=b.dtype(like)), [1])
-
-
-def _loop(g: Emitter, d: _Direction, body: GraphProto, carried: Sequence[str], n_scans: int) -> List[str]:
-    """A Loop over the T steps (the op table types its outputs from the body's)."""
-    outs = g.op("Loop", d.steps, g.const(True, dtype=TensorProto.BOOL), *carried,
-                outputs=len(carried) + n_scans, body=body)
-    return outs if isinstance(outs, list) else [outs]
-
-
-def _counter(b: Emitter) -> List[Tuple[str, int, Optional[list]]]:
-    """The iteration number and condition every Loop body starts with."""
-    return [(body_input(b, "step", TensorProto.INT64, []), TensorProto.INT64, []),
-            (body_input(b, "cond", TensorProto.BOOL, []), TensorProto.BOOL, [])]
-
-
-def _forward(g: Emitter, d: _Direction) -> Tuple[List[str], str]:
-    """Recompute the recurrence: the stacked states entering each processing step ([h] or [h, c],
-    each [T, B, H]) and the time indices T-1 .. 0 (to turn a stack over the steps around)."""
-    b = g.nested()
-    et = g.dtype(d.A)
-    counter = _counter(b)
-    i, cond = counter[0][0], counter[1][0]
-    states = [body_input(b, "h", et)] + ([body_input(b, "c", et)] if d.c0 else [])
-    t = d.time(b, i)
-    h, c = states[0], states[1] if d.c0 else None
-    out, C, _ = _CELLS[d.kind](b, b.Gather(d.A, t, axis=0), h, c, d.params)
-    new = [out] + ([C] if C else [])
-    m = d.mask(b, t, d.A)
-    if m is not None:  # past its length a sequence keeps its state
-        new = [b.Add(s, b.Mul(m, b.Sub(n, s))) for s, n in zip(states, new)]
-    outputs = [b.Identity(cond), *new, *[_scan_output(b, s) for s in states], _scan_output(b, b.Sub(d.last, i))]
-    body = body_graph(b, "recompute", counter + [(s, et, None) for s in states], outputs)
-    n = len(states)
-    res = _loop(g, d, body, [d.h0] + ([d.c0] if d.c0 else []), n + 1)
-    tail: List[Union[int, str]] = [d.batch, d.params.hidden]
-    return [_stacked(g, s, tail) for s in res[n:2 * n]], g.reshape(res[-1], [-1])
+        assert p.zr is not None
+        hz, hr = b.split(p.zr(b, h), [H] * 2, axis=axis)
+    z = _gate(b, b.Add(az, hz), f, p)
+    r = _gate(b, b.Add(ar, hr), f, p)
+    if hh is not None:
+        pre = b.Add(ah, b.Mul(r.y, hh))
+    else:  # the candidate's recurrent half is (r * h) Rh^T + Rbh, not r * (h Rh^T + Rbh)
+        assert p.cand is not None
+        rh = b.Mul(r.y, h)
+        pre = b.Add(ah, p.cand(b, rh))
+    cand = _gate(b, pre, g, p)
+    delta = b.Sub(h, cand.y)
+    return _GRUStep(z, r, cand, hh, rh, delta, b.Add(cand.y, b.Mul(z.y, delta)))
 
 
 @dataclass
-class _Backprop:
-    """What the reverse pass gives: the gradients of the initial states ([dh0] or [dh0, dc0]), of
-    R and of the peepholes, and the stacks of dA and d(h R^T + Rb) in reverse processing order."""
+class _LSTMGates:
+    """The gates that make an LSTM's cell state ``C = f c + i cand`` (``f = 1 - i`` with input_forget)."""
 
-    d_initial: List[str]
-    dR: str
-    dP: Optional[str]
-    dA: str
-    dHR: str
+    i: _Gate
+    f: Optional[_Gate]  # None with input_forget
+    f_y: str
+    cand: _Gate
 
-
-def _backward(g: Emitter, d: _Direction, stored: List[str], dY: Optional[str], d_final: List[str]) -> _Backprop:
-    """The reverse pass over the steps, from the gradients of the final states ``d_final`` and
-    of ``Y`` (``dY``, [T, B, H] or None), reading the states ``stored`` by the forward loop."""
-    b = g.nested()
-    et = g.dtype(d.A)
-    p = d.params
-    counter = _counter(b)
-    i, cond = counter[0][0], counter[1][0]
-    d_states = [body_input(b, name, et) for name in ("dh", "dc")[:len(d_final)]]
-    sums = [body_input(b, "dR", et)] + ([body_input(b, "dP", et)] if p.P else [])
-    k = b.Sub(d.last, i)  # the processing step, last first
-    t = d.time(b, k)
-    state = [b.Gather(s, k, axis=0) for s in stored]
-    _, _, backward = _CELLS[d.kind](b, b.Gather(d.A, t, axis=0), state[0], state[1] if len(state) > 1 else None,
-                                    p)
-    arriving = list(d_states)
-    if dY:
-        arriving[0] = b.Add(arriving[0], b.Gather(dY, t, axis=0))
-    m = d.mask(b, t, d.A)
-    if m is not None:
-        arriving = [b.Mul(m, a) for a in arriving]
-    s = backward(*arriving)
-    to_previous = [s.dh] + ([s.dc] if s.dc else [])
-    if m is not None:  # a finished sequence hands the gradient of its carried state on unchanged
-        keep = b.Sub(_c(b, 1, m), m)
-        to_previous = [b.Add(x, b.Mul(keep, dx)) for x, dx in zip(to_previous, d_states)]
-    summed = [b.Add(sums[0], s.dR)] + ([b.Add(sums[1], s.dP)] if s.dP else [])
-    body = body_graph(b, "backprop", counter + [(x, et, None) for x in d_states + sums],
-                      [b.Identity(cond), *to_previous, *summed, _scan_output(b, s.da), _scan_output(b, s.dhr)])
-    G, H = _GATES[d.kind], p.hidden
-    init = d_final + [g.const(np.zeros((G * H, H)), like=d.A)] + ([g.const(np.zeros(3 * H), like=d.A)] if p.P else [])
-    res = _loop(g, d, body, init, 2)
-    n = len(d_final)
-    tail: List[Union[int, str]] = [d.batch, G * H]
-    return _Backprop(res[:n], res[n], res[n + 1] if p.P else None, _stacked(g, res[-2], tail),
-                     _stacked(g, res[-1], tail))
+    def cell_state(self, b: Emitter, c: str) -> str:
+        return b.Add(b.Mul(self.f_y, c), b.Mul(self.i.y, self.cand.y))
 
 
-# ---------------------------------------------------------------- one node
+def _lstm_gates(b: Emitter, zi: str, zf: str, zc: str, c: Optional[str], p: _Params) -> _LSTMGates:
+    """i, f and the candidate from their pre-activations; the peepholes Pi, Pf read ``c``."""
+    f_act, g_act, _ = p.acts
+    Pi, _, Pf = p.P if p.P else (None, None, None)
+    i = _gate(b, b.Add(zi, b.Mul(Pi, c)) if Pi else zi, f_act, p)
+    if p.input_forget:
+        return _LSTMGates(i, None, b.Sub(_c(b, 1, zi), i.y), _gate(b, zc, g_act, p))
+    f = _gate(b, b.Add(zf, b.Mul(Pf, c)) if Pf else zf, f_act, p)
+    return _LSTMGates(i, f, f.y, _gate(b, zc, g_act, p))
+
+
+@dataclass
+class _LSTMOutput:
+    o: _Gate
+    hC: str  # h(C)
+    h: str
+
+
+def _lstm_output(b: Emitter, zo: str, C: str, p: _Params) -> _LSTMOutput:
+    """``H = o h(C)``, ``o = f(zo + Po C)``."""
+    f_act, _, h_act = p.acts
+    Po = p.P[1] if p.P else None
+    o = _gate(b, b.Add(zo, b.Mul(Po, C)) if Po else zo, f_act, p)
+    hC = h_act(b, C)
+    return _LSTMOutput(o, hC, b.Mul(o.y, hC))
+
+
+def _lstm_forward(b: Emitter, a: str, h: str, c: str, p: _Params, axis: int) -> List[str]:
+    """LSTM (gates i, o, f, c; peepholes P = [Pi, Po, Pf]): the new h and C."""
+    zi, zo, zf, zc = b.split(b.Add(a, p.rec(b, h)), [p.hidden] * 4, axis=axis)
+    C = _lstm_gates(b, zi, zf, zc, c, p).cell_state(b, c)
+    return [_lstm_output(b, zo, C, p).h, C]
+
+
+#: one step of each cell: (emitter, a, states entering, params) -> the new states
+_ONE_STEP: Dict[str, Callable[[Emitter, str, List[str], _Params], List[str]]] = {
+    "RNN": lambda b, a, s, p: [_rnn_forward(b, a, s[0], p).h],
+    "GRU": lambda b, a, s, p: [_gru_forward(b, a, s[0], p, axis=1).h],
+    "LSTM": lambda b, a, s, p: _lstm_forward(b, a, s[0], s[1], p, axis=1),
+}
+
+
+# ---------------------------------------------------------------- one node, in time-major layout
 @dataclass
 class _TimeMajor:
     """A recurrent node's tensors in time-major layout, and what every direction shares."""
@@ -461,21 +310,25 @@ class _TimeMajor:
     kind: str
     hidden: int
     x: str  # [T, B, I]
-    y: Optional[str]  # the node's own Y, [T, D, B, H], where it holds the states (_states_from_output)
-    static_steps: Optional[int]
+    y: Optional[str]  # the node's own Y, [T, D, B, H] (None: not an output)
     dY: Optional[str]  # [T, D, B, H]
     d_final: List[Optional[str]]  # gradients of Y_h (and Y_c), [D, B, H] each
     initial: List[Optional[str]]  # initial_h (and initial_c), [D, B, H] each
-    steps: str
-    batch: str
-    last: str
-    lens: Optional[str]
+    backwards: str  # T-1 .. 0: reads a stack against time
+    times: Optional[str]  # 0 .. T-1, with sequence_lens or a run-time T
+    lens: Optional[str]  # sequence_lens as int64 [B]
+    mask: Optional[str]  # [T, B, 1] bool: the step is within its sequence
     nonempty: Optional[str]  # [B, 1]: 1 where a sequence has at least one step
     zero_state: str  # [B, H]
 
 
+def _within(g: Emitter, times: str, lens: str) -> str:
+    """[T, B, 1] bool: ``times[t] < lens[b]``."""
+    return g.unsqueeze(g.Less(g.unsqueeze(times, [1]), lens), [2])
+
+
 def _time_major(g: Emitter, op: Op, hidden: int, dys: Sequence[Optional[str]]) -> _TimeMajor:
-    """Transpose a batch-major (layout 1) node's tensors to time-major; sizes and masks."""
+    """Transpose a batch-major (layout 1) node's tensors to time-major; step indices and masks."""
     kind = op.op_type
     layout = op.attr("layout", 0)
 
@@ -487,50 +340,260 @@ def _time_major(g: Emitter, op: Op, hidden: int, dys: Sequence[Optional[str]]) -
     assert x is not None
     n_states = 2 if kind == "LSTM" else 1
     static_t = (g.shape(X) or [None, None])[1 if layout else 0]
-    if isinstance(static_t, int):
-        steps, last = g.scalar_int(static_t), g.scalar_int(static_t - 1)
-    else:
-        steps = g.squeeze(g.Gather(g.Shape(x), g.ints([0]), axis=0), [0])
-        last = g.Sub(steps, g.scalar_int(1))
-    batch = g.Gather(g.Shape(x), g.ints([1]), axis=0)
     L = op.input(4)
     lens = g.Cast(L, to=TensorProto.INT64) if L else None
+    times = None
+    if isinstance(static_t, int):
+        backwards = g.ints(list(range(static_t - 1, -1, -1)))
+        if lens:
+            times = g.ints(list(range(static_t)))
+    else:  # the indices of T nonzero values: Range needs opset 11
+        times = g.reshape(g.NonZero(g.constant_of_shape(g.dims(x, [0]), 1.0, like=x)), [-1])
+        backwards = g.Sub(g.Sub(g.dims(x, [0]), g.ints([1])), times)
+    batch = g.Gather(g.Shape(x), g.ints([1]), axis=0)
     dy = dys[0]
-    # Y is every step's state only for a state that is h alone (GRU, RNN), without sequence_lens
-    # (past its end a sequence's Y is zero, not its carried state), and the step order is a
-    # constant only for a static T
-    holds_states = kind != "LSTM" and lens is None and isinstance(static_t, int)
     return _TimeMajor(
-        kind, hidden, x, tm(op.output(0), [1, 2, 0, 3]) if holds_states else None,
-        static_t if isinstance(static_t, int) else None,
+        kind, hidden, x, tm(op.output(0), [1, 2, 0, 3]) or None,
         tm(None if g.is_zero(dy) else dy, [1, 2, 0, 3]),
         [tm(None if g.is_zero(d) else d, [1, 0, 2]) for d in dys[1:1 + n_states]],
-        [tm(op.input(5 + k), [1, 0, 2]) for k in range(n_states)], steps, batch, last, lens,
+        [tm(op.input(5 + k), [1, 0, 2]) for k in range(n_states)], backwards, times, lens,
+        _within(g, times, lens) if lens and times else None,
         g.unsqueeze(g.Cast(g.Greater(lens, g.scalar_int(0)), to=g.dtype(X)), [1]) if lens else None,
         g.constant_of_shape(g.Concat(batch, g.ints([hidden]), axis=0), 0.0, like=X))
 
 
-def _states_from_output(g: Emitter, s: _TimeMajor, dd: str, h0: str, reverse: bool
-                        ) -> Optional[Tuple[List[str], str]]:
-    """:func:`_forward`'s result without its Loop, where the node's own ``Y`` holds it: GRU and RNN
-    carry only h, and Y is every step's h, so the states entering the processing steps are
-    [h0, Y_0 .. Y_{T-2}] (a reverse direction: [h0, Y_{T-1} .. Y_1]); None where ``Y`` does not
-    hold them (see :func:`_time_major`). On onnxruntime the forward Loop was about a third of the
-    nodes run per step (torch's GRU: 22 of 78)."""
-    if s.y is None or not s.static_steps:
-        return None
-    steps = s.static_steps
-    first = g.unsqueeze(h0, [0])
-    if steps == 1:
-        entering = first
+# ---------------------------------------------------------------- one direction: stacks and scans
+@dataclass
+class _Direction:
+    """One direction's recurrence in the enclosing scope (outer tensor names)."""
+
+    params: _Params
+    A: str  # X W^T + Wb, [T, B, G*H]
+    h0: str  # [B, H]
+    c0: Optional[str]
+    s: _TimeMajor
+    reverse: bool
+
+    def masked(self, g: Emitter, x: str, fill: float) -> str:
+        """``x`` ([T, B, ...]) on the steps of each sequence, ``fill`` past its end."""
+        return x if self.s.mask is None else g.Where(self.s.mask, x, _c(g, fill, x))
+
+
+#: one step of a scan: (emitter, carried values, this step's slice of each stack by key) -> (new
+#: carried values, values to stack); none may be a body input (onnxruntime stacks those wrong)
+_Step = Callable[[Emitter, List[str], Dict[str, str]], Tuple[List[str], List[str]]]
+
+
+def _scan(g: Emitter, d: _Direction, carried: List[str], xs: Dict[str, Optional[str]], step: _Step,
+          backward: bool) -> Tuple[List[str], List[str]]:
+    """A Scan over the steps in processing order, or its reverse with ``backward``, slicing the
+    time-order stacks ``xs`` (None ones left out): the final carried values and the stacked
+    values (time order). onnx.reference scans forward only, so a scan against time reads and writes
+    its stacks reversed."""
+    against_time = d.reverse != backward
+
+    def ordered(x: str) -> str:
+        return g.Gather(x, d.s.backwards, axis=0) if against_time else x
+
+    stacks = {k: x for k, x in xs.items() if x is not None}
+    b = g.nested()
+    states = [b.graph_input("carried", TensorInfo(g.dtype(c), None)) for c in carried]
+    slices = {k: b.graph_input(k, TensorInfo(g.dtype(x), None)) for k, x in stacks.items()}
+    new, stacked = step(b, states, slices)
+    body = b.subgraph("step", states + list(slices.values()), new + stacked)
+    outs = g.op("Scan", *carried, *[ordered(x) for x in stacks.values()], outputs=len(new) + len(stacked),
+                body=body, num_scan_inputs=len(stacks))
+    outs = outs if isinstance(outs, list) else [outs]
+    return outs[:len(new)], [ordered(y) for y in outs[len(new):]]
+
+
+def _recur(g: Emitter, d: _Direction, initial: List[str], xs: Dict[str, Optional[str]],
+           step: Callable[[Emitter, List[str], Dict[str, str]], List[str]]) -> List[str]:
+    """A recurrence run forward from ``initial``: the stacks of the states after each step, as
+    ``step`` computes them from the carried states and the step's slices of ``xs``. Past a
+    sequence's end its state is carried unchanged (the stacks keep what the step computed)."""
+    def body(b: Emitter, states: List[str], x: Dict[str, str]) -> Tuple[List[str], List[str]]:
+        new = step(b, states, x)
+        if "mask" not in x:  # a value both carried and stacked: onnxruntime loses the carried one
+            return new, [b.Identity(n) for n in new]
+        return [b.Where(x["mask"], n, s) for n, s in zip(new, states)], new
+
+    return _scan(g, d, initial, {**xs, "mask": d.s.mask}, body, backward=False)[1]
+
+
+def _entering(g: Emitter, d: _Direction, after: str, initial: str) -> str:
+    """The states entering each step from the states ``after`` each step (time-order stacks):
+    the step's before it in processing order, ``initial`` at a sequence's first step."""
+    first = g.unsqueeze(initial, [0])
+    if d.reverse:
+        shifted = g.Concat(g.slice(after, [1], [None], [0]), first, axis=0)
     else:
-        y = g.Gather(s.y, dd, axis=1)  # [T, B, H]
-        if reverse:
-            rest = g.Gather(y, g.ints(list(range(steps - 1, 0, -1))), axis=0)
-        else:
-            rest = g.slice(y, [0], [steps - 1], [0])
-        entering = g.Concat(first, rest, axis=0)
-    return [entering], g.ints(list(range(steps - 1, -1, -1)))
+        shifted = g.Concat(first, g.slice(after, [0], [-1], [0]), axis=0)
+    s = d.s
+    if s.lens is None or s.times is None or s.mask is None:
+        return shifted
+    # a reversed sequence starts at its own last step; past a sequence's end (where nothing reads
+    # the state) the initial state too, rather than Y's zeros
+    within = _within(g, g.Add(s.times, g.scalar_int(1)), s.lens) if d.reverse else s.mask
+    return g.Where(within, shifted, initial)
+
+
+def _arriving(b: Emitter, dh: str, x: Dict[str, str]) -> str:
+    """The gradient of a step's h: carried from the step after it, plus Y's."""
+    return b.Add(dh, x["dY"]) if "dY" in x else dh
+
+
+def _kept(b: Emitter, x: Dict[str, str], new: str, carried: str) -> str:
+    """``new``, where the step is past its sequence's end the ``carried`` gradient, handed on unchanged."""
+    return b.Where(x["mask"], new, carried) if "mask" in x else new
+
+
+def _backprop_scan(g: Emitter, d: _Direction, d_final: List[str], dY: Optional[str],
+                   coefficients: Dict[str, str], step: _Step) -> Tuple[List[str], List[str]]:
+    """The backward recurrence: a scan over the steps in reverse from the final states' gradients,
+    reading Y's gradient, the mask and the per-step ``coefficients``."""
+    return _scan(g, d, d_final, {**coefficients, "dY": dY, "mask": d.s.mask}, step, backward=True)
+
+
+def _weight_grad(g: Emitter, dz: str, h: str) -> str:
+    """``sum_t dz_t^T h_t`` over the steps and batch entries ([T, B, K] and [T, B, H] stacks)."""
+    return g.gemm(g.Flatten(dz, axis=2), g.Flatten(h, axis=2), trans_a=True)
+
+
+@dataclass
+class _Backprop:
+    """The gradients of the initial states ([dh0] or [dh0, dc0]), of R and of the peepholes, and
+    the stacks of dA and d(h R^T + Rb) (time order)."""
+
+    d_initial: List[str]
+    dR: str
+    dP: Optional[str]
+    dA: str
+    dHR: str
+
+
+# ---------------------------------------------------------------- each cell's backward pass
+# From the states entering every step (Hp, Cp), each cell computes all its gates at once and the
+# coefficients K (masked: zero past a sequence's end) that take the gradient dH arriving at a step
+# to its pre-activations; the scan then only applies them.
+def _rnn_backprop(g: Emitter, d: _Direction, Hp: str, Cp: Optional[str], dY: Optional[str],
+                  d_final: List[str]) -> _Backprop:
+    """``dz = dH f'(z)``, ``dh = dz R``."""
+    p = d.params
+    K = d.masked(g, _rnn_forward(g, d.A, Hp, p).z.slope(g), 0.0)
+
+    def step(b: Emitter, carried: List[str], x: Dict[str, str]) -> Tuple[List[str], List[str]]:
+        (dh,) = carried
+        dz = b.Mul(_arriving(b, dh, x), x["K"])
+        return [_kept(b, x, b.MatMul(dz, p.rec.R), dh)], [dz]
+
+    d_initial, (dA,) = _backprop_scan(g, d, d_final, dY, {"K": K}, step)
+    return _Backprop(d_initial, _weight_grad(g, dA, Hp), None, dA, dA)
+
+
+def _gru_backprop(g: Emitter, d: _Direction, Hp: str, Cp: Optional[str], dY: Optional[str],
+                  d_final: List[str]) -> _Backprop:
+    """``d cand = dH (1 - z)``, ``dz = dH (h - cand)``, ``dh = dH z`` plus the recurrent halves'."""
+    p = d.params
+    H = p.hidden
+    fw = _gru_forward(g, d.A, Hp, p, axis=2)
+    Kz = g.Mul(fw.delta, fw.z.slope(g))
+    Kh = g.Mul(g.Sub(_c(g, 1, d.A), fw.z.y), fw.cand.slope(g))
+    N = d.masked(g, fw.z.y, 1.0)  # past a sequence's end dh = dH: the scan hands it on
+    if fw.hh is not None:  # linear_before_reset: d r = d cand * (h Rh^T + Rbh)
+        K = d.masked(g, g.Concat(Kz, g.Mul(g.Mul(Kh, fw.hh), fw.r.slope(g)), g.Mul(Kh, fw.r.y), axis=2), 0.0)
+
+        def step(b: Emitter, carried: List[str], x: Dict[str, str]) -> Tuple[List[str], List[str]]:
+            (dh,) = carried
+            dH = _arriving(b, dh, x)
+            dhr = b.Mul(b.Concat(dH, dH, dH, axis=1), x["K"])  # of h R^T + Rb
+            return [b.Add(b.MatMul(dhr, p.rec.R), b.Mul(dH, x["N"]))], [dhr, dH if dH != dh else b.Identity(dh)]
+
+        d_initial, (dHR, dHs) = _backprop_scan(g, d, d_final, dY, {"K": K, "N": N}, step)
+        dz, dr, _ = g.split(dHR, [H] * 3, axis=2)
+        dA = g.Concat(dz, dr, g.Mul(dHs, d.masked(g, Kh, 0.0)), axis=2)
+        return _Backprop(d_initial, _weight_grad(g, dHR, Hp), None, dA, dHR)
+
+    # d(r h) = d cand Rh, read by r (dr = d(r h) h) and h (d(r h) r)
+    assert p.zr is not None and p.cand is not None and fw.rh is not None
+    zr, cand = p.zr, p.cand
+    Kzr = d.masked(g, g.Concat(Kz, g.Mul(Hp, fw.r.slope(g)), axis=2), 0.0)
+
+    def step0(b: Emitter, carried: List[str], x: Dict[str, str]) -> Tuple[List[str], List[str]]:
+        (dh,) = carried
+        dH = _arriving(b, dh, x)
+        dcand = b.Mul(dH, x["Kh"])
+        drh = b.MatMul(dcand, cand.R)
+        dzr = b.Mul(b.Concat(dH, drh, axis=1), x["Kzr"])
+        return [b.Add(b.Add(b.MatMul(dzr, zr.R), b.Mul(drh, x["r"])), b.Mul(dH, x["N"]))], [dzr, dcand]
+
+    d_initial, (dzr, dcand) = _backprop_scan(g, d, d_final, dY,
+                                             {"Kh": d.masked(g, Kh, 0.0), "Kzr": Kzr, "r": fw.r.y, "N": N}, step0)
+    dA = g.Concat(dzr, dcand, axis=2)
+    return _Backprop(d_initial, g.Concat(_weight_grad(g, dzr, Hp), _weight_grad(g, dcand, fw.rh), axis=0), None,
+                     dA, dA)
+
+
+def _lstm_cell_states(g: Emitter, d: _Direction, zi: str, zf: str, zc: str) -> Tuple[str, _LSTMGates, str]:
+    """(the cell states entering each step, the gates, the new cell states) where Y gave h: a scan
+    of ``c_t = f_t c_{t-1} + i_t cand_t`` alone, or with peepholes, which make i and f read c, of
+    the gates too."""
+    p = d.params
+    assert d.c0 is not None
+    if p.P:
+        after = _recur(g, d, [d.c0], {"zi": zi, "zf": zf, "zc": zc}, lambda b, c, x: [
+            _lstm_gates(b, x["zi"], x["zf"], x["zc"], c[0], p).cell_state(b, c[0])])[0]
+        Cp = _entering(g, d, after, d.c0)
+        gates = _lstm_gates(g, zi, zf, zc, Cp, p)
+        return Cp, gates, gates.cell_state(g, Cp)
+    gates = _lstm_gates(g, zi, zf, zc, None, p)
+    after = _recur(g, d, [d.c0], {"f": gates.f_y, "ig": g.Mul(gates.i.y, gates.cand.y)},
+                   lambda b, c, x: [b.Add(b.Mul(x["f"], c[0]), x["ig"])])[0]
+    return _entering(g, d, after, d.c0), gates, after
+
+
+def _lstm_backprop(g: Emitter, d: _Direction, Hp: str, Cp: Optional[str], dY: Optional[str],
+                   d_final: List[str]) -> _Backprop:
+    """``dC = dH o h'(C) + dC_next (+ dzo Po)``; ``di = dC cand``, ``df = dC c``, ``d cand = dC i``,
+    ``do = dH h(C)``; ``dh = [dzi, dzo, dzf, dzc] R``, ``dc = dC f (+ dzi Pi + dzf Pf)``."""
+    p = d.params
+    H = p.hidden
+    zi, zo, zf, zc = g.split(g.Add(d.A, p.rec(g, Hp)), [H] * 4, axis=2)
+    if Cp is None:
+        Cp, gates, C = _lstm_cell_states(g, d, zi, zf, zc)
+    else:
+        gates = _lstm_gates(g, zi, zf, zc, Cp, p)
+        C = gates.cell_state(g, Cp)
+    out = _lstm_output(g, zo, C, p)
+    Pi, Po, Pf = p.P if p.P else (None, None, None)
+    Ko = g.Mul(out.hC, out.o.slope(g))
+    M = g.Mul(out.o.y, p.acts[2].derivative(g, C, out.hC))  # dC / dH
+    if Po:
+        M = g.Add(M, g.Mul(Ko, Po))
+    Ki = g.Mul(g.Sub(gates.cand.y, Cp) if gates.f is None else gates.cand.y, gates.i.slope(g))  # f = 1 - i
+    Kf = g.zeros_like(Ki) if gates.f is None else g.Mul(Cp, gates.f.slope(g))
+    N = gates.f_y  # dc / dC
+    if Pi:
+        N = g.Add(N, g.Mul(Ki, Pi))
+    if Pf and gates.f is not None:
+        N = g.Add(N, g.Mul(Kf, Pf))
+    K = d.masked(g, g.Concat(Ki, Ko, Kf, g.Mul(gates.i.y, gates.cand.slope(g)), axis=2), 0.0)
+
+    def step(b: Emitter, carried: List[str], x: Dict[str, str]) -> Tuple[List[str], List[str]]:
+        dh, dc = carried
+        dH = _arriving(b, dh, x)
+        dC = b.Add(b.Mul(dH, x["M"]), dc)
+        dz = b.Mul(b.Concat(dC, dH, dC, dC, axis=1), x["K"])
+        return [_kept(b, x, b.MatMul(dz, p.rec.R), dh), _kept(b, x, b.Mul(dC, x["N"]), dc)], [dz]
+
+    d_initial, (dA,) = _backprop_scan(g, d, d_final, dY, {"M": M, "K": K, "N": N}, step)
+    dP = None
+    if p.P:  # sums of dzi c, dzo C, dzf c
+        dP = g.reduce_sum(g.Mul(g.slice(dA, [0], [3 * H], [2]), g.Concat(Cp, C, Cp, axis=2)), [0, 1], keepdims=False)
+    return _Backprop(d_initial, _weight_grad(g, dA, Hp), dP, dA, dA)
+
+
+_BACKPROP = {"LSTM": _lstm_backprop, "GRU": _gru_backprop, "RNN": _rnn_backprop}
 
 
 def _one_direction(g: Emitter, op: Op, s: _TimeMajor, dnum: int, acts: List[_Act]) -> Dict[str, Optional[str]]:
@@ -542,15 +605,32 @@ def _one_direction(g: Emitter, op: Op, s: _TimeMajor, dnum: int, acts: List[_Act
     Bd = g.Gather(B, dd, axis=0) if B else None
     Wb = g.slice(Bd, [0], [G * H], [0]) if Bd else None
     Rb = g.slice(Bd, [G * H], [2 * G * H], [0]) if Bd else None
+
+    def rec(lo: int, hi: int) -> _Rec:
+        if (lo, hi) == (0, G):
+            return _Rec(Rd, g.Transpose(Rd, perm=[1, 0]), Rb)
+        Rp = g.slice(Rd, [lo * H], [hi * H], [0])
+        return _Rec(Rp, g.Transpose(Rp, perm=[1, 0]), g.slice(Rb, [lo * H], [hi * H], [0]) if Rb else None)
+
+    lbr = bool(op.attr("linear_before_reset", 0))
+    gru0 = s.kind == "GRU" and not lbr
     Pd = g.split(g.Gather(P, dd, axis=0), [H] * 3, axis=0) if P else None
-    params = _Params(H, acts, op.attr("clip"), Rd, g.Transpose(Rd, perm=[1, 0]), Rb, Pd,
-                     bool(op.attr("input_forget", 0)), bool(op.attr("linear_before_reset", 0)))
+    params = _Params(H, acts, op.attr("clip"), rec(0, G), Pd, bool(op.attr("input_forget", 0)), lbr,
+                     rec(0, 2) if gru0 else None, rec(2, 3) if gru0 else None)
     A = g.MatMul(s.x, g.Transpose(Wd, perm=[1, 0]))
     if Wb:
         A = g.Add(A, Wb)
     reverse = op.attr("direction", "forward") == "reverse" or dnum == 1
     h0, c0 = [g.Gather(t, dd, axis=0) if t else s.zero_state for t in s.initial] + [None] * (2 - len(s.initial))
-    d = _Direction(s.kind, params, A, h0, c0, s.steps, s.batch, s.last, s.lens, reverse)  # type: ignore[arg-type]
+    assert h0 is not None
+    d = _Direction(params, A, h0, c0, s, reverse)
+    if s.y:  # every step's h
+        Hp, Cp = _entering(g, d, g.Gather(s.y, dd, axis=1), h0), None
+    else:
+        after = _recur(g, d, [h0] + ([c0] if c0 else []), {"a": A},
+                       lambda b, states, x: _ONE_STEP[s.kind](b, x["a"], states, params))
+        Hp = _entering(g, d, after[0], h0)
+        Cp = _entering(g, d, after[1], c0) if c0 else None
 
     def final(df: Optional[str]) -> str:
         if df is None:
@@ -559,16 +639,14 @@ def _one_direction(g: Emitter, op: Op, s: _TimeMajor, dnum: int, acts: List[_Act
         # an empty sequence outputs zero final states: nothing flows back from them
         return g.Mul(part, s.nonempty) if s.nonempty else part
 
-    stored, back_in_time = _states_from_output(g, s, dd, d.h0, reverse) or _forward(g, d)
-    bp = _backward(g, d, stored, g.Gather(s.dY, dd, axis=1) if s.dY else None, [final(df) for df in s.d_final])
-    dA = bp.dA if reverse else g.Gather(bp.dA, back_in_time, axis=0)  # forward: the stack runs last step first
+    dY = d.masked(g, g.Gather(s.dY, dd, axis=1), 0.0) if s.dY else None  # Y is zero past a sequence's end
+    bp = _BACKPROP[s.kind](g, d, Hp, Cp, dY, [final(df) for df in s.d_final])
+    dWb = g.reduce_sum(bp.dA, [0, 1], keepdims=False)
     return {
-        "dX": g.MatMul(dA, Wd),
-        # sum over steps and batch entries of dA_t^T x_t
-        "dW": g.MatMul(g.Transpose(g.Flatten(dA, axis=2), perm=[1, 0]), g.Flatten(s.x, axis=2)),
+        "dX": g.MatMul(bp.dA, Wd),
+        "dW": _weight_grad(g, bp.dA, s.x),
         "dR": bp.dR,
-        "dB": g.Concat(g.reduce_sum(dA, [0, 1], keepdims=False), g.reduce_sum(bp.dHR, [0, 1], keepdims=False),
-                       axis=0),
+        "dB": g.Concat(dWb, dWb if bp.dHR == bp.dA else g.reduce_sum(bp.dHR, [0, 1], keepdims=False), axis=0),
         "dh0": bp.d_initial[0],
         "dc0": bp.d_initial[1] if len(bp.d_initial) > 1 else None,
         "dP": bp.dP,
