@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import gc
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple, TypeVar, Union
 
 import numpy as np
 import onnx
@@ -189,6 +189,11 @@ def _differentiate(
     outputs: List[Tuple[str, onnx.TypeProto]] = []
     types: Dict[TensorInfo, onnx.TypeProto] = {}  # many xs share a type: build each TypeProto once
     done: Dict[str, Optional[str]] = {}
+    # A gradient's own node gives it under its output name where nothing else reads it (as
+    # tf.gradients returns the tensors themselves); elsewhere an Identity copies it. An Identity
+    # per weight was a quarter of a deep MLP's backward nodes and ~1 % of small_cnn's run time.
+    movable = _unread_outputs(g, {dx for dx in raw if dx is not None})
+    moved: Dict[str, str] = {}  # gradient -> the output name it was given
     for x, dx in zip(xs_l, raw):
         if x in done:
             names.append(done[x])
@@ -200,7 +205,11 @@ def _differentiate(
             names.append(None)
             continue
         out = g.fresh(f"{x.replace('/', '_')}_grad")
-        g.add_node("Identity", [dx], [out], out, {})
+        if dx in movable and dx not in moved:
+            node, slot = movable[dx]
+            g.nodes[node].output[slot] = g.node_io[node][1][slot] = moved[dx] = out
+        else:
+            g.add_node("Identity", [moved.get(dx, dx)], [out], out, {})
         info = index.tensor_info(x)
         if info not in types:
             shape = list(info.shape) if info.shape is not None else None
@@ -237,10 +246,7 @@ def _prune(g: Emitter, outputs: Sequence[str]) -> List[int]:
     Rules compute a gradient for every input of an op; those of inputs nobody asked about (a
     target, the data of a weights-only request) would otherwise stay in the graph as dead nodes.
     """
-    nodes = g.nodes
-    graph_kinds = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-    io = g.node_io if len(g.node_io) == len(nodes) else [
-        (n.input, n.output, any(a.type in graph_kinds for a in n.attribute)) for n in nodes]
+    nodes, io = g.nodes, g.node_io
     needed = set(outputs)
     dead = []
     for i in range(len(nodes) - 1, -1, -1):
@@ -253,6 +259,21 @@ def _prune(g: Emitter, outputs: Sequence[str]) -> List[int]:
             if has_graph:
                 needed.update(subgraph_outer_names(nodes[i]))
     return dead[::-1]
+
+
+def _unread_outputs(g: Emitter, names: Set[str]) -> Dict[str, Tuple[int, int]]:
+    """Where each of ``names`` that a backward node outputs and no backward node (nor a
+    subgraph of one) reads is produced: (position in ``g.nodes``, output slot)."""
+    read: Set[str] = set()
+    found: Dict[str, Tuple[int, int]] = {}
+    for i, (ins, outs, has_graph) in enumerate(g.node_io):
+        read.update(ins)
+        if has_graph:
+            read.update(subgraph_outer_names(g.nodes[i]))
+        for slot, o in enumerate(outs):
+            if o in names:
+                found[o] = (i, slot)
+    return {t: where for t, where in found.items() if t not in read}
 
 
 def _seed(g: Emitter, index: GraphIndex, y: str, gy: GradY) -> str:

@@ -194,6 +194,8 @@ def sum_to_shape(g: Emitter, grad: str, x: str, ys: Optional[Tuple[Dim, ...]]) -
         return _sum_to_open(g, grad, x, axes, open_axes, len(ys))
     if not axes:
         return grad
+    if len(axes) == lead:  # only the leading axes: dropping them leaves x's shape (a bias), no Reshape
+        return g.reduce_sum(grad, axes, keepdims=False)
     red = g.reduce_sum(grad, axes, keepdims=True)
     if lead:
         static = g.static_shape(x)

@@ -274,6 +274,8 @@ class Emitter:
     def as_gradient_of(self, grad: str, x: str) -> str:
         """``grad``, known from now on to have the shape of ``x`` (a gradient is shaped like its
         tensor) where its own shape is unknown."""
+        if grad in self._shapes:  # the usual case, on the walk's hot path: an emitted, shaped gradient
+            return grad
         if self.shape(grad) is None and self.shape(x) is not None:
             self.set_info(grad, self.known_dtype(grad) or self.known_dtype(x), self.shape(x))
         return grad

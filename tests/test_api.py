@@ -309,6 +309,58 @@ def test_gradient_of_x_with_respect_to_itself():
     np.testing.assert_array_equal(same, seed)
 
 
+
+def affine() -> onnx.ModelProto:
+    """y = x @ w + b, s = Sum(y * y), with w [3, 2] and b [2] initializers."""
+    return make([node("MatMul", ["x", "w"], "m"), node("Add", ["m", "b"], "y"), node("Mul", ["y", "y"], "yy"),
+                 node("ReduceSum", ["yy"], "s", keepdims=0)],
+                [("x", FLOAT, [2, 3])], [("s", FLOAT, [])],
+                [init("w", [[1.0, -2.0], [0.5, 1.0], [-1.0, 0.25]]), init("b", [0.5, -1.5])])
+
+
+def test_gradients_are_produced_under_their_output_names():
+    # each gradient nobody else reads comes straight from its node (no Identity copy, as
+    # tf.gradients returns the tensors themselves); a bias's gradient is one ReduceSum over the
+    # broadcast axes, without a Reshape back
+    m = affine()
+    res = onnxgrad.gradients(m, "s", ["w", "b"])
+    added = new_nodes(res, m)
+    assert not [n for n in added if n.op_type in ("Identity", "Reshape")], [n.op_type for n in added]
+    producers = {o: n.op_type for n in added for o in n.output}
+    assert producers[res.names[1]] == "ReduceSum"
+    y = X23 @ numpy_helper.to_array(m.graph.initializer[0]) + numpy_helper.to_array(m.graph.initializer[1])
+    dw, db = values(res, {"x": X23})
+    np.testing.assert_allclose(dw, X23.T @ (2 * y), rtol=1e-6)
+    np.testing.assert_allclose(db, (2 * y).sum(axis=0), rtol=1e-6)
+
+
+def test_a_gradient_other_nodes_read_is_copied():
+    # y's gradient is also m's (Add passes it on unchanged) and the MatMul's rule reads it for
+    # x's: it keeps its name and both y and m get an Identity of it; x's is nobody's input
+    m = affine()
+    res = onnxgrad.gradients(m, "s", ["y", "m", "x"])
+    added = new_nodes(res, m)
+    copies = [n for n in added if n.op_type == "Identity"]
+    assert len(copies) == 2 and len({n.input[0] for n in copies}) == 1
+    y = X23 @ numpy_helper.to_array(m.graph.initializer[0]) + numpy_helper.to_array(m.graph.initializer[1])
+    dy, dm, dx = values(res, {"x": X23})
+    np.testing.assert_allclose(dy, 2 * y, rtol=1e-6)
+    np.testing.assert_array_equal(dm, dy)
+    np.testing.assert_allclose(dx, 2 * y @ numpy_helper.to_array(m.graph.initializer[0]).T, rtol=1e-6)
+
+
+def test_a_gradient_two_xs_share_is_renamed_once():
+    # s = Sum(a + b): a's and b's gradients are one tensor; a's output is that tensor renamed,
+    # b's an Identity of the new name
+    m = make([node("Add", ["a", "b"], "t"), node("ReduceSum", ["t"], "s", keepdims=0)],
+             [("a", FLOAT, [2, 3]), ("b", FLOAT, [2, 3])], [("s", FLOAT, [])])
+    res = onnxgrad.gradients(m, "s", ["a", "b"])
+    copies = [n for n in new_nodes(res, m) if n.op_type == "Identity"]
+    assert [(list(n.input), list(n.output)) for n in copies] == [([res.names[0]], [res.names[1]])]
+    da, db = values(res, {"a": X23, "b": X23})
+    np.testing.assert_array_equal(da, np.ones((2, 3), np.float32))
+    np.testing.assert_array_equal(db, da)
+
 # ---------------------------------------------------------------------------------- aggregation
 def fan_out() -> onnx.ModelProto:
     """x reaches s through three edges: s = x * x + (-x)."""
