@@ -185,29 +185,29 @@ def _differentiate(
     seeds = [_seed(g, index, y, gy) for y, gy in zip(ys_l, gys)]
     raw = engine.backprop(g, ys_l, xs_l, seeds, set(stops), aggregate)
 
-    names: List[Optional[str]] = []
-    outputs: List[Tuple[str, onnx.TypeProto]] = []
-    types: Dict[TensorInfo, onnx.TypeProto] = {}  # many xs share a type: build each TypeProto once
-    done: Dict[str, Optional[str]] = {}
+    # each distinct x's gradient (unconnected ones zero-filled if asked)
+    answers: Dict[str, Optional[str]] = {}
+    for x, dx in zip(xs_l, raw):
+        if x not in answers:
+            if dx is None and unconnected is UnconnectedGradients.ZERO and g.is_float(x):
+                dx = g.zeros_like(x)
+            answers[x] = dx
+    live = _prune(g, [dx for dx in answers.values() if dx is not None])
     # A gradient's own node gives it under its output name where nothing else reads it (as
     # tf.gradients returns the tensors themselves); elsewhere an Identity copies it. An Identity
     # per weight was a quarter of a deep MLP's backward nodes and ~1 % of small_cnn's run time.
-    movable = _unread_outputs(g, {dx for dx in raw if dx is not None})
     moved: Dict[str, str] = {}  # gradient -> the output name it was given
-    for x, dx in zip(xs_l, raw):
-        if x in done:
-            names.append(done[x])
-            continue
-        if dx is None and unconnected is UnconnectedGradients.ZERO and g.is_float(x):
-            dx = g.zeros_like(x)
+    outputs: List[Tuple[str, onnx.TypeProto]] = []
+    types: Dict[TensorInfo, onnx.TypeProto] = {}  # many xs share a type: build each TypeProto once
+    done: Dict[str, Optional[str]] = {}
+    for x, dx in answers.items():
         if dx is None:
             done[x] = None
-            names.append(None)
             continue
         out = g.fresh(f"{x.replace('/', '_')}_grad")
-        if dx in movable and dx not in moved:
-            node, slot = movable[dx]
-            g.nodes[node].output[slot] = g.node_io[node][1][slot] = moved[dx] = out
+        if dx in live.movable and dx not in moved:
+            node, slot = live.movable[dx]
+            g.nodes[node].output[slot] = moved[dx] = out
         else:
             g.add_node("Identity", [moved.get(dx, dx)], [out], out, {})
         info = index.tensor_info(x)
@@ -216,9 +216,8 @@ def _differentiate(
             types[info] = helper.make_tensor_value_info(out, info.elem_type, shape).type
         outputs.append((out, types[info]))
         done[x] = out
-        names.append(out)
-
-    _drop(proto.graph.node, n_forward, _prune(g, [out for out, _ in outputs]))
+    names = [done[x] for x in xs_l]
+    _drop(proto.graph.node, n_forward, live.dead)  # after the renaming: dropping copies the nodes kept
     proto.graph.input.extend(g.extra_inputs)
     for out, tp in outputs:
         proto.graph.output.add(name=out, type=tp)
@@ -240,40 +239,42 @@ def _drop(container: Any, start: int, dead: List[int]) -> None:
     container.extend(kept.node)
 
 
-def _prune(g: Emitter, outputs: Sequence[str]) -> List[int]:
-    """Positions of the backward nodes no gradient output depends on, ascending.
+class _Live(NamedTuple):
+    """What :func:`_prune` finds."""
+
+    dead: List[int]  # positions of the backward nodes no output depends on, ascending
+    movable: Dict[str, Tuple[int, int]]  # output -> (position, slot) of its maker, where nothing else reads it
+
+
+def _prune(g: Emitter, outputs: Sequence[str]) -> _Live:
+    """The backward nodes the names ``outputs`` depend on, and those they do not.
 
     Rules compute a gradient for every input of an op; those of inputs nobody asked about (a
     target, the data of a weights-only request) would otherwise stay in the graph as dead nodes.
+    An output that a backward node makes and no other backward node (nor a subgraph of one)
+    reads is ``movable``: walking back from the last node meets every reader of a tensor before
+    its maker.
     """
     nodes, io = g.nodes, g.node_io
-    needed = set(outputs)
+    asked = set(outputs)
+    needed = set(asked)
+    read: Set[str] = set()  # names of ``outputs`` a live node reads
+    made: Dict[str, Tuple[int, int]] = {}
     dead = []
     for i in range(len(nodes) - 1, -1, -1):
         ins, outs, has_graph = io[i]
         if needed.isdisjoint(outs):
             dead.append(i)
-        else:
-            needed.update(ins)
-            needed.discard("")  # an omitted optional input: "" must never match an omitted output
-            if has_graph:
-                needed.update(subgraph_outer_names(nodes[i]))
-    return dead[::-1]
-
-
-def _unread_outputs(g: Emitter, names: Set[str]) -> Dict[str, Tuple[int, int]]:
-    """Where each of ``names`` that a backward node outputs and no backward node (nor a
-    subgraph of one) reads is produced: (position in ``g.nodes``, output slot)."""
-    read: Set[str] = set()
-    found: Dict[str, Tuple[int, int]] = {}
-    for i, (ins, outs, has_graph) in enumerate(g.node_io):
-        read.update(ins)
+            continue
         if has_graph:
-            read.update(subgraph_outer_names(g.nodes[i]))
-        for slot, o in enumerate(outs):
-            if o in names:
-                found[o] = (i, slot)
-    return {t: where for t, where in found.items() if t not in read}
+            ins = list(ins) + subgraph_outer_names(nodes[i])
+        if not asked.isdisjoint(outs):
+            made.update((o, (i, slot)) for slot, o in enumerate(outs) if o in asked)
+        if not asked.isdisjoint(ins):
+            read.update(asked.intersection(ins))
+        needed.update(ins)
+        needed.discard("")  # an omitted optional input: "" must never match an omitted output
+    return _Live(dead[::-1], {t: where for t, where in made.items() if t not in read})
 
 
 def _seed(g: Emitter, index: GraphIndex, y: str, gy: GradY) -> str:

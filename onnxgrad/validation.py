@@ -212,7 +212,7 @@ def check_gradient_model(model: ModelProto) -> None:
 
     onnx's checks of the input miss some inconsistencies a runtime would hit (a Conv weight with
     the wrong channel count, a label of the wrong rank): the backward pass, built from the same
-    static shapes, then contradicts itindex. Better an error than a model nothing can load.
+    static shapes, then contradicts them. Better an error than a model nothing can load.
     """
     error = strict_inference(light_view(model), parse=False)[1]
     if error:

@@ -361,6 +361,7 @@ def test_a_gradient_two_xs_share_is_renamed_once():
     np.testing.assert_array_equal(da, np.ones((2, 3), np.float32))
     np.testing.assert_array_equal(db, da)
 
+
 # ---------------------------------------------------------------------------------- aggregation
 def fan_out() -> onnx.ModelProto:
     """x reaches s through three edges: s = x * x + (-x)."""

@@ -60,6 +60,28 @@ def _write(path, data) -> str:
     return str(path)
 
 
+
+def _conv_channels(with_if: bool) -> Callable[[str], str]:
+    """A Conv weight of 2 input channels on a 3-channel x: onnx's checker and strict inference of
+    the input miss it, the gradient model contradicts it (validation.check_gradient_model). The
+    If variant reaches the Conv through a subgraph's rule."""
+    def make(folder: str) -> str:
+        nodes = [helper.make_node("Conv", ["x", "W"], ["c"], kernel_shape=[3, 3], name="conv")]
+        if with_if:
+            branch = helper.make_graph([helper.make_node("Identity", ["c"], ["b"])], "branch", [],
+                                       [helper.make_tensor_value_info("b", FLOAT, [1, 4, 3, 3])])
+            nodes += [helper.make_node("If", ["flag"], ["y"], then_branch=branch, else_branch=branch, name="if")]
+            extra = [numpy_helper.from_array(np.array(True), "flag")]
+        else:
+            nodes += [helper.make_node("Identity", ["c"], ["y"], name="id")]
+            extra = []
+        bad = model(nodes, inits=[numpy_helper.from_array(np.ones((4, 2, 3, 3), np.float32), "W")] + extra,
+                    inputs=[helper.make_tensor_value_info("x", FLOAT, [1, 3, 5, 5])],
+                    outputs=[helper.make_tensor_value_info("y", FLOAT, [1, 4, 3, 3])])
+        return _write(os.path.join(folder, "m.onnx"), bad)
+    return make
+
+
 # Each maker gets the test's folder and returns the model path (the file may not exist).
 @dataclass
 class Bad:
@@ -103,6 +125,10 @@ def _m(proto_fn) -> Callable[[str], str]:
 
 
 BAD_INPUTS = [
+    Bad("conv channels onnx misses", _conv_channels(False), errors.InvalidModelError,
+        ["fails ONNX shape inference", "gradients/"]),
+    Bad("conv channels onnx misses, with an If", _conv_channels(True), errors.InvalidModelError,
+        ["fails ONNX shape inference", "gradients/"]),
     # unreadable model: exit 3
     Bad("missing file", lambda f: os.path.join(f, "missing.onnx"), errors.ModelReadError,
         ["model file not found", "missing.onnx"]),
