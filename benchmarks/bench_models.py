@@ -289,6 +289,12 @@ def profile(name: str, d: str, runs: int = 3) -> List[Tuple[str, float, float]]:
         sess.run(None, feed)
     with open(sess.end_profiling()) as f:
         events = json.load(f)
+    # onnxruntime's profile lists no input it prepacked (a ConvTranspose's weight): read its shape
+    # from the model, where the node keeps its name
+    model = onnx.load(os.path.join(d, f"{name}.grad.onnx"), load_external_data=False)
+    dims = {t.name: list(t.dims) for t in model.graph.initializer}
+    weight_of = {n.name: dims[n.input[1]] for n in model.graph.node
+                 if n.op_type == "ConvTranspose" and len(n.input) > 1 and n.input[1] in dims}
     seen: Dict[str, int] = defaultdict(int)
     times: Dict[str, float] = defaultdict(float)
     flops: Dict[str, float] = defaultdict(float)
@@ -303,6 +309,8 @@ def profile(name: str, d: str, runs: int = 3) -> List[Tuple[str, float, float]]:
         op = args["op_name"]
         ins = [list(next(iter(t.values()))) for t in args.get("input_type_shape", [])]
         outs = [list(next(iter(t.values()))) for t in args.get("output_type_shape", [])]
+        if len(ins) == 1 and node in weight_of:
+            ins.append(weight_of[node])
         times[op] += e["dur"]
         flops[op] += _flops(op, ins, outs)
     total_t, total_f = sum(times.values()), sum(flops.values())
