@@ -353,7 +353,7 @@ def _time_major(g: Emitter, op: Op, hidden: int, dys: Sequence[Optional[str]]) -
     batch = g.Gather(g.Shape(x), g.ints([1]), axis=0)
     dy = dys[0]
     return _TimeMajor(
-        kind, hidden, x, tm(op.output(0), [1, 2, 0, 3]) or None,
+        kind, hidden, x, tm(op.output(0), [1, 2, 0, 3]),
         tm(None if g.is_zero(dy) else dy, [1, 2, 0, 3]),
         [tm(None if g.is_zero(d) else d, [1, 0, 2]) for d in dys[1:1 + n_states]],
         [tm(op.input(5 + k), [1, 0, 2]) for k in range(n_states)], backwards, times, lens,
